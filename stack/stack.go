@@ -1,0 +1,122 @@
+// Package stack defines the contract between the packet side of tungate (the
+// TUN device), the userspace network stacks that terminate TCP and UDP (the
+// own engine in stack/tcp, gVisor in stack/gvisor) and the proxy that relays
+// each flow upstream. It holds interfaces and small value types only.
+package stack
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// Headroom is the number of bytes a PacketWriter's caller leaves free before
+// each packet. The Linux TUN with offloads prepends a 10-byte virtio-net
+// header; 16 keeps the IP header aligned.
+const Headroom = 16
+
+// FlowID names one transport flow as the app sees it: Src is the app's own
+// address and port, Dst the address and port it connected (or sent) to.
+type FlowID struct {
+	Src netip.AddrPort
+	Dst netip.AddrPort
+}
+
+func (f FlowID) String() string { return fmt.Sprintf("%s->%s", f.Src, f.Dst) }
+
+// Reverse returns the flow as seen from the other end.
+func (f FlowID) Reverse() FlowID { return FlowID{Src: f.Dst, Dst: f.Src} }
+
+// PacketWriter receives the IP packets a stack emits towards the app.
+type PacketWriter interface {
+	// WritePackets writes one IP packet per element: bufs[i][offset:] is the
+	// packet and bufs[i][:offset] is headroom the writer may overwrite
+	// (offset >= Headroom). The writer does not keep bufs after it returns;
+	// the caller may reuse them. It returns the number of packets written
+	// and the first error.
+	WritePackets(bufs [][]byte, offset int) (int, error)
+}
+
+// Stack is a userspace network stack fed with IP packets from the TUN.
+type Stack interface {
+	// DeliverInbound hands the stack IP packets read from the TUN, each
+	// starting at its IP header. The stack copies what it keeps; the caller
+	// may reuse pkts and their buffers as soon as it returns. Malformed
+	// packets are dropped and counted, never returned as an error; the
+	// error is reserved for a closed stack (net.ErrClosed).
+	DeliverInbound(pkts [][]byte) error
+
+	// Close aborts every connection, stops the stack's goroutines and waits
+	// for them. Handlers still running see their Conns fail. Close is
+	// idempotent.
+	Close() error
+}
+
+// Handler decides what happens to each new flow. Stacks call its methods on
+// a goroutine of their own per flow, which the handler may block for as long
+// as the flow lives; Stack.Close cancels ctx.
+type Handler interface {
+	// HandleTCP is called once per new TCP flow, when the app's SYN arrives
+	// and before it is answered. The handler must call exactly one of
+	// req.Accept or req.Reject.
+	HandleTCP(ctx context.Context, req Request)
+
+	// HandleUDP is called once per new UDP flow (new 4-tuple), with the
+	// first datagram already readable from conn. The handler owns conn and
+	// must Close it.
+	HandleUDP(ctx context.Context, conn PacketConn)
+}
+
+// Request is a TCP connection attempt whose SYN has not been answered yet.
+// Repeated SYNs from the app while the request is pending are absorbed.
+type Request interface {
+	// ID returns the flow the app asked for.
+	ID() FlowID
+
+	// Accept completes the handshake (SYN-ACK, then waits for the app's ACK
+	// until ctx is done) and returns the established connection. It fails if
+	// the app gave up meanwhile (RST, timeout) or the stack is closed.
+	Accept(ctx context.Context) (Conn, error)
+
+	// Reject refuses the flow: with reset the app receives a RST (its
+	// connect fails with ECONNREFUSED); without, the SYN is dropped and the
+	// app's own retransmissions and timeout apply.
+	Reject(reset bool)
+}
+
+// Conn is an established TCP connection terminated in the stack.
+//
+// Read returns io.EOF once the app's FIN has been received and all data
+// before it read; an error wrapping syscall.ECONNRESET (so that
+// errors.Is(err, syscall.ECONNRESET) holds) when the app reset the
+// connection; net.ErrClosed after Close or
+// CloseRead. Write returns net.ErrClosed after Close or CloseWrite and
+// ECONNRESET after a reset. Close unblocks pending Read and Write calls.
+type Conn interface {
+	net.Conn
+
+	// ID returns the flow this connection terminates.
+	ID() FlowID
+
+	// CloseRead shuts the receive side: pending and later Reads fail.
+	CloseRead() error
+
+	// CloseWrite sends FIN after all data written so far (half-close); the
+	// receive side keeps working.
+	CloseWrite() error
+
+	// Abort closes the connection with a RST to the app, discarding any
+	// unsent data, as SO_LINGER 0 does for a kernel socket.
+	Abort() error
+}
+
+// PacketConn is one UDP flow terminated in the stack. Each Read returns one
+// datagram the app sent (a short buffer truncates it); each Write sends one
+// datagram back to the app from ID().Dst to ID().Src.
+type PacketConn interface {
+	net.Conn
+
+	// ID returns the flow (app address, destination address).
+	ID() FlowID
+}
