@@ -1,0 +1,168 @@
+package config
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func prefixes(ss ...string) []netip.Prefix {
+	out := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParsePrefix(s)
+	}
+	return out
+}
+
+func socks5(c *Config) {
+	c.Upstream.Kind = UpstreamSOCKS5
+	c.Upstream.Address = "127.0.0.1:1080"
+}
+
+// problemsOf validates c and returns its problems, failing the test if
+// Validate's error is not an *Error.
+func problemsOf(t *testing.T, c *Config) []Problem {
+	t.Helper()
+	err := c.Validate()
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatalf("Validate() error %T is not *Error: %v", err, err)
+	}
+	return e.Problems
+}
+
+func TestValidate_RejectsEachInvalidSetting(t *testing.T) {
+	tests := []struct {
+		name    string
+		mutate  func(*Config)
+		key     string
+		message string // substring of the problem's message
+	}{
+		{"mtu too large", func(c *Config) { c.TUN.MTU = 70000 }, "tun.mtu", "70000 is out of range [576, 65535]"},
+		{"mtu too small", func(c *Config) { c.TUN.MTU = 500 }, "tun.mtu", "out of range"},
+		{"mtu below IPv6 minimum", func(c *Config) { c.TUN.MTU = 1000 }, "tun.mtu", "below 1280"},
+		{"empty tun name", func(c *Config) { c.TUN.Name = "" }, "tun.name", "must not be empty"},
+		{"long tun name", func(c *Config) { c.TUN.Name = "abcdefghijklmnop" }, "tun.name", "longer than the kernel limit of 15"},
+		{"tun name with slash", func(c *Config) { c.TUN.Name = "tun/0" }, "tun.name", "contains '/'"},
+		{"tun name with space", func(c *Config) { c.TUN.Name = "tun 0" }, "tun.name", "white space"},
+		{"no addresses", func(c *Config) { c.TUN.Addresses = nil }, "tun.addresses", "at least one"},
+		{"unspecified address", func(c *Config) { c.TUN.Addresses = prefixes("0.0.0.0/8") }, "tun.addresses[0]", "cannot be an interface address"},
+		{"multicast address", func(c *Config) { c.TUN.Addresses = prefixes("198.18.0.1/15", "ff02::1/64") }, "tun.addresses[1]", "cannot be an interface address"},
+		{"mapped address", func(c *Config) { c.TUN.Addresses = prefixes("::ffff:198.18.0.1/120") }, "tun.addresses[0]", "IPv4-mapped"},
+		{"duplicate address", func(c *Config) { c.TUN.Addresses = prefixes("198.18.0.1/15", "198.18.0.1/24") }, "tun.addresses[1]", "duplicates tun.addresses[0]"},
+		{"zero prefix", func(c *Config) { c.TUN.Addresses = []netip.Prefix{{}} }, "tun.addresses[0]", "not a valid"},
+		{"route with host bits", func(c *Config) { c.TUN.Routes = prefixes("198.19.0.1/24") }, "tun.routes[0]", "did you mean 198.19.0.0/24?"},
+		{"duplicate route", func(c *Config) { c.TUN.Routes = prefixes("198.19.0.0/24", "198.19.0.0/24") }, "tun.routes[1]", "duplicates tun.routes[0]"},
+		{"unknown stack", func(c *Config) { c.Stack.Kind = "lwip" }, "stack.kind", `"lwip" is not one of gvisor, custom`},
+		{"small receive buffer", func(c *Config) { c.Stack.GVisor.ReceiveBufferSize = 100 }, "stack.gvisor.receive_buffer_size", "out of range"},
+		{"negative send buffer", func(c *Config) { c.Stack.GVisor.SendBufferSize = -1 }, "stack.gvisor.send_buffer_size", "out of range"},
+		{"unknown congestion control", func(c *Config) { c.Stack.GVisor.CongestionControl = "bbr" }, "stack.gvisor.congestion_control", "not one of cubic, reno"},
+		{"zero max inflight", func(c *Config) { c.Stack.GVisor.MaxInFlightSYN = 0 }, "stack.gvisor.max_inflight_syn", "out of range"},
+		{"unknown upstream", func(c *Config) { c.Upstream.Kind = "vpn" }, "upstream.kind", "not one of direct, socks5, http"},
+		{"socks5 without address", func(c *Config) { c.Upstream.Kind = UpstreamSOCKS5 }, "upstream.address", "required when upstream.kind is socks5"},
+		{"http without address", func(c *Config) { c.Upstream.Kind = UpstreamHTTP }, "upstream.address", "required when upstream.kind is http"},
+		{"address without port", func(c *Config) { socks5(c); c.Upstream.Address = "127.0.0.1" }, "upstream.address", "not host:port"},
+		{"address with empty host", func(c *Config) { socks5(c); c.Upstream.Address = ":1080" }, "upstream.address", "empty host"},
+		{"address with bad port", func(c *Config) { socks5(c); c.Upstream.Address = "127.0.0.1:70000" }, "upstream.address", "not a number in [1, 65535]"},
+		{"address with port zero", func(c *Config) { socks5(c); c.Upstream.Address = "127.0.0.1:0" }, "upstream.address", "not a number in [1, 65535]"},
+		{"address with bad host", func(c *Config) { socks5(c); c.Upstream.Address = "a b:1080" }, "upstream.address", "neither an IP address nor a host name"},
+		{"direct with address", func(c *Config) { c.Upstream.Address = "127.0.0.1:1080" }, "upstream.address", "upstream.kind is direct"},
+		{"direct with username", func(c *Config) { c.Upstream.Username = "u" }, "upstream.username", "upstream.kind is direct"},
+		{"password without username", func(c *Config) { socks5(c); c.Upstream.Password = "p" }, "upstream.password", "without upstream.username"},
+		{"long socks5 username", func(c *Config) { socks5(c); c.Upstream.Username = strings.Repeat("u", 256) }, "upstream.username", "SOCKS5 limit of 255"},
+		{"bad bind interface", func(c *Config) { c.Upstream.BindInterface = "eth:0" }, "upstream.bind_interface", "contains"},
+		{"bind to own tun", func(c *Config) { c.Upstream.BindInterface = c.TUN.Name }, "upstream.bind_interface", "loop"},
+		{"zero connect timeout", func(c *Config) { c.Upstream.ConnectTimeout = 0 }, "upstream.connect_timeout", "0s must be positive"},
+		{"negative idle timeout", func(c *Config) { c.Proxy.IdleTimeout = -time.Second }, "proxy.idle_timeout", "-1s must be positive"},
+		{"negative half-close timeout", func(c *Config) { c.Proxy.HalfCloseTimeout = -1 }, "proxy.half_close_timeout", "must be positive"},
+		{"zero udp timeout", func(c *Config) { c.Proxy.UDPIdleTimeout = 0 }, "proxy.udp_idle_timeout", "must be positive"},
+		{"unknown log level", func(c *Config) { c.Log.Level = "verbose" }, "log.level", "not one of debug, info, warn, error"},
+		{"unknown log format", func(c *Config) { c.Log.Format = "xml" }, "log.format", "not one of text, json"},
+		{"direct default route", func(c *Config) { c.TUN.Routes = prefixes("0.0.0.0/0") }, "tun.routes[0]", "loop"},
+		{"direct IPv6 default route", func(c *Config) { c.TUN.Routes = prefixes("::/0") }, "tun.routes[0]", "loop"},
+		{"direct half of the default route", func(c *Config) { c.TUN.Routes = prefixes("198.19.0.0/24", "128.0.0.0/1") }, "tun.routes[1]", "covers the default route"},
+		{"proxy inside a route", func(c *Config) { socks5(c); c.TUN.Routes = prefixes("127.0.0.0/8") }, "upstream.address", "inside tun.routes[0]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			tt.mutate(c)
+			ps := problemsOf(t, c)
+			for _, p := range ps {
+				if p.Key == tt.key && strings.Contains(p.Message, tt.message) {
+					return
+				}
+			}
+			t.Fatalf("want a problem %s: ...%s..., got %q", tt.key, tt.message, ps)
+		})
+	}
+}
+
+func TestValidate_AcceptsValidVariants(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+	}{
+		{"custom stack", func(c *Config) { c.Stack.Kind = StackCustom }},
+		{"socks5 with credentials", func(c *Config) { socks5(c); c.Upstream.Username = "u"; c.Upstream.Password = "p" }},
+		{"http with host name", func(c *Config) { c.Upstream.Kind = UpstreamHTTP; c.Upstream.Address = "proxy.internal:3128" }},
+		{"http with IPv6 literal", func(c *Config) { c.Upstream.Kind = UpstreamHTTP; c.Upstream.Address = "[::1]:3128" }},
+		{"default route with fwmark", func(c *Config) { c.TUN.Routes = prefixes("0.0.0.0/0", "::/0"); c.Upstream.Fwmark = 1 }},
+		{"default route with bind interface", func(c *Config) {
+			c.TUN.Routes = prefixes("0.0.0.0/1", "128.0.0.0/1")
+			c.Upstream.BindInterface = "veth0"
+		}},
+		{"direct with a narrow route", func(c *Config) { c.TUN.Routes = prefixes("198.19.0.0/24") }},
+		{"proxy outside the routes", func(c *Config) { socks5(c); c.TUN.Routes = prefixes("198.19.0.0/24") }},
+		{"IPv4 only with small MTU", func(c *Config) { c.TUN.Addresses = prefixes("198.18.0.1/15"); c.TUN.MTU = 576 }},
+		{"max fwmark", func(c *Config) { c.Upstream.Fwmark = 1<<32 - 1 }},
+		{"debug json log", func(c *Config) { c.Log = Log{Level: "debug", Format: LogJSON} }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Default()
+			tt.mutate(c)
+			if err := c.Validate(); err != nil {
+				t.Fatalf("Validate() = %v", err)
+			}
+		})
+	}
+}
+
+func TestValidate_ReportsEveryProblemAtOnce(t *testing.T) {
+	c := Default()
+	c.TUN.MTU = 70000
+	c.Stack.Kind = "lwip"
+	c.Upstream.Kind = UpstreamSOCKS5
+	c.Log.Level = "loud"
+	want := []string{
+		"tun.mtu: 70000 is out of range [576, 65535]",
+		`stack.kind: "lwip" is not one of gvisor, custom`,
+		"upstream.address: is required when upstream.kind is socks5 (host:port of the proxy)",
+		`log.level: "loud" is not one of debug, info, warn, error`,
+	}
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("Validate() = nil")
+	}
+	if got := strings.Split(err.Error(), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("Validate() =\n%s\nwant\n%s", err, strings.Join(want, "\n"))
+	}
+	var p Problem
+	if !errors.As(err, &p) || p.Key != "tun.mtu" {
+		t.Fatalf("errors.As(err, *Problem) = %v, first problem should be tun.mtu", p)
+	}
+}
+
+func TestProblem_ErrorNamesSource(t *testing.T) {
+	p := Problem{Key: "tun.mtu", Message: "70000 is out of range [576, 65535]", Source: "TUNGATE_TUN_MTU"}
+	want := "tun.mtu: 70000 is out of range [576, 65535] (from TUNGATE_TUN_MTU)"
+	if p.Error() != want {
+		t.Fatalf("Error() = %q, want %q", p.Error(), want)
+	}
+}
