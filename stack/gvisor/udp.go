@@ -1,0 +1,47 @@
+package gvisor
+
+import (
+	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
+)
+
+// onUDPRequest runs on the delivering goroutine for a datagram that matches
+// no flow yet: it creates a connected endpoint (which receives the
+// datagram) and hands it to the handler on a goroutine owned by the Stack.
+// It always reports the datagram handled, so gVisor never answers with
+// ICMP port unreachable.
+func (s *Stack) onUDPRequest(fr *udp.ForwarderRequest) bool {
+	id := flowID(fr.ID())
+	wq := new(waiter.Queue)
+	ep, terr := fr.CreateEndpoint(wq)
+	if terr != nil {
+		s.log.Debug("gvisor: udp endpoint", "flow", id, "err", terr.String())
+		return true
+	}
+	c := new(udpConn)
+	c.init(ep, wq, id, false, func() { s.unregister(c) })
+	if !s.registerHandled(c) {
+		_ = c.Close()
+		return true
+	}
+	s.udpFlows.Add(1)
+	s.log.Debug("gvisor: udp flow", "flow", id)
+	go func() {
+		defer s.wg.Done()
+		s.handler.HandleUDP(s.ctx, c)
+	}()
+	return true
+}
+
+// registerHandled registers c and counts its handler goroutine in wg, both
+// or neither: it fails once the stack is closing.
+func (s *Stack) registerHandled(c terminator) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
