@@ -32,9 +32,12 @@ func (f FlowID) Reverse() FlowID { return FlowID{Src: f.Dst, Dst: f.Src} }
 type PacketWriter interface {
 	// WritePackets writes one IP packet per element: bufs[i][offset:] is the
 	// packet and bufs[i][:offset] is headroom the writer may overwrite
-	// (offset >= Headroom). The writer does not keep bufs after it returns;
-	// the caller may reuse them. It returns the number of packets written
-	// and the first error.
+	// (offset >= Headroom). The writer does not keep bufs after it returns
+	// and the caller may reuse them, but their contents (and any spare
+	// capacity beyond each slice's length, which the Linux TUN uses to
+	// coalesce segments) are undefined afterwards: pass copies of anything
+	// that must survive, such as data kept for retransmission. It returns
+	// the number of packets written and the first error.
 	WritePackets(bufs [][]byte, offset int) (int, error)
 }
 

@@ -1,0 +1,265 @@
+//go:build linux
+
+package tun
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	wgtun "golang.zx2c4.com/wireguard/tun"
+)
+
+// DefaultMTU is the MTU Open uses when Config.MTU is 0.
+const DefaultMTU = 1500
+
+// virtioNetHdrLen is the size of the header the Linux TUN prepends to each
+// packet when offloads are on; Write needs at least this much headroom.
+const virtioNetHdrLen = 10
+
+// Config says which TUN Open creates and how it is configured.
+type Config struct {
+	// Name is the interface name, e.g. "tun0"; empty lets the kernel pick
+	// one ("tunN"). A name with "%d" is a kernel template.
+	Name string
+	// MTU of the interface; 0 means DefaultMTU. IPv6 needs >= 1280.
+	MTU int
+	// Addresses are assigned to the interface with their prefix length, so
+	// the kernel adds the connected route for each (198.18.0.1/15 routes
+	// 198.18.0.0/15 into the TUN). IPv6 addresses skip duplicate address
+	// detection and are usable at once.
+	Addresses []netip.Prefix
+	// Routes are added to the main table via the interface, in addition
+	// to the connected routes of Addresses.
+	Routes []netip.Prefix
+}
+
+// Linux is a configured Linux TUN device. It implements Device.
+//
+// Read may return wgtun.ErrTooManySegments with valid packets (see Device);
+// it is logged. Errors after Close satisfy errors.Is(err, os.ErrClosed).
+type Linux struct {
+	dev   wgtun.Device
+	name  string
+	index int
+	mtu   int
+	log   *slog.Logger
+
+	closed     atomic.Bool
+	closeOnce  sync.Once
+	closeErr   error
+	eventsDone chan struct{} // closed when the events drainer has returned
+
+	tooManySegments atomic.Uint64
+
+	// writeMu guards scratch, the private copy of the slice headers handed
+	// to wgtun, whose GRO swaps and extends elements of the slice it gets.
+	writeMu sync.Mutex
+	scratch [][]byte
+}
+
+var _ Device = (*Linux)(nil)
+
+// Open creates the TUN device in the network namespace of the calling OS
+// thread (callers that target another namespace lock the thread into it
+// first), assigns cfg.Addresses, sets the link up and adds cfg.Routes. On
+// any failure the device is removed again and the error names the step
+// that failed. log may be nil. Close removes the device.
+func Open(cfg Config, log *slog.Logger) (*Linux, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	mtu, err := cfg.mtu()
+	if err != nil {
+		return nil, err
+	}
+	dev, err := wgtun.CreateTUN(cfg.Name, mtu)
+	if err != nil {
+		return nil, fmt.Errorf("tun: create %q: %w", cfg.Name, err)
+	}
+	l := &Linux{dev: dev, name: cfg.Name, mtu: mtu, log: log, eventsDone: make(chan struct{})}
+	name, err := dev.Name()
+	if err == nil {
+		l.name = name
+	}
+	go l.drainEvents()
+	if err != nil {
+		_ = l.Close()
+		return nil, fmt.Errorf("tun: name of new device %q: %w", cfg.Name, err)
+	}
+	if err := l.setup(cfg); err != nil {
+		_ = l.Close()
+		return nil, err
+	}
+	log.Info("tun device open", "name", l.name, "mtu", l.mtu, "batch", dev.BatchSize(),
+		"addresses", cfg.Addresses, "routes", cfg.Routes)
+	return l, nil
+}
+
+func (c Config) mtu() (int, error) {
+	switch {
+	case c.MTU == 0:
+		return DefaultMTU, nil
+	case c.MTU < 68 || c.MTU > maxPacket:
+		return 0, fmt.Errorf("tun: mtu %d out of range [68, %d]", c.MTU, maxPacket)
+	}
+	return c.MTU, nil
+}
+
+// setup configures the device with netlink. It runs on the calling
+// goroutine because netlink sockets are opened in the namespace of the
+// current thread.
+func (l *Linux) setup(cfg Config) error {
+	name := l.name
+	if mtu, err := l.dev.MTU(); err == nil {
+		l.mtu = mtu
+	}
+	link, err := netlink.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("tun: look up link %s: %w", name, err)
+	}
+	l.index = link.Attrs().Index
+	for _, p := range cfg.Addresses {
+		if err := addAddress(link, p); err != nil {
+			return fmt.Errorf("tun: add address %s to %s: %w", p, name, err)
+		}
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("tun: set %s up: %w", name, err)
+	}
+	for _, p := range cfg.Routes {
+		if err := addRoute(l.index, p); err != nil {
+			return fmt.Errorf("tun: add route %s via %s: %w", p, name, err)
+		}
+	}
+	return nil
+}
+
+func addAddress(link netlink.Link, p netip.Prefix) error {
+	if !p.IsValid() {
+		return errors.New("invalid prefix")
+	}
+	addr := &netlink.Addr{IPNet: ipNet(p)}
+	if p.Addr().Unmap().Is6() {
+		// Without NODAD the address stays tentative for about a second
+		// and the kernel refuses to use it as a source.
+		addr.Flags = unix.IFA_F_NODAD
+	}
+	return netlink.AddrAdd(link, addr)
+}
+
+func addRoute(index int, p netip.Prefix) error {
+	if !p.IsValid() {
+		return errors.New("invalid prefix")
+	}
+	r := &netlink.Route{LinkIndex: index, Dst: ipNet(p.Masked())}
+	if p.Addr().Is4() {
+		// What `ip route add P dev tun0` uses: the destination is on-link.
+		r.Scope = netlink.SCOPE_LINK
+	}
+	return netlink.RouteAdd(r)
+}
+
+// ipNet converts p keeping the host bits, which matter for addresses.
+func ipNet(p netip.Prefix) *net.IPNet {
+	a := p.Addr().Unmap()
+	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(p.Bits(), a.BitLen())}
+}
+
+// drainEvents consumes wgtun's event channel, whose producers block when its
+// small buffer is full; the channel is closed by wgtun after Close.
+func (l *Linux) drainEvents() {
+	defer close(l.eventsDone)
+	for ev := range l.dev.Events() {
+		l.log.Debug("tun event", "name", l.name, "event", ev)
+	}
+}
+
+// Read implements Device.Read. offset must be at least 0; Headroom is what
+// ReadLoop uses.
+func (l *Linux) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	n, err := l.dev.Read(bufs, sizes, offset)
+	if err == nil {
+		return n, nil
+	}
+	if l.closed.Load() {
+		// wgtun may report its netlink listener's shutdown instead.
+		return 0, fmt.Errorf("tun: read %s: %w", l.name, os.ErrClosed)
+	}
+	if errors.Is(err, wgtun.ErrTooManySegments) {
+		l.logTooManySegments(len(bufs))
+		return n, err
+	}
+	return n, fmt.Errorf("tun: read %s: %w", l.name, err)
+}
+
+// logTooManySegments logs the 1st, 2nd, 4th, 8th... occurrence so a steady
+// overload cannot flood the log.
+func (l *Linux) logTooManySegments(batch int) {
+	c := l.tooManySegments.Add(1)
+	if c&(c-1) == 0 {
+		l.log.Warn("tun: GSO packet had more segments than read buffers; rest dropped",
+			"name", l.name, "buffers", batch, "occurrences", c)
+	}
+}
+
+// Write implements Device.Write. offset must be at least 10 (the
+// virtio-net header); callers use Headroom. Packets may be coalesced (GRO)
+// in place, using spare capacity after each packet. On error the count is
+// 0 even if some packets went out, because wgtun does not say which did.
+func (l *Linux) Write(bufs [][]byte, offset int) (int, error) {
+	if l.closed.Load() {
+		return 0, fmt.Errorf("tun: write %s: %w", l.name, os.ErrClosed)
+	}
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	if offset < virtioNetHdrLen {
+		return 0, fmt.Errorf("tun: write %s: offset %d: %w", l.name, offset, ErrShortHeadroom)
+	}
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	l.scratch = append(l.scratch[:0], bufs...)
+	_, err := l.dev.Write(l.scratch, offset)
+	clear(l.scratch) // do not pin the caller's buffers
+	if err != nil {
+		if l.closed.Load() {
+			err = os.ErrClosed
+		}
+		return 0, fmt.Errorf("tun: write %d packets to %s: %w", len(bufs), l.name, err)
+	}
+	return len(bufs), nil
+}
+
+// BatchSize implements Device.BatchSize: 128 with offloads, else 1.
+func (l *Linux) BatchSize() int { return l.dev.BatchSize() }
+
+// MTU implements Device.MTU.
+func (l *Linux) MTU() int { return l.mtu }
+
+// Name implements Device.Name.
+func (l *Linux) Name() string { return l.name }
+
+// Index returns the interface index, for routes and rules set up elsewhere.
+func (l *Linux) Index() int { return l.index }
+
+// Close closes the TUN file descriptor, which deletes the (non-persistent)
+// interface together with its addresses and routes, unblocks a pending
+// Read, and waits for the device's internal goroutines. It is idempotent.
+func (l *Linux) Close() error {
+	l.closeOnce.Do(func() {
+		l.closed.Store(true)
+		if err := l.dev.Close(); err != nil {
+			l.closeErr = fmt.Errorf("tun: close %s: %w", l.name, err)
+		}
+		<-l.eventsDone
+	})
+	return l.closeErr
+}

@@ -1,0 +1,35 @@
+package tun
+
+import (
+	"fmt"
+
+	"github.com/tungate/tungate/stack"
+)
+
+// Writer adapts a Device to stack.PacketWriter. It is safe for concurrent
+// use by many goroutines because Device.Write is (the Linux device
+// serializes inside wgtun).
+type Writer struct {
+	dev Device
+}
+
+var _ stack.PacketWriter = (*Writer)(nil)
+
+// NewWriter returns a Writer that writes to dev. It does not own dev.
+func NewWriter(dev Device) *Writer { return &Writer{dev: dev} }
+
+// WritePackets implements stack.PacketWriter. An offset below Headroom is
+// rejected with ErrShortHeadroom before anything is written. The device may
+// use the headroom, rewrite the packets in place and use spare capacity
+// after each packet while coalescing (see Device.Write); it keeps nothing
+// after returning. Errors after the device is closed satisfy
+// errors.Is(err, os.ErrClosed).
+func (w *Writer) WritePackets(bufs [][]byte, offset int) (int, error) {
+	if offset < Headroom {
+		return 0, fmt.Errorf("tun: write packets to %s: offset %d: %w", w.dev.Name(), offset, ErrShortHeadroom)
+	}
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	return w.dev.Write(bufs, offset)
+}
