@@ -103,8 +103,9 @@ type Upstream struct {
 type Proxy struct {
 	// IdleTimeout closes a TCP relay with no traffic in either direction.
 	IdleTimeout time.Duration `mapstructure:"idle_timeout"`
-	// HalfCloseTimeout closes a TCP relay this long after one side sent FIN
-	// if the other side has not finished too.
+	// HalfCloseTimeout applies once one side of a TCP relay has sent FIN:
+	// if the direction still open then carries nothing for this long, both
+	// sides are aborted. Data still flowing keeps a half-closed relay alive.
 	HalfCloseTimeout time.Duration `mapstructure:"half_close_timeout"`
 	// UDPIdleTimeout forgets a UDP session with no traffic.
 	UDPIdleTimeout time.Duration `mapstructure:"udp_idle_timeout"`

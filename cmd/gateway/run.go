@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tungate/tungate/internal/config"
+	"github.com/tungate/tungate/internal/gateway"
+)
+
+// runFlags are the flags of "gateway run" that are not config keys.
+type runFlags struct {
+	configFile string
+	pcap       string
+	trace      string
+}
+
+func (a *app) newRunCmd() *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run [--config FILE] [--stack KIND] [--pcap FILE] [--trace FILTER] [flags]",
+		Short: "Run the gateway until SIGINT or SIGTERM",
+		Long: `Run brings up the TUN device and the stack from the configuration and
+relays flows until SIGINT or SIGTERM, then shuts down cleanly. A second
+signal during shutdown exits at once.
+
+Settings come from, highest precedence first: the flags below that were
+given, TUNGATE_* environment variables (TUNGATE_TUN_MTU for tun.mtu), the
+--config file, and the built-in defaults. See configs/gateway.yaml.`,
+		Args:                  usageArgs(cobra.NoArgs),
+		RunE:                  func(cmd *cobra.Command, _ []string) error { return a.runGateway(cmd, f) },
+		DisableFlagsInUseLine: true,
+	}
+	fs := cmd.Flags()
+	fs.StringVarP(&f.configFile, "config", "c", "", "YAML config `file`")
+	fs.StringVar(&f.pcap, "pcap", "", "write every packet read from or written to the TUN to this pcap `file`")
+	fs.StringVar(&f.trace, "trace", "", "print packets and state changes of matching connections: a port, an address or addr:port")
+	config.RegisterFlags(fs)
+	return cmd
+}
+
+func (a *app) runGateway(cmd *cobra.Command, f runFlags) error {
+	cfg, err := a.loadConfig(f.configFile, cmd)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(a.stderr, cfg.Log)
+	ctx, stop := a.cancelOnSignal(cmd.Context(), logger)
+	defer stop()
+	err = a.serve(ctx, cfg, gateway.Options{PcapPath: f.pcap, Trace: f.trace, Logger: logger})
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil // shut down as asked
+	}
+	return err
+}
+
+// newLogger builds the gateway's logger; cfg has been validated, so the
+// level and format are known.
+func newLogger(w io.Writer, cfg config.Log) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.Level)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.Format == config.LogJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// cancelOnSignal returns a context cancelled by the first SIGINT or
+// SIGTERM; a second one ends the process at once, for a shutdown that
+// hangs. signal.NotifyContext cannot see the second signal, hence the own
+// channel. stop ends the signal handling and waits for its goroutine.
+func (a *app) cancelOnSignal(parent context.Context, logger *slog.Logger) (ctx context.Context, stop func()) {
+	ctx, cancel := context.WithCancel(parent)
+	sigs := make(chan os.Signal, 2)
+	a.notify(sigs)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		select {
+		case sig := <-sigs:
+			logger.Info("shutting down; signal again to exit at once", "signal", sig.String())
+			cancel()
+		case <-done:
+			return
+		}
+		select {
+		case sig := <-sigs:
+			fmt.Fprintf(a.stderr, "gateway: second signal (%v), exiting without a clean shutdown\n", sig)
+			a.exit(exitFailure)
+		case <-done:
+		}
+	})
+	return ctx, func() {
+		a.stopNotify(sigs)
+		close(done)
+		wg.Wait()
+		cancel()
+	}
+}

@@ -1,0 +1,182 @@
+// Package gateway is the composition root: config → TUN → stack → proxy.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+
+	"github.com/tungate/tungate/internal/config"
+	"github.com/tungate/tungate/proxy"
+	"github.com/tungate/tungate/stack"
+	"github.com/tungate/tungate/stack/gvisor"
+	"github.com/tungate/tungate/tun"
+)
+
+// Options are the run-time choices that are not part of the config file.
+type Options struct {
+	// PcapPath, when set, names a file that receives every packet read from
+	// or written to the TUN.
+	PcapPath string
+	// Trace selects connections whose packets and state transitions are
+	// printed as a ladder (a port, an address or addr:port); empty is off.
+	Trace string
+	// Logger receives the gateway's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Run brings the gateway up from cfg on a new TUN device and serves until
+// ctx is done, then shuts down cleanly: connections closed, TUN removed.
+func Run(ctx context.Context, cfg *config.Config, opts Options) error {
+	log := logger(opts.Logger)
+	if opts.Trace != "" {
+		return fmt.Errorf("gateway: --trace needs stack.kind custom, which is not available yet")
+	}
+	dev, err := tun.Open(tun.Config{
+		Name:      cfg.TUN.Name,
+		MTU:       cfg.TUN.MTU,
+		Addresses: cfg.TUN.Addresses,
+		Routes:    cfg.TUN.Routes,
+	}, log)
+	if err != nil {
+		return err
+	}
+	var d tun.Device = dev
+	var pcap *os.File
+	if opts.PcapPath != "" {
+		pcap, err = os.Create(opts.PcapPath)
+		if err != nil {
+			dev.Close()
+			return fmt.Errorf("gateway: pcap: %w", err)
+		}
+		d = tun.WithPcap(d, pcap, log)
+	}
+	log.Info("gateway up", "tun", dev.Name(), "mtu", cfg.TUN.MTU, "stack", cfg.Stack.Kind,
+		"upstream", cfg.Upstream.Kind)
+	err = Serve(ctx, cfg, d, log)
+	if pcap != nil {
+		if cerr := pcap.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("gateway: pcap: %w", cerr)
+		}
+	}
+	return err
+}
+
+// Serve runs the gateway on an already open device until ctx is done. It
+// closes dev before returning.
+func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, log *slog.Logger) error {
+	log = logger(log)
+	dialer, err := Dialer(cfg.Upstream)
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	var ts tun.Stats
+	dev = tun.WithStats(dev, &ts)
+	px := proxy.New(proxy.Options{
+		Dialer:           dialer,
+		UDPDialer:        proxy.NewDirect(directOptions(cfg.Upstream)),
+		ConnectTimeout:   cfg.Upstream.ConnectTimeout,
+		IdleTimeout:      cfg.Proxy.IdleTimeout,
+		HalfCloseTimeout: cfg.Proxy.HalfCloseTimeout,
+		UDPIdleTimeout:   cfg.Proxy.UDPIdleTimeout,
+		Logger:           log,
+	})
+	st, err := NewStack(cfg, tun.NewWriter(dev), px, log)
+	if err != nil {
+		px.Close()
+		dev.Close()
+		return err
+	}
+
+	readErr := make(chan error, 1)
+	go func() { readErr <- tun.ReadLoop(ctx, dev, st.DeliverInbound) }()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-readErr:
+		readErr = nil
+		if runErr != nil {
+			runErr = fmt.Errorf("gateway: %w", runErr)
+		}
+	}
+	// Shut down from the top: relays first (their aborts still reach the
+	// app through the stack and the open device), then the stack, then the
+	// device, which ends the read loop.
+	px.Close()
+	st.Close()
+	dev.Close()
+	if readErr != nil {
+		if err := <-readErr; err != nil && runErr == nil && !errors.Is(err, net.ErrClosed) {
+			runErr = fmt.Errorf("gateway: %w", err)
+		}
+	}
+	logStats(log, px, st, &ts)
+	return runErr
+}
+
+// NewStack builds the stack cfg.Stack.Kind names, writing to w and handing
+// flows to h.
+func NewStack(cfg *config.Config, w stack.PacketWriter, h stack.Handler, log *slog.Logger) (stack.Stack, error) {
+	switch cfg.Stack.Kind {
+	case "gvisor":
+		g := cfg.Stack.GVisor
+		return gvisor.New(w, h, gvisor.Options{
+			MTU:                   cfg.TUN.MTU,
+			SACK:                  g.SACK,
+			ReceiveBufferSize:     g.ReceiveBufferSize,
+			SendBufferSize:        g.SendBufferSize,
+			ModerateReceiveBuffer: g.ModerateReceiveBuffer,
+			CongestionControl:     g.CongestionControl,
+			MaxInFlightSYN:        g.MaxInFlightSYN,
+			Logger:                log,
+		})
+	default:
+		return nil, fmt.Errorf("gateway: stack.kind %q is not available", cfg.Stack.Kind)
+	}
+}
+
+// Dialer builds the TCP upstream dialer that cfg describes.
+func Dialer(cfg config.Upstream) (proxy.Dialer, error) {
+	direct := proxy.NewDirect(directOptions(cfg))
+	switch cfg.Kind {
+	case "direct":
+		return direct, nil
+	case "socks5":
+		return proxy.NewSOCKS5(cfg.Address, cfg.Username, cfg.Password, direct), nil
+	case "http":
+		return proxy.NewHTTP(cfg.Address, cfg.Username, cfg.Password, direct), nil
+	default:
+		return nil, fmt.Errorf("gateway: upstream.kind %q is not supported", cfg.Kind)
+	}
+}
+
+func directOptions(cfg config.Upstream) proxy.DirectOptions {
+	return proxy.DirectOptions{Fwmark: cfg.Fwmark, BindInterface: cfg.BindInterface}
+}
+
+func logger(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return l
+}
+
+// logStats writes the counters of one run at info, so that a shutdown
+// always leaves a summary of what happened.
+func logStats(log *slog.Logger, px *proxy.Proxy, st stack.Stack, ts *tun.Stats) {
+	attrs := []any{
+		"proxy", fmt.Sprintf("%+v", px.Stats()),
+		"tun_read_packets", ts.ReadPackets.Load(),
+		"tun_write_packets", ts.WritePackets.Load(),
+	}
+	if g, ok := st.(*gvisor.Stack); ok {
+		attrs = append(attrs, "stack", fmt.Sprintf("%+v", g.Stats()))
+	}
+	log.Info("gateway stopped", attrs...)
+}

@@ -1,0 +1,315 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tungate/tungate/proxy"
+)
+
+// sendAndHash writes n random bytes to w, half-closes it and returns
+// their hash; it reports errors on errc.
+func sendAndHash(w *net.TCPConn, n int64, errc chan<- error) [32]byte {
+	h := sha256.New()
+	_, err := io.Copy(io.MultiWriter(w, h), io.LimitReader(rand.Reader, n))
+	if err == nil {
+		err = w.CloseWrite()
+	}
+	errc <- err
+	return [32]byte(h.Sum(nil))
+}
+
+// readAndHash reads r to EOF and returns the hash and byte count.
+func readAndHash(r net.Conn) ([32]byte, int64, error) {
+	h := sha256.New()
+	r.SetReadDeadline(time.Now().Add(waitLimit))
+	n, err := io.Copy(h, r)
+	return [32]byte(h.Sum(nil)), n, err
+}
+
+func TestRelay_CopiesMegabytesBothWaysIntact(t *testing.T) {
+	const size = 4 << 20
+	h := newHarness(t, proxy.Options{})
+	app, up, done := h.establish()
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	var sentUp, sentDown, gotUp, gotDown [32]byte
+	var nUp, nDown int64
+	wg.Go(func() { sentUp = sendAndHash(app, size, errc) })
+	wg.Go(func() { sentDown = sendAndHash(up, size, errc) })
+	wg.Go(func() {
+		var err error
+		gotUp, nUp, err = readAndHash(up)
+		errc <- err
+	})
+	wg.Go(func() {
+		var err error
+		gotDown, nDown, err = readAndHash(app)
+		errc <- err
+	})
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if nUp != size || gotUp != sentUp {
+		t.Errorf("upstream received %d bytes, hash match %v; want %d identical bytes", nUp, gotUp == sentUp, size)
+	}
+	if nDown != size || gotDown != sentDown {
+		t.Errorf("app received %d bytes, hash match %v; want %d identical bytes", nDown, gotDown == sentDown, size)
+	}
+	waitClosed(t, done, "relay end after both FINs")
+	s := h.p.Stats()
+	if s.BytesUp != size || s.BytesDown != size || s.TCPActive != 0 {
+		t.Errorf("stats = %+v, want %d bytes each way and no active relay", s, size)
+	}
+	if h.events.has(proxy.EventAbort, proxy.SideApp) || h.events.has(proxy.EventAbort, proxy.SideUpstream) {
+		t.Errorf("a graceful close aborted a side: %v", h.events.all())
+	}
+	if e, ok := h.events.first(proxy.EventClose); !ok || e.Up != size || e.Down != size {
+		t.Errorf("close event = %+v, want Up and Down %d", e, size)
+	}
+}
+
+func TestRelay_AppFINHalfClosesUpstreamWhileDownstreamFlows(t *testing.T) {
+	h := newHarness(t, proxy.Options{})
+	app, up, done := h.establish()
+	transfer(t, app, up, "request")
+	if err := app.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	wantEOF(t, up, "upstream")
+	transfer(t, up, app, "response after the app's FIN")
+	transfer(t, up, app, "and more")
+	assertOpen(t, done, "relay end while the upstream still sends")
+	if err := up.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	wantEOF(t, app, "app")
+	waitClosed(t, done, "relay end")
+	for _, want := range []struct {
+		kind proxy.EventKind
+		side proxy.Side
+	}{
+		{proxy.EventEOF, proxy.SideApp},
+		{proxy.EventCloseWrite, proxy.SideUpstream},
+		{proxy.EventEOF, proxy.SideUpstream},
+		{proxy.EventCloseWrite, proxy.SideApp},
+	} {
+		if !h.events.has(want.kind, want.side) {
+			t.Errorf("no %v event for the %v side", want.kind, want.side)
+		}
+	}
+	if h.events.has(proxy.EventAbort, proxy.SideApp) || h.events.has(proxy.EventAbort, proxy.SideUpstream) {
+		t.Errorf("half-close aborted a side: %v", h.events.all())
+	}
+}
+
+func TestRelay_UpstreamFINHalfClosesAppWhileUpstreamFlowContinues(t *testing.T) {
+	h := newHarness(t, proxy.Options{})
+	app, up, done := h.establish()
+	if err := up.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	wantEOF(t, app, "app")
+	transfer(t, app, up, "upload after the upstream's FIN")
+	assertOpen(t, done, "relay end while the app still sends")
+	if err := app.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	wantEOF(t, up, "upstream")
+	waitClosed(t, done, "relay end")
+	if s := h.p.Stats(); s.ResetsFromApp+s.ResetsFromUpstream+s.IdleTimeouts+s.HalfCloseTimeouts != 0 {
+		t.Errorf("stats = %+v, want a clean close", s)
+	}
+}
+
+// reset closes c with a RST.
+func reset(t testing.TB, c *net.TCPConn) {
+	t.Helper()
+	if err := c.SetLinger(0); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+}
+
+func TestRelay_UpstreamResetAbortsApp(t *testing.T) {
+	h := newHarness(t, proxy.Options{})
+	app, up, done := h.establish()
+	transfer(t, up, app, "some data first")
+	reset(t, up)
+	wantReset(t, app, "app")
+	waitClosed(t, done, "relay end")
+	if s := h.p.Stats(); s.ResetsFromUpstream != 1 || s.ResetsFromApp != 0 {
+		t.Errorf("stats = %+v, want one reset from upstream", s)
+	}
+	if !h.events.has(proxy.EventReset, proxy.SideUpstream) || !h.events.has(proxy.EventAbort, proxy.SideApp) {
+		t.Errorf("events %v, want upstream reset and app abort", h.events.all())
+	}
+}
+
+func TestRelay_AppResetAbortsUpstream(t *testing.T) {
+	h := newHarness(t, proxy.Options{})
+	app, up, done := h.establish()
+	transfer(t, app, up, "some data first")
+	reset(t, app)
+	wantReset(t, up, "upstream")
+	waitClosed(t, done, "relay end")
+	if s := h.p.Stats(); s.ResetsFromApp != 1 || s.ResetsFromUpstream != 0 {
+		t.Errorf("stats = %+v, want one reset from the app", s)
+	}
+}
+
+func TestRelay_ResetAfterHalfCloseStillAbortsOtherSide(t *testing.T) {
+	h := newHarness(t, proxy.Options{})
+	app, up, done := h.establish()
+	if err := app.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	wantEOF(t, up, "upstream")
+	reset(t, up)
+	wantReset(t, app, "app")
+	waitClosed(t, done, "relay end")
+}
+
+func TestRelay_IdleTimeoutAbortsBothSides(t *testing.T) {
+	const idle = time.Minute
+	h := newHarness(t, proxy.Options{IdleTimeout: idle})
+	app, up, done := h.establish()
+	transfer(t, app, up, "ping") // the relay runs, so its timer is armed
+
+	h.clock.Advance(idle - time.Second)
+	transfer(t, up, app, "activity resets the idle time")
+	h.clock.Advance(2 * time.Second) // past the first deadline
+	assertOpen(t, done, "idle abort despite recent activity")
+	transfer(t, app, up, "still alive")
+
+	h.clock.Advance(idle)
+	wantReset(t, app, "app")
+	wantReset(t, up, "upstream")
+	waitClosed(t, done, "relay end")
+	if s := h.p.Stats(); s.IdleTimeouts != 1 || s.HalfCloseTimeouts != 0 {
+		t.Errorf("stats = %+v, want one idle timeout", s)
+	}
+	if e, ok := h.events.first(proxy.EventTimeout); !ok || e.Err == nil {
+		t.Errorf("timeout event = %+v, want one with a reason", e)
+	}
+}
+
+func TestRelay_HalfCloseTimeoutAbortsSilentOpenDirection(t *testing.T) {
+	const half = 10 * time.Second
+	h := newHarness(t, proxy.Options{IdleTimeout: time.Hour, HalfCloseTimeout: half})
+	app, up, done := h.establish()
+	if err := app.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	wantEOF(t, up, "upstream") // the relay is now half-closed
+
+	h.clock.Advance(half - time.Second)
+	transfer(t, up, app, "a download still in progress")
+	h.clock.Advance(half - time.Second)
+	assertOpen(t, done, "half-close abort while data flows")
+	transfer(t, up, app, "keeps it alive")
+
+	h.clock.Advance(half)
+	wantReset(t, app, "app")
+	waitClosed(t, done, "relay end")
+	wantWriteFails(t, up, "upstream")
+	if s := h.p.Stats(); s.HalfCloseTimeouts != 1 || s.IdleTimeouts != 0 {
+		t.Errorf("stats = %+v, want one half-close timeout", s)
+	}
+}
+
+func TestRelay_NegativeIdleTimeoutDisablesIt(t *testing.T) {
+	h := newHarness(t, proxy.Options{IdleTimeout: -1})
+	app, up, done := h.establish()
+	transfer(t, app, up, "ping")
+	if n := h.clock.Pending(); n != 0 {
+		t.Fatalf("%d timers pending, want none", n)
+	}
+	h.clock.Advance(24 * time.Hour)
+	transfer(t, up, app, "pong")
+	assertOpen(t, done, "relay end")
+}
+
+func TestClose_AbortsRelaysAndWaitsForThem(t *testing.T) {
+	h := newHarness(t, proxy.Options{})
+	app, up, _ := h.establish()
+	transfer(t, app, up, "ping")
+	h.p.Close()
+	if s := h.p.Stats(); s.TCPActive != 0 {
+		t.Fatalf("%d relays active after Close", s.TCPActive)
+	}
+	wantReset(t, app, "app")
+	wantReset(t, up, "upstream")
+}
+
+func TestRelay_AppDataQueuedBeforeFINArrivesBeforeEOF(t *testing.T) {
+	h := newHarness(t, proxy.Options{})
+	app, up, done := h.establish()
+	msg := bytes.Repeat([]byte("x"), 100<<10)
+	if _, err := app.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	app.CloseWrite()
+	up.SetReadDeadline(time.Now().Add(waitLimit))
+	got, err := io.ReadAll(up)
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("upstream read %d bytes, err %v; want all %d then EOF", len(got), err, len(msg))
+	}
+	up.CloseWrite()
+	wantEOF(t, app, "app")
+	waitClosed(t, done, "relay end")
+}
+
+// trackedConn is an upstream connection that records Close.
+type trackedConn struct {
+	*net.TCPConn
+	closed atomic.Bool
+}
+
+func (c *trackedConn) Close() error {
+	c.closed.Store(true)
+	return c.TCPConn.Close()
+}
+
+func TestRelay_ClosesBothConnectionsAfterBothFINs(t *testing.T) {
+	direct := proxy.NewDirect(proxy.DirectOptions{})
+	upstreams := make(chan *trackedConn, 1)
+	h := newHarness(t, proxy.Options{Dialer: dialFunc(func(ctx context.Context, network, address string) (net.Conn, error) {
+		c, err := direct.DialContext(ctx, network, address)
+		if err != nil {
+			return nil, err
+		}
+		tc := &trackedConn{TCPConn: c.(*net.TCPConn)}
+		upstreams <- tc
+		return tc, nil
+	})})
+	ln := listenTCP(t)
+	req, done := h.handleTCP(ln.Addr().String())
+	up := acceptTCP(t, ln)
+	waitClosed(t, req.Decided(), "decision")
+	app := req.App()
+	app.CloseWrite()
+	wantEOF(t, up, "upstream")
+	up.CloseWrite()
+	wantEOF(t, app, "app")
+	waitClosed(t, done, "relay end")
+	if c := req.Conn(); !c.Closed() || c.Aborted() {
+		t.Errorf("app conn closed %v, aborted %v; want a graceful Close", c.Closed(), c.Aborted())
+	}
+	if !(<-upstreams).closed.Load() {
+		t.Error("upstream conn not closed")
+	}
+}

@@ -1,0 +1,90 @@
+package proxy
+
+import "sync/atomic"
+
+// Stats are the proxy's counters since New.
+type Stats struct {
+	// TCPAccepted counts flows whose upstream connect succeeded and whose
+	// app handshake completed.
+	TCPAccepted uint64
+	// TCPActive is the number of TCP relays running now.
+	TCPActive int64
+	// TCPPolicyRejected counts flows refused by Options.Policy.
+	TCPPolicyRejected uint64
+	// TCPRefused counts upstream connects refused (ECONNREFUSED, also a
+	// refusal reported by a SOCKS5 or HTTP proxy).
+	TCPRefused uint64
+	// TCPTimedOut counts upstream connects that did not finish within
+	// ConnectTimeout.
+	TCPTimedOut uint64
+	// TCPDialFailed counts upstream connects that failed otherwise
+	// (unreachable, proxy errors, proxy closing).
+	TCPDialFailed uint64
+	// TCPAcceptFailed counts flows whose upstream connected but whose app
+	// had gone before the handshake completed.
+	TCPAcceptFailed uint64
+	// BytesUp and BytesDown count TCP payload relayed app→upstream and
+	// upstream→app.
+	BytesUp, BytesDown uint64
+	// ResetsFromApp and ResetsFromUpstream count relays ended by a RST
+	// from that side.
+	ResetsFromApp, ResetsFromUpstream uint64
+	// IdleTimeouts and HalfCloseTimeouts count relays aborted by those
+	// timeouts.
+	IdleTimeouts, HalfCloseTimeouts uint64
+
+	// UDPSessions counts UDP flows relayed; UDPActive those running now.
+	UDPSessions uint64
+	UDPActive   int64
+	// UDPDropped counts UDP flows not relayed: UDP disabled, refused by
+	// policy or dial failed.
+	UDPDropped uint64
+	// UDPPacketsUp/Down and UDPBytesUp/Down count datagrams and payload
+	// bytes app→upstream and upstream→app.
+	UDPPacketsUp, UDPPacketsDown uint64
+	UDPBytesUp, UDPBytesDown     uint64
+	// UDPPortUnreachable counts ICMP port unreachable reports on upstream
+	// sockets; the sessions go on.
+	UDPPortUnreachable uint64
+}
+
+// counters are the live values behind Stats.
+type counters struct {
+	tcpAccepted, tcpPolicyRejected, tcpRefused, tcpTimedOut atomic.Uint64
+	tcpDialFailed, tcpAcceptFailed                          atomic.Uint64
+	tcpActive                                               atomic.Int64
+	bytesUp, bytesDown                                      atomic.Uint64
+	resetsFromApp, resetsFromUpstream                       atomic.Uint64
+	idleTimeouts, halfCloseTimeouts                         atomic.Uint64
+	udpSessions, udpDropped                                 atomic.Uint64
+	udpActive                                               atomic.Int64
+	udpPacketsUp, udpPacketsDown                            atomic.Uint64
+	udpBytesUp, udpBytesDown                                atomic.Uint64
+	udpPortUnreachable                                      atomic.Uint64
+}
+
+func (c *counters) snapshot() Stats {
+	return Stats{
+		TCPAccepted:        c.tcpAccepted.Load(),
+		TCPActive:          c.tcpActive.Load(),
+		TCPPolicyRejected:  c.tcpPolicyRejected.Load(),
+		TCPRefused:         c.tcpRefused.Load(),
+		TCPTimedOut:        c.tcpTimedOut.Load(),
+		TCPDialFailed:      c.tcpDialFailed.Load(),
+		TCPAcceptFailed:    c.tcpAcceptFailed.Load(),
+		BytesUp:            c.bytesUp.Load(),
+		BytesDown:          c.bytesDown.Load(),
+		ResetsFromApp:      c.resetsFromApp.Load(),
+		ResetsFromUpstream: c.resetsFromUpstream.Load(),
+		IdleTimeouts:       c.idleTimeouts.Load(),
+		HalfCloseTimeouts:  c.halfCloseTimeouts.Load(),
+		UDPSessions:        c.udpSessions.Load(),
+		UDPActive:          c.udpActive.Load(),
+		UDPDropped:         c.udpDropped.Load(),
+		UDPPacketsUp:       c.udpPacketsUp.Load(),
+		UDPPacketsDown:     c.udpPacketsDown.Load(),
+		UDPBytesUp:         c.udpBytesUp.Load(),
+		UDPBytesDown:       c.udpBytesDown.Load(),
+		UDPPortUnreachable: c.udpPortUnreachable.Load(),
+	}
+}
