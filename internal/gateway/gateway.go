@@ -27,6 +27,9 @@ type Options struct {
 	Trace string
 	// Logger receives the gateway's logs; nil discards them.
 	Logger *slog.Logger
+	// Dialer, when set, replaces the TCP upstream dialer built from the
+	// config (for embedding the gateway, and for tests).
+	Dialer proxy.Dialer
 }
 
 // Run brings the gateway up from cfg on a new TUN device and serves until
@@ -57,7 +60,8 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	log.Info("gateway up", "tun", dev.Name(), "mtu", cfg.TUN.MTU, "stack", cfg.Stack.Kind,
 		"upstream", cfg.Upstream.Kind)
-	err = Serve(ctx, cfg, d, log)
+	opts.Logger = log
+	err = Serve(ctx, cfg, d, opts)
 	if pcap != nil {
 		if cerr := pcap.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("gateway: pcap: %w", cerr)
@@ -68,12 +72,15 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 
 // Serve runs the gateway on an already open device until ctx is done. It
 // closes dev before returning.
-func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, log *slog.Logger) error {
-	log = logger(log)
-	dialer, err := Dialer(cfg.Upstream)
-	if err != nil {
-		dev.Close()
-		return err
+func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options) error {
+	log := logger(opts.Logger)
+	dialer := opts.Dialer
+	if dialer == nil {
+		var err error
+		if dialer, err = Dialer(cfg.Upstream); err != nil {
+			dev.Close()
+			return err
+		}
 	}
 	var ts tun.Stats
 	dev = tun.WithStats(dev, &ts)
