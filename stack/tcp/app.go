@@ -1,0 +1,186 @@
+package tcp
+
+import (
+	"io"
+	"sync/atomic"
+
+	"github.com/tungate/tungate/internal/packet"
+)
+
+// Read moves received in-order data into p. It returns 0, nil when nothing
+// is there yet (the caller waits for EventReadable); io.EOF once the peer's
+// FIN was received and every byte before it read, or after CloseRead; an
+// error wrapping syscall.ECONNRESET after a reset (buffered data is
+// flushed, RFC 9293 §3.10.7.4), and the connection's error (ErrTimeout,
+// ErrAborted) after other failures.
+func (t *TCB) Read(p []byte) (int, error) {
+	if t.rcvBuf.len() > 0 && !t.readClosed {
+		n := t.rcvBuf.read(p)
+		t.afterRead()
+		return n, nil
+	}
+	switch {
+	case t.readClosed || (t.finRcvd && t.err == nil):
+		return 0, io.EOF
+	case t.err == errNormalClose:
+		if t.finRcvd {
+			return 0, io.EOF
+		}
+		return 0, ErrClosed
+	case t.err != nil:
+		return 0, t.err
+	}
+	return 0, nil
+}
+
+// Peek copies buffered in-order data into p without consuming it.
+func (t *TCB) Peek(p []byte) int {
+	if t.readClosed {
+		return 0
+	}
+	return t.rcvBuf.peekAt(0, p)
+}
+
+// afterRead sends a window update at once when reading opened the window
+// a lot: the new window is at least twice the one announced and passes
+// receiver SWS avoidance (RFC 9293 §3.8.6.2.2; Linux's rule too).
+func (t *TCB) afterRead() {
+	if !t.state.synchronized() || t.finRcvd {
+		return
+	}
+	cur := t.rcvWnd()
+	space := t.rcvSpace()
+	if space <= cur || space < 2*cur {
+		return
+	}
+	if space-cur >= min(uint32(t.rcvBuf.cap()/2), t.sndMSS) {
+		t.ackNow = true
+	}
+}
+
+// Write copies as much of p as the send buffer takes and returns the
+// count; 0, nil means the buffer is full (wait for EventWritable). After
+// CloseWrite or Close it returns an error matching net.ErrClosed; after a
+// reset or timeout the connection's error. Data written before the
+// handshake completes is sent once it does.
+func (t *TCB) Write(p []byte) (int, error) {
+	switch {
+	case t.err != nil && t.err != errNormalClose:
+		return 0, t.err
+	case t.finQueued:
+		return 0, ErrWriteClosed
+	case t.state == Closed:
+		return 0, ErrClosed
+	}
+	return t.sndBuf.write(p), nil
+}
+
+// Readable reports whether Read would return data or an error now.
+func (t *TCB) Readable() bool {
+	return (t.rcvBuf.len() > 0 && !t.readClosed) || t.finRcvd || t.readClosed || t.err != nil
+}
+
+// Writable reports whether Write would accept data or fail now.
+func (t *TCB) Writable() bool {
+	return t.sndBuf.free() > 0 || t.finQueued || t.err != nil || t.state == Closed
+}
+
+// CloseWrite queues our FIN after the pending data (half-close, RFC 9293
+// §3.10.4): ESTABLISHED goes to FIN-WAIT-1, CLOSE-WAIT to LAST-ACK. During
+// the handshake the close waits for ESTABLISHED. It is idempotent.
+func (t *TCB) CloseWrite() {
+	if t.finQueued || t.state == Closed {
+		return
+	}
+	t.finQueued = true
+	switch t.state {
+	case Established:
+		t.setState(FinWait1, "application closed its direction")
+	case CloseWait:
+		t.setState(LastAck, "application closed after the peer's FIN")
+	case SynSent:
+		// §3.10.4 SYN-SENT: "delete the TCB".
+		t.close(errNormalClose, "closed in SYN-SENT")
+	}
+}
+
+// CloseRead stops delivery: buffered data is dropped, later data is
+// acknowledged and dropped, and Read returns io.EOF.
+func (t *TCB) CloseRead() {
+	if t.readClosed {
+		return
+	}
+	t.readClosed = true
+	if t.rcvBuf.len() > 0 {
+		t.discardedUnread = true
+		t.rcvBuf.discard(t.rcvBuf.len())
+	}
+	t.events |= EventReadable
+}
+
+// Close closes both directions. If received data was never read, the
+// connection is reset instead (RFC 1122 §4.2.2.13, RFC 2525 §2.17: a RST
+// tells the peer its data was lost), as Linux does. Otherwise the FIN is
+// queued after pending data, and data that still arrives afterwards
+// resets the connection; FIN-WAIT-2 is then bounded by FinWait2Timeout.
+func (t *TCB) Close() {
+	switch t.state {
+	case Closed:
+		return
+	case TimeWait:
+		t.orphaned = true
+		return
+	}
+	if (t.rcvBuf.len() > 0 && !t.readClosed) || t.discardedUnread {
+		t.abort("closed with unread data")
+		return
+	}
+	t.orphaned = true
+	t.CloseRead()
+	t.CloseWrite()
+	t.armFinWait2()
+}
+
+// Abort resets the connection now (RFC 9293 §3.10.5 ABORT): a RST is
+// queued when the state calls for one, and the TCB enters CLOSED.
+// Read and Write then fail with ErrAborted.
+func (t *TCB) Abort() { t.abort("aborted by application") }
+
+func (t *TCB) abort(reason string) {
+	switch t.state {
+	case Closed:
+		return
+	case SynReceived, Established, FinWait1, FinWait2, CloseWait:
+		// "<SEQ=SND.NXT><CTL=RST>"; the ACK makes it acceptable to peers
+		// that check it, as Linux sends it.
+		t.queueRST(t.sndMax, t.rcvNxt, true)
+	}
+	t.flushQueues()
+	t.close(ErrAborted, reason)
+}
+
+// AcceptsNewSyn reports whether syn, arriving for this connection in
+// TIME-WAIT, may start a new incarnation (RFC 6191 §2): with timestamps
+// on both, when its TSval is newer than the last one seen (or equal with a
+// higher sequence number); otherwise when its sequence number is beyond
+// RCV.NXT (RFC 9293 §3.6.1, RFC 1122 §4.2.2.13). On true the TCB closes
+// (reason "TIME-WAIT reused by new SYN") and the engine creates a new
+// one from syn; on false the engine passes syn to Input, which answers
+// it as RFC 5961 §4 says.
+func (t *TCB) AcceptsNewSyn(syn *Segment) bool {
+	if t.state != TimeWait || syn.Flags&(packet.SYN|packet.ACK|packet.RST) != packet.SYN {
+		return false
+	}
+	var ok bool
+	if t.tsOK && syn.Opts.HasTS && t.cfg.Timestamps {
+		d := int32(syn.Opts.TSVal - t.tsRecent)
+		ok = d > 0 || (d == 0 && syn.Seq.GreaterThan(t.rcvNxt))
+	} else {
+		ok = syn.Seq.GreaterThan(t.rcvNxt)
+	}
+	if ok {
+		t.count(func(c *Counters) *atomic.Uint64 { return &c.TimeWaitReuses })
+		t.close(errNormalClose, "TIME-WAIT reused by new SYN")
+	}
+	return ok
+}

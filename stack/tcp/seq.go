@@ -1,0 +1,53 @@
+// Package tcp is tungate's own TCP engine: a sans-I/O control block per
+// connection (TCB) and the engine around it that owns the flow table,
+// timers and buffers and implements the stack contract.
+package tcp
+
+// Seq is a TCP sequence number. Sequence space is circular (RFC 9293
+// §3.4): every comparison goes through these methods, which are correct
+// across the 2^32 wrap as long as the two numbers are less than 2^31 apart.
+// Comparing two Seq values with < or > directly is a bug.
+type Seq uint32
+
+// Add returns s advanced by n bytes of sequence space.
+func (s Seq) Add(n uint32) Seq { return s + Seq(n) }
+
+// Sub returns the signed distance s - o.
+func (s Seq) Sub(o Seq) int32 { return int32(s - o) }
+
+// LessThan reports s < o in sequence space.
+func (s Seq) LessThan(o Seq) bool { return int32(s-o) < 0 }
+
+// LessEq reports s <= o in sequence space.
+func (s Seq) LessEq(o Seq) bool { return int32(s-o) <= 0 }
+
+// GreaterThan reports s > o in sequence space.
+func (s Seq) GreaterThan(o Seq) bool { return int32(s-o) > 0 }
+
+// GreaterEq reports s >= o in sequence space.
+func (s Seq) GreaterEq(o Seq) bool { return int32(s-o) >= 0 }
+
+// InWindow reports start <= s < start+size. A zero size window holds
+// nothing.
+func (s Seq) InWindow(start Seq, size uint32) bool {
+	return uint32(s-start) < size
+}
+
+// InRange reports a <= s < b.
+func (s Seq) InRange(a, b Seq) bool { return s.InWindow(a, uint32(b-a)) }
+
+// Max returns the later of s and o.
+func (s Seq) Max(o Seq) Seq {
+	if s.LessThan(o) {
+		return o
+	}
+	return s
+}
+
+// Min returns the earlier of s and o.
+func (s Seq) Min(o Seq) Seq {
+	if s.LessThan(o) {
+		return s
+	}
+	return o
+}

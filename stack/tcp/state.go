@@ -1,0 +1,132 @@
+package tcp
+
+import "sync/atomic"
+
+// State is a connection state (RFC 9293 §3.3.2). The zero value is Closed.
+type State uint8
+
+// Connection states. SynSent exists for active opens (used by tests and
+// conformance runners); the engine itself only opens passively.
+const (
+	Closed State = iota
+	Listen
+	SynSent
+	SynReceived
+	Established
+	FinWait1
+	FinWait2
+	CloseWait
+	Closing
+	LastAck
+	TimeWait
+)
+
+var stateNames = [...]string{
+	Closed:      "CLOSED",
+	Listen:      "LISTEN",
+	SynSent:     "SYN-SENT",
+	SynReceived: "SYN-RECEIVED",
+	Established: "ESTABLISHED",
+	FinWait1:    "FIN-WAIT-1",
+	FinWait2:    "FIN-WAIT-2",
+	CloseWait:   "CLOSE-WAIT",
+	Closing:     "CLOSING",
+	LastAck:     "LAST-ACK",
+	TimeWait:    "TIME-WAIT",
+}
+
+// String returns the RFC 9293 name of the state, e.g. "FIN-WAIT-2".
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "STATE(?)"
+}
+
+// synchronized reports whether s is one of the synchronized states of RFC
+// 9293 §3.5 (ESTABLISHED and every state after it), where RFC 5961 rules
+// apply to RST and SYN.
+func (s State) synchronized() bool { return s >= Established }
+
+// TraceKind says what a TraceEvent reports.
+type TraceKind uint8
+
+// Trace event kinds.
+const (
+	TraceSegIn  TraceKind = iota + 1 // a segment handed to Input
+	TraceSegOut                      // a segment handed to the emit callback
+	TraceState                       // a state transition
+	TraceDrop                        // an inbound segment dropped, with the reason
+)
+
+func (k TraceKind) String() string {
+	switch k {
+	case TraceSegIn:
+		return "in"
+	case TraceSegOut:
+		return "out"
+	case TraceState:
+		return "state"
+	case TraceDrop:
+		return "drop"
+	}
+	return "?"
+}
+
+// TraceEvent is one observation of the control block. Seg is borrowed for
+// the duration of the callback. Reason is a constant string: for TraceDrop
+// the one specific reason the segment was dropped, for TraceState why the
+// transition happened.
+type TraceEvent struct {
+	Kind     TraceKind
+	Seg      *Segment
+	From, To State
+	Reason   string
+}
+
+// SetTrace installs fn to observe segments in and out, transitions and
+// drops; nil removes it. fn runs synchronously inside the TCB call and
+// must not call back into the TCB.
+func (t *TCB) SetTrace(fn func(TraceEvent)) { t.traceFn = fn }
+
+func (t *TCB) trace(kind TraceKind, seg *Segment, reason string) {
+	if t.traceFn != nil {
+		t.traceFn(TraceEvent{Kind: kind, Seg: seg, From: t.state, To: t.state, Reason: reason})
+	}
+}
+
+// drop records that seg is discarded for reason. Every discarded inbound
+// segment goes through here exactly once.
+func (t *TCB) drop(seg *Segment, reason string) {
+	t.count(func(c *Counters) *atomic.Uint64 { return &c.DroppedSegments })
+	t.trace(TraceDrop, seg, reason)
+}
+
+// setState is the only place the connection state changes. It runs the
+// entry actions that belong to the new state (timers, events) so that
+// every path into a state behaves the same.
+func (t *TCB) setState(to State, reason string) {
+	from := t.state
+	if from == to {
+		return
+	}
+	t.state = to
+	if t.traceFn != nil {
+		t.traceFn(TraceEvent{Kind: TraceState, From: from, To: to, Reason: reason})
+	}
+	t.stateReason = reason
+	switch to {
+	case Established:
+		t.events |= EventEstablished | EventWritable
+	case FinWait2:
+		t.armFinWait2()
+	case TimeWait:
+		// RFC 9293 §3.10.7.4 eighth step: start the time-wait timer,
+		// turn off the other timers.
+		t.stopAllTimers()
+		t.timeWaitAt = t.now.Add(t.cfg.MSL2)
+	case Closed:
+		t.stopAllTimers()
+		t.events |= EventClosed | EventReadable | EventWritable
+	}
+}
