@@ -29,6 +29,8 @@ const (
 const (
 	CongestionCubic = "cubic"
 	CongestionReno  = "reno"
+	// CongestionNewReno is the own engine's name for RFC 5681/6582 Reno.
+	CongestionNewReno = "newreno"
 )
 
 // Log formats (log.format).
@@ -67,7 +69,48 @@ type TUN struct {
 type Stack struct {
 	// Kind is StackGVisor or StackCustom.
 	Kind   string `mapstructure:"kind"`
+	Custom Custom `mapstructure:"custom"`
 	GVisor GVisor `mapstructure:"gvisor"`
+}
+
+// Custom holds the tunables of tungate's own TCP engine (stack/tcp).
+type Custom struct {
+	// SACK, Timestamps and WindowScale enable RFC 2018 selective
+	// acknowledgements and the RFC 7323 options; each is used only when
+	// the app offers it too.
+	SACK        bool `mapstructure:"sack"`
+	Timestamps  bool `mapstructure:"timestamps"`
+	WindowScale bool `mapstructure:"window_scale"`
+	// NoDelay turns Nagle's algorithm off: the relay already writes what
+	// the upstream sent in large chunks, and a proxy must not add delay
+	// to small request/response exchanges.
+	NoDelay bool `mapstructure:"no_delay"`
+	// ReceiveBufferSize is each connection's initial receive buffer; it is
+	// auto-tuned up to ReceiveBufferMax while the reader keeps up.
+	ReceiveBufferSize int `mapstructure:"receive_buffer_size"`
+	ReceiveBufferMax  int `mapstructure:"receive_buffer_max"`
+	SendBufferSize    int `mapstructure:"send_buffer_size"`
+	// CongestionControl is cubic (RFC 9438) or newreno (RFC 5681/6582).
+	CongestionControl string `mapstructure:"congestion_control"`
+	// DelayedAck is the delayed-ACK timer (RFC 9293 §3.8.6.3: < 500 ms).
+	DelayedAck time.Duration `mapstructure:"delayed_ack"`
+	// TimeWait is how long a connection we closed first stays in
+	// TIME-WAIT (2·MSL).
+	TimeWait time.Duration `mapstructure:"time_wait"`
+	// FinWait2Timeout bounds FIN-WAIT-2 after the relay closed both ways.
+	FinWait2Timeout time.Duration `mapstructure:"fin_wait2_timeout"`
+	// SynAckRetries is how often an unanswered SYN-ACK is sent again.
+	SynAckRetries int `mapstructure:"synack_retries"`
+	// KeepaliveIdle enables keepalive probes after this much silence;
+	// 0 disables them.
+	KeepaliveIdle     time.Duration `mapstructure:"keepalive_idle"`
+	KeepaliveInterval time.Duration `mapstructure:"keepalive_interval"`
+	KeepaliveCount    int           `mapstructure:"keepalive_count"`
+	// SynBacklog bounds half-open connections (SYN-ACK sent, waiting for
+	// the third ACK); PendingBacklog bounds SYNs waiting for their
+	// upstream dial. Beyond either, SYN cookies answer (RFC 4987).
+	SynBacklog     int `mapstructure:"syn_backlog"`
+	PendingBacklog int `mapstructure:"pending_backlog"`
 }
 
 // GVisor holds the tunables of the gVisor netstack.
@@ -135,6 +178,25 @@ func Default() *Config {
 		},
 		Stack: Stack{
 			Kind: StackGVisor,
+			Custom: Custom{
+				SACK:              true,
+				Timestamps:        true,
+				WindowScale:       true,
+				NoDelay:           true,
+				ReceiveBufferSize: 256 << 10,
+				ReceiveBufferMax:  4 << 20,
+				SendBufferSize:    1 << 20,
+				CongestionControl: CongestionCubic,
+				DelayedAck:        40 * time.Millisecond,
+				TimeWait:          60 * time.Second,
+				FinWait2Timeout:   60 * time.Second,
+				SynAckRetries:     5,
+				KeepaliveIdle:     0,
+				KeepaliveInterval: 75 * time.Second,
+				KeepaliveCount:    9,
+				SynBacklog:        1024,
+				PendingBacklog:    1024,
+			},
 			GVisor: GVisor{
 				SACK:                  true,
 				ReceiveBufferSize:     4 << 20,

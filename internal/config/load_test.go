@@ -258,7 +258,7 @@ func TestLoad_UnknownFileKeysAreAllReported(t *testing.T) {
 func TestLoad_SectionAndValueShapesAreChecked(t *testing.T) {
 	path := writeConfig(t, "stack: gvisor\ntun:\n  mtu:\n    value: 1400\n")
 	ps := loadProblems(t, LoadOptions{File: path})
-	requireProblem(t, ps, "stack", "is a section and needs keys below it (kind, gvisor)")
+	requireProblem(t, ps, "stack", "is a section and needs keys below it (kind, custom, gvisor)")
 	requireProblem(t, ps, "tun.mtu", "expected a single value or list, got a mapping")
 }
 

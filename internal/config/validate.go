@@ -67,6 +67,28 @@ func (s *Stack) validate(ps *problems) {
 	checkRange(ps, "stack.gvisor.send_buffer_size", g.SendBufferSize, minBufferSize, maxBufferSize)
 	checkOneOf(ps, "stack.gvisor.congestion_control", g.CongestionControl, CongestionCubic, CongestionReno)
 	checkRange(ps, "stack.gvisor.max_inflight_syn", g.MaxInFlightSYN, 1, maxInFlight)
+	s.Custom.validate(ps)
+}
+
+func (c *Custom) validate(ps *problems) {
+	checkRange(ps, "stack.custom.receive_buffer_size", c.ReceiveBufferSize, minBufferSize, maxBufferSize)
+	checkRange(ps, "stack.custom.receive_buffer_max", c.ReceiveBufferMax, c.ReceiveBufferSize, maxBufferSize)
+	checkRange(ps, "stack.custom.send_buffer_size", c.SendBufferSize, minBufferSize, maxBufferSize)
+	checkOneOf(ps, "stack.custom.congestion_control", c.CongestionControl, CongestionCubic, CongestionNewReno)
+	checkPositive(ps, "stack.custom.delayed_ack", c.DelayedAck)
+	if c.DelayedAck >= 500*time.Millisecond {
+		ps.add("stack.custom.delayed_ack", "%v must be below 500ms (RFC 9293 §3.8.6.3)", c.DelayedAck)
+	}
+	checkPositive(ps, "stack.custom.time_wait", c.TimeWait)
+	checkPositive(ps, "stack.custom.fin_wait2_timeout", c.FinWait2Timeout)
+	checkRange(ps, "stack.custom.synack_retries", c.SynAckRetries, 1, 10)
+	if c.KeepaliveIdle < 0 {
+		ps.add("stack.custom.keepalive_idle", "%v is negative; 0 disables keepalives", c.KeepaliveIdle)
+	}
+	checkPositive(ps, "stack.custom.keepalive_interval", c.KeepaliveInterval)
+	checkRange(ps, "stack.custom.keepalive_count", c.KeepaliveCount, 1, 100)
+	checkRange(ps, "stack.custom.syn_backlog", c.SynBacklog, 1, maxInFlight)
+	checkRange(ps, "stack.custom.pending_backlog", c.PendingBacklog, 1, maxInFlight)
 }
 
 func (u *Upstream) validate(ps *problems, tunName string) {
