@@ -19,7 +19,7 @@ import (
 )
 
 // stacks are the stack kinds every end-to-end test runs against.
-var stacks = []string{"gvisor"}
+var stacks = []string{"custom", "gvisor"}
 
 // forEachStack runs body once per stack kind, each with its own topology
 // and gateway.

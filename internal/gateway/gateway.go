@@ -14,6 +14,7 @@ import (
 	"github.com/tungate/tungate/proxy"
 	"github.com/tungate/tungate/stack"
 	"github.com/tungate/tungate/stack/gvisor"
+	"github.com/tungate/tungate/stack/tcp"
 	"github.com/tungate/tungate/tun"
 )
 
@@ -30,14 +31,16 @@ type Options struct {
 	// Dialer, when set, replaces the TCP upstream dialer built from the
 	// config (for embedding the gateway, and for tests).
 	Dialer proxy.Dialer
+	// TraceOut receives the --trace ladder; nil means standard output.
+	TraceOut io.Writer
 }
 
 // Run brings the gateway up from cfg on a new TUN device and serves until
 // ctx is done, then shuts down cleanly: connections closed, TUN removed.
 func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	log := logger(opts.Logger)
-	if opts.Trace != "" {
-		return fmt.Errorf("gateway: --trace needs stack.kind custom, which is not available yet")
+	if opts.Trace != "" && cfg.Stack.Kind != config.StackCustom {
+		return fmt.Errorf("gateway: --trace needs stack.kind custom (the gVisor stack has no trace hooks)")
 	}
 	dev, err := tun.Open(tun.Config{
 		Name:      cfg.TUN.Name,
@@ -82,8 +85,24 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 			return err
 		}
 	}
+	var tr *tcp.Tracer
+	if opts.Trace != "" {
+		out := opts.TraceOut
+		if out == nil {
+			out = os.Stdout
+		}
+		var err error
+		if tr, err = tcp.NewTracer(out, opts.Trace); err != nil {
+			dev.Close()
+			return fmt.Errorf("gateway: --trace: %w", err)
+		}
+	}
 	var ts tun.Stats
 	dev = tun.WithStats(dev, &ts)
+	var observer proxy.Observer
+	if tr != nil {
+		observer = traceObserver(tr)
+	}
 	px := proxy.New(proxy.Options{
 		Dialer:           dialer,
 		UDPDialer:        proxy.NewDirect(directOptions(cfg.Upstream)),
@@ -92,8 +111,9 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 		HalfCloseTimeout: cfg.Proxy.HalfCloseTimeout,
 		UDPIdleTimeout:   cfg.Proxy.UDPIdleTimeout,
 		Logger:           log,
+		Observer:         observer,
 	})
-	st, err := NewStack(cfg, tun.NewWriter(dev), px, log)
+	st, err := NewStack(cfg, tun.NewWriter(dev), px, tr, log)
 	if err != nil {
 		px.Close()
 		dev.Close()
@@ -129,8 +149,11 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 
 // NewStack builds the stack cfg.Stack.Kind names, writing to w and handing
 // flows to h.
-func NewStack(cfg *config.Config, w stack.PacketWriter, h stack.Handler, log *slog.Logger) (stack.Stack, error) {
+// tr, if not nil, traces matching connections (custom stack only).
+func NewStack(cfg *config.Config, w stack.PacketWriter, h stack.Handler, tr *tcp.Tracer, log *slog.Logger) (stack.Stack, error) {
 	switch cfg.Stack.Kind {
+	case config.StackCustom:
+		return newCustom(cfg, w, h, tr, log)
 	case "gvisor":
 		g := cfg.Stack.GVisor
 		return gvisor.New(w, h, gvisor.Options{
@@ -182,8 +205,11 @@ func logStats(log *slog.Logger, px *proxy.Proxy, st stack.Stack, ts *tun.Stats) 
 		"tun_read_packets", ts.ReadPackets.Load(),
 		"tun_write_packets", ts.WritePackets.Load(),
 	}
-	if g, ok := st.(*gvisor.Stack); ok {
-		attrs = append(attrs, "stack", fmt.Sprintf("%+v", g.Stats()))
+	switch s := st.(type) {
+	case *gvisor.Stack:
+		attrs = append(attrs, "stack", fmt.Sprintf("%+v", s.Stats()))
+	case *tcp.Engine:
+		attrs = append(attrs, "stack", fmt.Sprintf("%+v", s.Stats()))
 	}
 	log.Info("gateway stopped", attrs...)
 }

@@ -1,0 +1,79 @@
+package gateway
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/tungate/tungate/internal/config"
+	"github.com/tungate/tungate/proxy"
+	"github.com/tungate/tungate/stack"
+	"github.com/tungate/tungate/stack/tcp"
+)
+
+// newCustom builds the own TCP engine from the config.
+func newCustom(cfg *config.Config, w stack.PacketWriter, h stack.Handler, tr *tcp.Tracer, log *slog.Logger) (*tcp.Engine, error) {
+	c := cfg.Stack.Custom
+	opts := tcp.DefaultOptions()
+	opts.MTU = cfg.TUN.MTU
+	opts.TCB.SACK, opts.TCB.Timestamps, opts.TCB.WindowScale = c.SACK, c.Timestamps, c.WindowScale
+	opts.TCB.NoDelay = c.NoDelay
+	opts.TCB.RecvBufSize, opts.TCB.RecvBufMax = c.ReceiveBufferSize, c.ReceiveBufferMax
+	opts.TCB.SendBufSize = c.SendBufferSize
+	opts.TCB.CongestionControl = c.CongestionControl
+	opts.TCB.DelayedAck = c.DelayedAck
+	opts.TCB.MSL2 = c.TimeWait
+	opts.TCB.FinWait2Timeout = c.FinWait2Timeout
+	opts.TCB.SynAckRetries = c.SynAckRetries
+	opts.TCB.KeepaliveIdle, opts.TCB.KeepaliveInterval = c.KeepaliveIdle, c.KeepaliveInterval
+	opts.TCB.KeepaliveCount = c.KeepaliveCount
+	opts.SynBacklog, opts.PendingBacklog = c.SynBacklog, c.PendingBacklog
+	opts.Trace = tr
+	opts.Logger = log
+	e, err := tcp.New(w, h, opts)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: custom stack: %w", err)
+	}
+	return e, nil
+}
+
+// traceObserver prints the proxy's upstream-side events of traced flows
+// next to the engine's segments, completing the ladder.
+func traceObserver(tr *tcp.Tracer) proxy.Observer {
+	return func(ev proxy.Event) {
+		if !tr.Match(ev.Flow) {
+			return
+		}
+		switch ev.Kind {
+		case proxy.EventDialStart:
+			tr.Upstream(ev.Flow, "dial "+ev.Flow.Dst.String())
+		case proxy.EventDialDone:
+			if ev.Err != nil {
+				tr.UpstreamIn(ev.Flow, "dial failed: "+ev.Err.Error())
+			} else {
+				tr.UpstreamIn(ev.Flow, "connected")
+			}
+		case proxy.EventReject:
+			tr.Upstream(ev.Flow, "flow rejected: RST to the app")
+		case proxy.EventEOF:
+			if ev.Side == proxy.SideUpstream {
+				tr.UpstreamIn(ev.Flow, "FIN (upstream closed its side)")
+			}
+		case proxy.EventReset:
+			if ev.Side == proxy.SideUpstream {
+				tr.UpstreamIn(ev.Flow, "RST from upstream")
+			}
+		case proxy.EventCloseWrite:
+			if ev.Side == proxy.SideUpstream {
+				tr.Upstream(ev.Flow, "FIN (CloseWrite: app's half-close carried upstream)")
+			}
+		case proxy.EventAbort:
+			if ev.Side == proxy.SideUpstream {
+				tr.Upstream(ev.Flow, "RST (abort)")
+			}
+		case proxy.EventTimeout:
+			tr.Upstream(ev.Flow, "timeout: "+fmt.Sprint(ev.Err))
+		case proxy.EventClose:
+			tr.Upstream(ev.Flow, fmt.Sprintf("relay closed: %d bytes up, %d down", ev.Up, ev.Down))
+		}
+	}
+}

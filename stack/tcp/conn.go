@@ -1,0 +1,289 @@
+package tcp
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	"github.com/tungate/tungate/stack"
+)
+
+// Conn is an established connection of the engine (stack.Conn). Its
+// methods lock the flow and call into the TCB; blocking calls wait on the
+// flow's waiters, never inside the engine.
+type Conn struct {
+	f             *flow
+	local, remote *net.TCPAddr
+
+	// Guarded by f.mu.
+	closed, readClosed          bool
+	readDeadline, writeDeadline time.Time
+}
+
+var _ stack.Conn = (*Conn)(nil)
+
+func newConn(f *flow) *Conn {
+	return &Conn{
+		f:      f,
+		local:  net.TCPAddrFromAddrPort(f.id.Dst),
+		remote: net.TCPAddrFromAddrPort(f.id.Src),
+	}
+}
+
+func (c *Conn) ID() stack.FlowID     { return c.f.id }
+func (c *Conn) LocalAddr() net.Addr  { return c.local }
+func (c *Conn) RemoteAddr() net.Addr { return c.remote }
+
+// Read reads in-order data. It returns io.EOF after the app's FIN, an
+// error wrapping ECONNRESET after its RST, net.ErrClosed after Close or
+// CloseRead, and os.ErrDeadlineExceeded past the read deadline.
+func (c *Conn) Read(p []byte) (int, error) {
+	f := c.f
+	for {
+		f.mu.Lock()
+		if c.closed || c.readClosed {
+			f.mu.Unlock()
+			return 0, c.opErr("read", net.ErrClosed)
+		}
+		if expired(c.readDeadline) {
+			f.mu.Unlock()
+			return 0, c.opErr("read", os.ErrDeadlineExceeded)
+		}
+		n, err := f.tcb.Read(p)
+		if n > 0 || err != nil || len(p) == 0 {
+			if n > 0 {
+				// Reading may open the window enough for an update.
+				c.flushLocked()
+			}
+			if f.tcb.Readable() {
+				signal(f.wait.read) // more for another reader
+			}
+			f.mu.Unlock()
+			if err != nil {
+				return n, c.opErr("read", err)
+			}
+			return n, nil
+		}
+		dl, dlCh := c.readDeadline, f.wait.deadline
+		f.mu.Unlock()
+		if err := c.await(f.wait.read, dl, dlCh); err != nil {
+			return 0, c.opErr("read", err)
+		}
+	}
+}
+
+// Write copies p into the send buffer, waiting for space as needed. It
+// returns net.ErrClosed after Close or CloseWrite and an error wrapping
+// ECONNRESET after a reset.
+func (c *Conn) Write(p []byte) (int, error) {
+	f := c.f
+	written := 0
+	for {
+		f.mu.Lock()
+		if c.closed {
+			f.mu.Unlock()
+			return written, c.opErr("write", net.ErrClosed)
+		}
+		if expired(c.writeDeadline) {
+			f.mu.Unlock()
+			return written, c.opErr("write", os.ErrDeadlineExceeded)
+		}
+		n, err := f.tcb.Write(p[written:])
+		written += n
+		if n > 0 {
+			c.flushLocked()
+		}
+		if err != nil || written == len(p) {
+			if f.tcb.Writable() {
+				signal(f.wait.write) // room for another writer
+			}
+			f.mu.Unlock()
+			if err != nil {
+				return written, c.opErr("write", err)
+			}
+			return written, nil
+		}
+		dl, dlCh := c.writeDeadline, f.wait.deadline
+		f.mu.Unlock()
+		if err := c.await(f.wait.write, dl, dlCh); err != nil {
+			return written, c.opErr("write", err)
+		}
+	}
+}
+
+// flushLocked emits what the TCB has due and writes it out. The flow
+// lock is held, which keeps one flow's segments in order.
+func (c *Conn) flushLocked() {
+	e := c.f.e
+	b := e.getBatch()
+	c.f.afterLocked(e.now(), b)
+	e.putBatch(b)
+}
+
+// await blocks until ch signals, the deadline passes or changes, or the
+// engine closes.
+func (c *Conn) await(ch <-chan struct{}, dl time.Time, dlCh <-chan struct{}) error {
+	var timeout <-chan time.Time
+	if !dl.IsZero() {
+		d := time.Until(dl)
+		if d <= 0 {
+			return os.ErrDeadlineExceeded
+		}
+		t := time.NewTimer(d)
+		defer t.Stop()
+		timeout = t.C
+	}
+	select {
+	case <-ch:
+	case <-dlCh:
+	case <-timeout:
+		return os.ErrDeadlineExceeded
+	case <-c.f.e.ctx.Done():
+	}
+	return nil
+}
+
+// expired reports whether a deadline is set and has passed (net.Conn
+// semantics: even data already buffered is not returned then).
+func expired(dl time.Time) bool { return !dl.IsZero() && !time.Now().Before(dl) }
+
+// awaitEstablished waits for the third ACK of the handshake.
+func (c *Conn) awaitEstablished(ctx context.Context) error {
+	f := c.f
+	for {
+		f.mu.Lock()
+		st, err, gone := f.tcb.State(), f.tcb.Err(), f.gone
+		f.mu.Unlock()
+		switch {
+		case st >= Established && st != TimeWait:
+			return nil
+		case err != nil || st == Closed || gone:
+			if err == nil {
+				err = ErrConnReset
+			}
+			return err
+		}
+		select {
+		case <-f.wait.state:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-f.e.ctx.Done():
+			return errEngineClosed
+		}
+	}
+}
+
+// Close closes both directions: FIN after the data already written
+// (RST instead if received data is still unread, RFC 9293 §3.6).
+func (c *Conn) Close() error {
+	return c.control(func() { c.closed = true; c.f.tcb.Close() })
+}
+
+// CloseWrite sends FIN after the data already written; reading goes on.
+func (c *Conn) CloseWrite() error {
+	return c.control(func() { c.f.tcb.CloseWrite() })
+}
+
+// CloseRead discards further input; Reads fail with net.ErrClosed.
+func (c *Conn) CloseRead() error {
+	return c.control(func() { c.readClosed = true; c.f.tcb.CloseRead() })
+}
+
+// Abort resets the connection at once (RST to the app).
+func (c *Conn) Abort() error {
+	return c.control(func() { c.closed = true; c.f.tcb.Abort() })
+}
+
+// control runs op on the TCB, emits what it caused and wakes waiters.
+func (c *Conn) control(op func()) error {
+	f := c.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c.closed {
+		return c.opErr("close", net.ErrClosed)
+	}
+	op()
+	if !f.gone {
+		c.flushLocked()
+	}
+	f.wait.wakeAll()
+	return nil
+}
+
+func (c *Conn) SetDeadline(t time.Time) error {
+	return c.setDeadlines(t, true, true)
+}
+func (c *Conn) SetReadDeadline(t time.Time) error  { return c.setDeadlines(t, true, false) }
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.setDeadlines(t, false, true) }
+
+func (c *Conn) setDeadlines(t time.Time, read, write bool) error {
+	f := c.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if read {
+		c.readDeadline = t
+	}
+	if write {
+		c.writeDeadline = t
+	}
+	f.wait.deadlineChanged()
+	return nil
+}
+
+// opErr wraps err as a *net.OpError, as net.TCPConn's errors are; io.EOF
+// stays bare, as callers compare it with ==.
+func (c *Conn) opErr(op string, err error) error {
+	if err == io.EOF {
+		return err
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.local, Addr: c.remote, Err: err}
+}
+
+// waiters wakes goroutines blocked on a flow. read, write and state hold
+// one pending signal each, so a wake-up is never lost; a woken waiter
+// re-checks the TCB, and passes the signal on when the condition still
+// holds for others (see Read and Write). deadline is closed and replaced
+// whenever a deadline changes, waking every blocked reader and writer at
+// once. The deadline field is guarded by the flow's mutex.
+type waiters struct {
+	read, write, state chan struct{}
+	deadline           chan struct{}
+}
+
+func (w *waiters) init() {
+	w.read = make(chan struct{}, 1)
+	w.write = make(chan struct{}, 1)
+	w.state = make(chan struct{}, 1)
+	w.deadline = make(chan struct{})
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// wake signals the waiters that ev concerns.
+func (w *waiters) wake(ev Events) {
+	if ev&(EventReadable|EventPeerFIN|EventReset|EventClosed) != 0 {
+		signal(w.read)
+	}
+	if ev&(EventWritable|EventReset|EventClosed) != 0 {
+		signal(w.write)
+	}
+	if ev&(EventEstablished|EventReset|EventClosed) != 0 {
+		signal(w.state)
+	}
+}
+
+func (w *waiters) wakeAll() { w.wake(EventReadable | EventWritable | EventClosed) }
+
+// deadlineChanged wakes every blocked Read and Write so they re-read
+// their deadline. It allocates, but only when a deadline is set.
+func (w *waiters) deadlineChanged() {
+	close(w.deadline)
+	w.deadline = make(chan struct{})
+}

@@ -1,0 +1,262 @@
+package tcp
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tungate/tungate/internal/packet"
+	"github.com/tungate/tungate/stack"
+	"github.com/tungate/tungate/stack/udp"
+)
+
+// Options configure an Engine. Start from DefaultOptions: zero numeric
+// fields take their defaults, but the TCB's option switches (window
+// scaling, SACK, timestamps) are used as given.
+type Options struct {
+	// MTU of the TUN; it bounds the MSS we announce (MTU-40 for IPv4,
+	// MTU-60 for IPv6). Default 1500.
+	MTU int
+	// TCB holds the per-connection tunables. MSS is derived from MTU.
+	TCB Config
+	// SynBacklog bounds connections in SYN-RECEIVED (SYN-ACK sent, third
+	// ACK not yet in). Default 1024.
+	SynBacklog int
+	// PendingBacklog bounds SYNs waiting for the handler's decision (its
+	// upstream dial). Default 1024. When either backlog is full, new SYNs
+	// are answered with SYN cookies (RFC 4987 §3.6) instead of being
+	// dropped.
+	PendingBacklog int
+	// UDP configures the UDP flow table.
+	// UDP configures the UDP flow table.
+	UDP udp.Options
+	// Trace, when set, receives every segment, transition and drop of the
+	// connections its Match accepts.
+	Trace *Tracer
+	// Logger receives debug lines per connection and drop; nil discards.
+	Logger *slog.Logger
+
+	// now replaces time.Now and manualTimers stops the timer goroutine;
+	// tests drive time with runTimers.
+	now          func() time.Time
+	manualTimers bool
+}
+
+// DefaultOptions enables every TCP option and leaves the rest to the
+// documented defaults.
+func DefaultOptions() Options {
+	return Options{MTU: 1500, TCB: DefaultConfig()}
+}
+
+// Engine is tungate's own TCP/IP engine behind the stack contract. It
+// terminates TCP with a TCB per connection, relays UDP flows through
+// stack/udp and answers ICMP echo for every address.
+//
+// Concurrency: DeliverInbound runs on the TUN reader's goroutine; Conn
+// methods run on the proxy's goroutines; one timer goroutine runs the
+// TCBs' timers. Each flow's TCB is guarded by its flow's mutex; the flow
+// table by e.mu. Lock order: flow.mu, then e.mu or e.timers.mu.
+type Engine struct {
+	cfg      Config // per-TCB config with defaults applied; shared by every TCB
+	cfg6     Config // the same for IPv6 (smaller MSS)
+	opts     Options
+	w        stack.PacketWriter
+	h        stack.Handler
+	log      *slog.Logger
+	isn      *isnGenerator
+	cookies  *cookieJar
+	udp      *udp.Table
+	counters Counters
+	ec       engineCounters
+	now      func() time.Time
+	tsEpoch  time.Time
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // handler goroutines and the timer goroutine
+
+	mu      sync.RWMutex // guards flows, pending, synRcvd, closed
+	flows   map[stack.FlowID]*flow
+	pending int // flows waiting for the handler's decision
+	synRcvd int // flows in SYN-RECEIVED
+	closed  bool
+
+	timers timerQueue
+
+	lastCookie atomic.Int64 // UnixNano of the last SYN cookie sent; 0 if none
+
+	batches sync.Pool // *outBatch
+}
+
+var _ stack.Stack = (*Engine)(nil)
+
+// New builds an engine that writes packets to w and hands new flows to h.
+func New(w stack.PacketWriter, h stack.Handler, opts Options) (*Engine, error) {
+	if opts.MTU == 0 {
+		opts.MTU = 1500
+	}
+	if opts.MTU < 1280 || opts.MTU > 65535 {
+		return nil, fmt.Errorf("tcp: MTU %d out of range [1280, 65535]", opts.MTU)
+	}
+	if opts.SynBacklog <= 0 {
+		opts.SynBacklog = 1024
+	}
+	if opts.PendingBacklog <= 0 {
+		opts.PendingBacklog = 1024
+	}
+	if _, err := newCongestionControl(opts.TCB.CongestionControl, 1460, time.Time{}); err != nil {
+		return nil, err
+	}
+	isn, err := newISNGenerator()
+	if err != nil {
+		return nil, err
+	}
+	cookies, err := newRandomCookieJar()
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		opts: opts, w: w, h: h, log: opts.Logger, isn: isn, cookies: cookies,
+		flows: make(map[stack.FlowID]*flow), now: opts.now,
+	}
+	if e.log == nil {
+		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	e.tsEpoch = e.now()
+	e.cfg = opts.TCB
+	e.cfg.MSS = opts.MTU - 40
+	e.cfg.TSEpoch = e.tsEpoch
+	e.cfg.Stats = &e.counters
+	e.cfg.SetDefaults()
+	e.cfg6 = e.cfg
+	e.cfg6.MSS = opts.MTU - 60
+	e.cfg6.DefaultSendMSS = 1220 // RFC 8200 §5 minimum MTU 1280 - 60
+	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.udp = udp.New(w, h, opts.UDP)
+	e.batches.New = func() any { return newOutBatch(e) }
+	e.timers.init()
+	if !opts.manualTimers {
+		e.wg.Add(1)
+		go e.timerLoop()
+	}
+	return e, nil
+}
+
+// config returns the TCB config for the flow's address family.
+func (e *Engine) config(id stack.FlowID) *Config {
+	if id.Dst.Addr().Is4() {
+		return &e.cfg
+	}
+	return &e.cfg6
+}
+
+// DeliverInbound parses and processes packets from the TUN. It copies
+// what it keeps. Malformed and unsupported packets are counted and
+// dropped.
+func (e *Engine) DeliverInbound(pkts [][]byte) error {
+	e.mu.RLock()
+	closed := e.closed
+	e.mu.RUnlock()
+	if closed {
+		return net.ErrClosed
+	}
+	b := e.getBatch()
+	for _, raw := range pkts {
+		e.ec.packetsIn.Add(1)
+		p, err := packet.ParseIP(raw)
+		if err != nil {
+			e.ec.malformed.Add(1)
+			e.log.Debug("tcp: drop malformed packet", "err", err)
+			continue
+		}
+		switch p.Proto {
+		case packet.ProtoTCP:
+			e.inputTCP(p, b)
+		case packet.ProtoUDP:
+			e.udp.Deliver(p)
+		case packet.ProtoICMPv4, packet.ProtoICMPv6:
+			e.inputICMP(p, b)
+		default:
+			e.ec.unsupported.Add(1)
+		}
+	}
+	e.putBatch(b)
+	return nil
+}
+
+// inputICMP answers echo requests for any destination; everything else
+// ICMP is dropped.
+func (e *Engine) inputICMP(p packet.Packet, b *outBatch) {
+	buf := b.next()
+	n, err := packet.EchoReply(buf[stack.Headroom:], p)
+	if err != nil {
+		e.ec.icmpDropped.Add(1)
+		return
+	}
+	e.ec.icmpEchoReplies.Add(1)
+	b.commit(n)
+}
+
+// Close aborts every connection (RST to the app), ends UDP flows, stops
+// the timer goroutine and waits for every handler to return.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	flows := make([]*flow, 0, len(e.flows))
+	for _, f := range e.flows {
+		flows = append(flows, f)
+	}
+	e.mu.Unlock()
+	e.cancel()
+
+	b := e.getBatch()
+	for _, f := range flows {
+		f.shutdown(b)
+	}
+	e.putBatch(b)
+	e.timers.stop()
+	err := e.udp.Close()
+	e.wg.Wait()
+	return err
+}
+
+// tsOffset is the random per-connection offset of our timestamp clock
+// (RFC 7323 §5.4: it must not reveal uptime and should differ per
+// connection).
+func tsOffset() uint32 { return rand.Uint32() }
+
+// removeFlow deletes f from the table if it is still there.
+func (e *Engine) removeFlow(f *flow) {
+	e.mu.Lock()
+	if e.flows[f.id] == f {
+		delete(e.flows, f.id)
+	}
+	e.mu.Unlock()
+	e.timers.remove(f)
+}
+
+var errEngineClosed = fmt.Errorf("tcp: engine closed: %w", net.ErrClosed)
+
+// engineCounters are the engine-level events that no TCB sees.
+type engineCounters struct {
+	packetsIn, packetsOut, malformed, unsupported, writeErrors atomic.Uint64
+	icmpEchoReplies, icmpDropped, buildErrors                  atomic.Uint64
+	syns, synRetransAbsorbed, rstsNoFlow, rstsSentNoFlow       atomic.Uint64
+	droppedNoFlow                                              atomic.Uint64
+	cookiesSent, cookiesValid, cookiesInvalid                  atomic.Uint64
+	accepted, rejected, handlerUndecided                       atomic.Uint64
+	flowsCreated                                               atomic.Uint64
+}

@@ -1,0 +1,351 @@
+package tcp
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tungate/tungate/internal/packet"
+	"github.com/tungate/tungate/stack"
+)
+
+const nearWrap = 0xffff_fff0 // client ISNs near 2^32 exercise wrap-around
+
+func TestEngine_SYNHeldUntilAccept(t *testing.T) {
+	h := newPktHarness(t, nil)
+	h.send(seg{seq: nearWrap, flags: packet.SYN, opts: fullSYNOpts(100)})
+	r := h.request()
+	if r.ID() != (stack.FlowID{Src: appAddr, Dst: dstAddr}) {
+		t.Fatalf("request for %v", r.ID())
+	}
+	h.expectNone("before the handler decided")
+
+	done := make(chan error, 1)
+	go func() { _, err := r.Accept(context.Background()); done <- err }()
+	sa := h.expectOne("after Accept")
+	if sa.flags != packet.SYN|packet.ACK || sa.ack != nearWrap+1 {
+		t.Fatalf("got %v ack %#x; want SYN-ACK acking the SYN", sa.flags, sa.ack)
+	}
+	if sa.src != dstAddr || sa.dst != appAddr {
+		t.Fatalf("SYN-ACK from %v to %v", sa.src, sa.dst)
+	}
+	o := sa.opts
+	if !o.HasMSS || o.MSS != 1460 || !o.SACKPermitted || !o.HasTS || o.TSEcr != 100 || !o.HasWScale {
+		t.Fatalf("SYN-ACK options %+v; want MSS 1460, SACK, TS echoing 100, wscale", o)
+	}
+	h.send(seg{seq: nearWrap + 1, ack: sa.seq + 1, flags: packet.ACK,
+		opts: &packet.TCPOptions{HasTS: true, TSVal: 101, TSEcr: o.TSVal}})
+	if err := <-done; err != nil {
+		t.Fatalf("Accept: %v", err)
+	}
+}
+
+func TestEngine_MSSClampedToMTU(t *testing.T) {
+	h := newPktHarness(t, func(o *Options) { o.MTU = 1280 })
+	h.send(seg{seq: 1, flags: packet.SYN, opts: fullSYNOpts(1)})
+	r := h.request()
+	go r.Accept(context.Background())
+	if sa := h.expectOne("SYN-ACK"); sa.opts.MSS != 1280-40 {
+		t.Fatalf("MSS %d; want %d", sa.opts.MSS, 1280-40)
+	}
+}
+
+func TestEngine_RejectWithResetSendsRST(t *testing.T) {
+	h := newPktHarness(t, nil)
+	h.send(seg{seq: nearWrap, flags: packet.SYN})
+	h.request().Reject(true)
+	rst := h.expectOne("reject")
+	if rst.flags != packet.RST|packet.ACK || rst.ack != nearWrap+1 || rst.seq != 0 {
+		t.Fatalf("got %v seq %d ack %#x; want RST/ACK ack SYN+1", rst.flags, rst.seq, rst.ack)
+	}
+	if st := h.e.Stats(); st.Pending != 0 || len(st.States) != 0 {
+		t.Fatalf("flow left behind: %+v", st)
+	}
+}
+
+func TestEngine_RejectWithoutResetStaysSilent(t *testing.T) {
+	h := newPktHarness(t, nil)
+	h.send(seg{seq: 5, flags: packet.SYN})
+	h.request().Reject(false)
+	h.expectNone("silent reject")
+	if st := h.e.Stats(); st.Pending != 0 {
+		t.Fatalf("pending %d after reject", st.Pending)
+	}
+}
+
+func TestEngine_SYNRetransmitWhilePendingIsAbsorbed(t *testing.T) {
+	h := newPktHarness(t, nil)
+	h.send(seg{seq: 5, flags: packet.SYN})
+	r := h.request()
+	h.send(seg{seq: 5, flags: packet.SYN})
+	h.send(seg{seq: 5, flags: packet.SYN})
+	h.expectNone("retransmitted SYNs")
+	select {
+	case <-h.reqs:
+		t.Fatal("a retransmitted SYN made a second request")
+	default:
+	}
+	if n := h.e.Stats().SYNRetransmitsAbsorbed; n != 2 {
+		t.Fatalf("absorbed %d; want 2", n)
+	}
+	r.Reject(true)
+}
+
+func TestEngine_AppRSTWhilePendingFailsAccept(t *testing.T) {
+	h := newPktHarness(t, nil)
+	h.send(seg{seq: 5, flags: packet.SYN})
+	r := h.request()
+	h.send(seg{seq: 6, flags: packet.RST})
+	if _, err := r.Accept(context.Background()); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("Accept after app RST: %v; want ECONNRESET", err)
+	}
+	h.expectNone("accept of a reset flow")
+}
+
+func TestEngine_AckWithoutConnectionGetsRST(t *testing.T) {
+	h := newPktHarness(t, nil)
+	h.send(seg{seq: 10, ack: 777, flags: packet.ACK})
+	rst := h.expectOne("stray ACK")
+	if rst.flags != packet.RST || rst.seq != 777 {
+		t.Fatalf("got %v seq %d; want RST seq=SEG.ACK (RFC 9293 §3.10.7.2)", rst.flags, rst.seq)
+	}
+}
+
+func TestEngine_RSTWithoutConnectionIsIgnored(t *testing.T) {
+	h := newPktHarness(t, nil)
+	h.send(seg{seq: 10, flags: packet.RST})
+	h.expectNone("stray RST")
+	if n := h.e.Stats().RSTsIgnoredNoFlow; n != 1 {
+		t.Fatalf("counted %d; want 1", n)
+	}
+}
+
+func TestEngine_DataOnThirdACKIsDelivered(t *testing.T) {
+	h := newPktHarness(t, nil)
+	h.send(seg{seq: nearWrap, flags: packet.SYN})
+	r := h.request()
+	done := make(chan stack.Conn, 1)
+	go func() { c, _ := r.Accept(context.Background()); done <- c }()
+	sa := h.expectOne("SYN-ACK")
+	h.send(seg{seq: nearWrap + 1, ack: sa.seq + 1, flags: packet.ACK | packet.PSH, data: []byte("GET /")})
+	c := <-done
+	if c == nil {
+		t.Fatal("Accept failed")
+	}
+	buf := make([]byte, 16)
+	n, err := c.Read(buf)
+	if err != nil || string(buf[:n]) != "GET /" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+}
+
+func TestEngine_WriteAndHalfClose(t *testing.T) {
+	h := newPktHarness(t, func(o *Options) { o.TCB.NoDelay = true })
+	c, iss := h.establish(nearWrap)
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	d := h.expectOne("data")
+	if string(d.data) != "hello" || d.seq != iss+1 {
+		t.Fatalf("data %q seq %d", d.data, d.seq)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	fin := h.expectOne("FIN")
+	if fin.flags&packet.FIN == 0 || fin.seq != iss+6 {
+		t.Fatalf("got %v seq %d; want FIN at seq %d", fin.flags, fin.seq, iss+6)
+	}
+	// The app acknowledges and keeps sending: half-close, reads go on.
+	h.send(seg{seq: nearWrap + 1, ack: iss + 7, flags: packet.ACK | packet.PSH, data: []byte("more")})
+	buf := make([]byte, 8)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "more" {
+		t.Fatalf("read after CloseWrite: %q, %v", buf[:n], err)
+	}
+	h.send(seg{seq: nearWrap + 5, ack: iss + 7, flags: packet.ACK | packet.FIN})
+	if _, err := c.Read(buf); err != io.EOF {
+		t.Fatalf("read after app FIN: %v; want EOF", err)
+	}
+}
+
+func TestEngine_AppRSTResetsConn(t *testing.T) {
+	h := newPktHarness(t, nil)
+	c, _ := h.establish(nearWrap)
+	h.send(seg{seq: nearWrap + 1, flags: packet.RST})
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("read after RST: %v; want ECONNRESET", err)
+	}
+}
+
+func TestEngine_AbortSendsRST(t *testing.T) {
+	h := newPktHarness(t, nil)
+	c, iss := h.establish(nearWrap)
+	h.take()
+	if err := c.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	rst := h.expectOne("abort")
+	if rst.flags&packet.RST == 0 || rst.seq != iss+1 {
+		t.Fatalf("got %v seq %d; want RST at SND.NXT", rst.flags, rst.seq)
+	}
+	if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after abort: %v", err)
+	}
+}
+
+func TestEngine_ReadDeadline(t *testing.T) {
+	h := newPktHarness(t, nil)
+	c, _ := h.establish(1)
+	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	_, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("read past deadline: %v; want timeout", err)
+	}
+}
+
+func TestEngine_CloseAbortsConnections(t *testing.T) {
+	h := newPktHarness(t, nil)
+	c, _ := h.establish(1)
+	h.take()
+	h.e.Close()
+	rst := h.expectOne("engine close")
+	if rst.flags&packet.RST == 0 {
+		t.Fatalf("got %v; want RST", rst.flags)
+	}
+	if _, err := c.Read(make([]byte, 1)); err == nil {
+		t.Fatal("read after engine close succeeded")
+	}
+	if err := h.e.DeliverInbound(nil); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("DeliverInbound after Close: %v", err)
+	}
+}
+
+func TestEngine_ICMPEchoAnsweredForAnyAddress(t *testing.T) {
+	h := newPktHarness(t, nil)
+	b := make([]byte, 100)
+	n, err := packet.BuildEcho(b, packet.EchoHeader{Src: appAddr.Addr(), Dst: dstAddr.Addr(), ID: 7, Seq: 3}, []byte("ping"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.e.DeliverInbound([][]byte{b[:n]})
+	h.mu.Lock()
+	out := h.out
+	h.out = nil
+	h.mu.Unlock()
+	if len(out) != 1 {
+		t.Fatalf("%d packets; want one echo reply", len(out))
+	}
+	p, err := packet.ParseIP(out[0])
+	if err != nil || p.Proto != packet.ProtoICMPv4 || p.ICMPv4().Type() != packet.ICMPv4EchoReply || p.Src != dstAddr.Addr() {
+		t.Fatalf("reply %+v, %v", p, err)
+	}
+}
+
+func TestEngine_SYNCookiesWhenPendingBacklogFull(t *testing.T) {
+	h := newPktHarness(t, func(o *Options) { o.PendingBacklog = 1 })
+	h.send(seg{seq: 1, flags: packet.SYN}) // fills the backlog
+	first := h.request()
+	defer first.Reject(true)
+
+	other := seg{src: netip.MustParseAddrPort("198.18.0.9:5555"), seq: nearWrap, flags: packet.SYN, opts: fullSYNOpts(42)}
+	h.send(other)
+	sa := h.expectOne("cookie SYN-ACK")
+	if sa.flags != packet.SYN|packet.ACK || sa.ack != nearWrap+1 || !sa.opts.HasTS || !sa.opts.HasWScale || !sa.opts.SACKPermitted {
+		t.Fatalf("cookie SYN-ACK %+v", sa)
+	}
+	if h.e.Stats().CookiesSent != 1 {
+		t.Fatal("cookie not counted")
+	}
+	// A forged cookie is refused with a RST.
+	h.send(seg{src: other.src, seq: nearWrap + 1, ack: sa.seq + 2, flags: packet.ACK,
+		opts: &packet.TCPOptions{HasTS: true, TSVal: 43, TSEcr: sa.opts.TSVal}})
+	if rst := h.expectOne("forged cookie"); rst.flags != packet.RST {
+		t.Fatalf("forged cookie answered with %v", rst.flags)
+	}
+	// The genuine ACK, with data, creates the connection.
+	h.send(seg{src: other.src, seq: nearWrap + 1, ack: sa.seq + 1, flags: packet.ACK | packet.PSH,
+		opts: &packet.TCPOptions{HasTS: true, TSVal: 43, TSEcr: sa.opts.TSVal}, data: []byte("hi")})
+	r := h.request()
+	c, err := r.Accept(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if n, err := c.Read(buf); err != nil || string(buf[:n]) != "hi" {
+		t.Fatalf("read %q, %v", buf[:n], err)
+	}
+	if st := h.e.Stats(); st.CookiesValid != 1 || st.CookiesInvalid != 1 {
+		t.Fatalf("cookie counters %+v", st)
+	}
+}
+
+func TestEngine_TimeWaitReusedByNewerSYN(t *testing.T) {
+	h := newPktHarness(t, nil)
+	// Handshake with timestamps so RFC 6191 applies.
+	h.send(seg{seq: nearWrap, flags: packet.SYN, opts: fullSYNOpts(1000)})
+	r := h.request()
+	done := make(chan stack.Conn, 1)
+	go func() { c, _ := r.Accept(context.Background()); done <- c }()
+	sa := h.expectOne("SYN-ACK")
+	ts := func(v uint32) *packet.TCPOptions {
+		return &packet.TCPOptions{HasTS: true, TSVal: v, TSEcr: sa.opts.TSVal}
+	}
+	h.send(seg{seq: nearWrap + 1, ack: sa.seq + 1, flags: packet.ACK, opts: ts(1001)})
+	c := <-done
+	// We close first (active close), the app answers with its FIN.
+	c.Close()
+	fin := h.expectOne("our FIN")
+	h.send(seg{seq: nearWrap + 1, ack: fin.seq + 1, flags: packet.ACK | packet.FIN, opts: ts(1002)})
+	h.expectOne("ACK of the app's FIN")
+	if n := h.e.Stats().States["TIME-WAIT"]; n != 1 {
+		t.Fatalf("states %v; want one TIME-WAIT", h.e.Stats().States)
+	}
+	// The client reuses the port at once with a newer timestamp.
+	h.send(seg{seq: 12345, flags: packet.SYN, opts: fullSYNOpts(1003)})
+	r2 := h.request()
+	r2.Reject(true)
+	if n := h.e.Stats().TimeWaitReuses; n != 1 {
+		t.Fatalf("TIME-WAIT reuses %d; want 1", n)
+	}
+}
+
+func TestEngine_TimeWaitEndsAfter2MSL(t *testing.T) {
+	h := newPktHarness(t, func(o *Options) { o.TCB.MSL2 = 10 * time.Second })
+	c, iss := h.establish(nearWrap)
+	c.Close()
+	h.expectOne("our FIN")
+	h.send(seg{seq: nearWrap + 1, ack: iss + 2, flags: packet.ACK | packet.FIN})
+	h.expectOne("ACK of FIN")
+	h.advance(9 * time.Second)
+	if h.e.Stats().States["TIME-WAIT"] != 1 {
+		t.Fatal("TIME-WAIT ended early")
+	}
+	h.advance(2 * time.Second)
+	if st := h.e.Stats(); len(st.States) != 0 {
+		t.Fatalf("states after 2MSL: %v", st.States)
+	}
+}
+
+func TestEngine_SynAckRetransmittedWithBackoff(t *testing.T) {
+	h := newPktHarness(t, nil)
+	h.send(seg{seq: 1, flags: packet.SYN})
+	r := h.request()
+	go r.Accept(context.Background())
+	first := h.expectOne("SYN-ACK")
+	h.advance(999 * time.Millisecond)
+	h.expectNone("before the initial RTO")
+	h.advance(time.Millisecond)
+	if again := h.expectOne("retransmission"); again.seq != first.seq || again.flags != packet.SYN|packet.ACK {
+		t.Fatalf("retransmitted %+v", again)
+	}
+	h.advance(1999 * time.Millisecond)
+	h.expectNone("before the doubled RTO")
+	h.advance(time.Millisecond)
+	h.expectOne("second retransmission")
+}

@@ -1,0 +1,195 @@
+package tcp
+
+import (
+	"sync"
+	"time"
+
+	"github.com/tungate/tungate/internal/packet"
+	"github.com/tungate/tungate/stack"
+)
+
+// flow is one entry of the engine's table: a SYN waiting for the
+// handler's decision (tcb nil) or a connection with its TCB, from
+// SYN-RECEIVED until the TCB is done (TIME-WAIT included).
+type flow struct {
+	id stack.FlowID
+	e  *Engine
+
+	// mu guards every field below and all calls into tcb.
+	mu        sync.Mutex
+	tcb       *TCB
+	syn       Segment  // pending: the app's SYN (options; payload dropped)
+	req       *request // pending: the undecided request; nil once decided
+	gone      bool     // removed from the table; no more input
+	inPending bool     // counted in Engine.pending
+	inSynRcvd bool     // counted in Engine.synRcvd
+	wait      waiters
+	conn      *Conn
+
+	// heap position and deadline, guarded by e.timers.mu.
+	heapIdx  int
+	deadline time.Time
+}
+
+// segmentOf fills seg from a validated TCP packet.
+func segmentOf(seg *Segment, t packet.TCP) {
+	seg.Seq = Seq(t.Seq())
+	seg.Ack = Seq(t.Ack())
+	seg.Flags = t.Flags()
+	seg.Wnd = t.Window()
+	seg.Payload = t.Payload()
+	// RFC 9293 §3.1: malformed options are dropped (parsing stops there);
+	// what was decoded before them is kept.
+	seg.Opts, _ = packet.ParseTCPOptions(t.Options())
+}
+
+// inputTCP processes one inbound TCP segment.
+func (e *Engine) inputTCP(p packet.Packet, b *outBatch) {
+	id := stack.FlowID{Src: p.SrcAddrPort(), Dst: p.DstAddrPort()}
+	var seg Segment
+	segmentOf(&seg, p.TCP())
+	now := e.now()
+	for {
+		e.mu.RLock()
+		f := e.flows[id]
+		e.mu.RUnlock()
+		if f == nil {
+			e.listen(id, &seg, now, b)
+			return
+		}
+		if f.input(&seg, now, b) {
+			return
+		}
+		// The flow was TIME-WAIT and the SYN starts a new connection, or
+		// it was removed meanwhile: look again.
+	}
+}
+
+// input hands seg to the flow. It returns false when the segment must be
+// processed as if no flow existed (the flow just ended).
+func (f *flow) input(seg *Segment, now time.Time, b *outBatch) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.gone {
+		return false
+	}
+	if f.tcb == nil {
+		f.inputPending(seg, b)
+		return true
+	}
+	if seg.Flags&(packet.SYN|packet.ACK|packet.RST) == packet.SYN && f.tcb.AcceptsNewSyn(seg) {
+		// RFC 6191 / RFC 9293 §3.6.1: a new incarnation replaces TIME-WAIT.
+		f.retireLocked()
+		return false
+	}
+	f.tcb.Input(seg, now)
+	f.afterLocked(now, b)
+	return true
+}
+
+// inputPending handles a segment for a SYN whose handler has not decided.
+func (f *flow) inputPending(seg *Segment, b *outBatch) {
+	e := f.e
+	switch {
+	case seg.Flags&packet.RST != 0:
+		// The app gave up (RFC 9293 §3.10.7.2 would ignore a RST in
+		// LISTEN, but this flow has a SYN in hand: its sender reset it).
+		if seg.Seq == f.syn.Seq.Add(1) || seg.Seq == f.syn.Seq {
+			f.req.appGone = true
+			f.retireLocked()
+		}
+	case seg.Flags&(packet.SYN|packet.ACK) == packet.SYN:
+		if seg.Seq == f.syn.Seq {
+			e.ec.synRetransAbsorbed.Add(1) // retransmission while we dial
+			return
+		}
+		// A different SYN for the same 4-tuple: the app restarted; keep
+		// the newest so the SYN-ACK acknowledges what it expects.
+		f.syn.Seq, f.syn.Wnd, f.syn.Opts = seg.Seq, seg.Wnd, seg.Opts
+	default:
+		// Nothing was sent to it yet: an ACK here is for some other
+		// incarnation (RFC 9293 §3.10.7.2: LISTEN answers it with RST).
+		if seg.Flags&packet.ACK != 0 {
+			e.sendRST(f.id, seg, b)
+		}
+	}
+}
+
+// afterLocked runs after every call into the TCB: it emits what is due,
+// wakes waiters, re-arms the timer and retires a finished TCB.
+func (f *flow) afterLocked(now time.Time, b *outBatch) {
+	t := f.tcb
+	b.cur = f.id
+	t.Output(now, b.emitFn)
+	ev := t.Events()
+	if f.inSynRcvd && t.State() != SynReceived {
+		f.inSynRcvd = false
+		f.e.mu.Lock()
+		f.e.synRcvd--
+		f.e.mu.Unlock()
+	}
+	if ev != 0 {
+		f.wait.wake(ev)
+	}
+	if t.Done() {
+		f.retireLocked()
+		return
+	}
+	f.e.timers.set(f, t.Deadline())
+}
+
+// retireLocked removes the flow from the engine for good.
+func (f *flow) retireLocked() {
+	if f.gone {
+		return
+	}
+	f.gone = true
+	e := f.e
+	e.mu.Lock()
+	if e.flows[f.id] == f {
+		delete(e.flows, f.id)
+	}
+	if f.inPending {
+		f.inPending = false
+		e.pending--
+	}
+	if f.inSynRcvd {
+		f.inSynRcvd = false
+		e.synRcvd--
+	}
+	e.mu.Unlock()
+	e.timers.remove(f)
+	e.opts.Trace.forget(f.id)
+	f.wait.wakeAll()
+}
+
+// onTimer runs the TCB's due timers.
+func (f *flow) onTimer(now time.Time, b *outBatch) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.gone || f.tcb == nil {
+		return
+	}
+	f.tcb.OnTimer(now)
+	f.afterLocked(now, b)
+}
+
+// shutdown aborts the flow as the engine closes.
+func (f *flow) shutdown(b *outBatch) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.gone {
+		return
+	}
+	if f.tcb == nil {
+		if f.req != nil {
+			f.req.appGone = true
+		}
+		f.e.sendRSTForSYN(f.id, &f.syn, b)
+		f.retireLocked()
+		return
+	}
+	f.tcb.Abort()
+	f.afterLocked(f.e.now(), b)
+	f.retireLocked()
+}

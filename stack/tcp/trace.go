@@ -1,0 +1,215 @@
+package tcp
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tungate/tungate/internal/packet"
+	"github.com/tungate/tungate/stack"
+)
+
+// Tracer prints the connections that match its filter as a ladder: every
+// segment between the app and the gateway with flags, relative sequence
+// and acknowledgment numbers, window and options, every state transition
+// and dropped segment of the TCB, and what happened on the upstream side
+// (dial, half-close, abort). It is how a person watches the three-way
+// handshake and the four-way close. A nil *Tracer traces nothing.
+type Tracer struct {
+	addr netip.Addr // zero: any address
+	port uint16     // zero: any port
+
+	mu    sync.Mutex // guards w and flows
+	w     io.Writer
+	flows map[stack.FlowID]*traceFlow
+}
+
+// traceFlow remembers what makes a flow's lines relative.
+type traceFlow struct {
+	start    time.Time
+	irs, iss Seq
+	hasIRS   bool
+	hasISS   bool
+}
+
+// NewTracer traces the connections filter selects: a port ("80"), an
+// address ("198.19.0.2", "2001:2::1") or both ("198.19.0.2:80",
+// "[2001:2::1]:80"); either end of a connection may match.
+func NewTracer(w io.Writer, filter string) (*Tracer, error) {
+	t := &Tracer{w: w, flows: make(map[stack.FlowID]*traceFlow)}
+	filter = strings.TrimSpace(filter)
+	if p, err := strconv.ParseUint(filter, 10, 16); err == nil && p > 0 {
+		t.port = uint16(p)
+		return t, nil
+	}
+	if a, err := netip.ParseAddr(filter); err == nil {
+		t.addr = a.Unmap()
+		return t, nil
+	}
+	if ap, err := netip.ParseAddrPort(filter); err == nil && ap.Port() > 0 {
+		t.addr, t.port = ap.Addr().Unmap(), ap.Port()
+		return t, nil
+	}
+	return nil, fmt.Errorf("tcp: trace filter %q: want a port, an address or address:port", filter)
+}
+
+// Match reports whether the flow is traced.
+func (t *Tracer) Match(id stack.FlowID) bool {
+	if t == nil {
+		return false
+	}
+	if t.addr.IsValid() && id.Src.Addr().Unmap() != t.addr && id.Dst.Addr().Unmap() != t.addr {
+		return false
+	}
+	return t.port == 0 || id.Src.Port() == t.port || id.Dst.Port() == t.port
+}
+
+// attach installs the trace hook on a new flow's TCB and prints how it
+// got to its first state.
+func (t *Tracer) attach(f *flow) {
+	if !t.Match(f.id) {
+		return
+	}
+	id := f.id
+	f.tcb.SetTrace(func(ev TraceEvent) { t.tcbEvent(id, ev) })
+	t.line(id, "", fmt.Sprintf("state LISTEN → %s (%s)", f.tcb.State(), f.tcb.Reason()))
+}
+
+// Upstream records an event on the upstream side of a traced flow.
+func (t *Tracer) Upstream(id stack.FlowID, what string) {
+	if t.Match(id) {
+		t.line(id, "gw ──► up", what)
+	}
+}
+
+// UpstreamIn records something the upstream did (connected, FIN, RST).
+func (t *Tracer) UpstreamIn(id stack.FlowID, what string) {
+	if t.Match(id) {
+		t.line(id, "gw ◄── up", what)
+	}
+}
+
+// note records an engine-level decision about a traced flow.
+func (t *Tracer) note(id stack.FlowID, what string) {
+	if t.Match(id) {
+		t.line(id, "gw", what)
+	}
+}
+
+// segment records a segment the engine sent or got outside a TCB.
+func (t *Tracer) segment(id stack.FlowID, dir string, seg *Segment, why string) {
+	if !t.Match(id) {
+		return
+	}
+	arrow := "app ──► gw"
+	if dir == "out" {
+		arrow = "app ◄── gw"
+	}
+	t.line(id, arrow, t.describe(id, seg, dir == "out")+"  "+why)
+}
+
+func (t *Tracer) tcbEvent(id stack.FlowID, ev TraceEvent) {
+	switch ev.Kind {
+	case TraceSegIn:
+		t.line(id, "app ──► gw", t.describe(id, ev.Seg, false))
+	case TraceSegOut:
+		t.line(id, "app ◄── gw", t.describe(id, ev.Seg, true))
+	case TraceState:
+		t.line(id, "", fmt.Sprintf("state %s → %s (%s)", ev.From, ev.To, ev.Reason))
+	case TraceDrop:
+		t.line(id, "", "drop: "+ev.Reason)
+	}
+}
+
+// describe formats a segment tcpdump-style with sequence numbers relative
+// to each side's ISN.
+func (t *Tracer) describe(id stack.FlowID, seg *Segment, out bool) string {
+	t.mu.Lock()
+	tf := t.flowLocked(id)
+	if seg.Flags&packet.SYN != 0 {
+		if out {
+			tf.iss, tf.hasISS = seg.Seq, true
+		} else {
+			tf.irs, tf.hasIRS = seg.Seq, true
+		}
+	}
+	seqBase, ackBase, hasSeq, hasAck := tf.irs, tf.iss, tf.hasIRS, tf.hasISS
+	if out {
+		seqBase, ackBase, hasSeq, hasAck = tf.iss, tf.irs, tf.hasISS, tf.hasIRS
+	}
+	t.mu.Unlock()
+
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%-3s seq %d", seg.Flags, rel(seg.Seq, seqBase, hasSeq))
+	if seg.Flags&packet.ACK != 0 {
+		fmt.Fprintf(&sb, " ack %d", rel(seg.Ack, ackBase, hasAck))
+	}
+	fmt.Fprintf(&sb, " win %d", seg.Wnd)
+	if n := len(seg.Payload); n > 0 {
+		fmt.Fprintf(&sb, " len %d", n)
+	}
+	if o := formatOptions(&seg.Opts); o != "" {
+		sb.WriteString(" <" + o + ">")
+	}
+	return sb.String()
+}
+
+func rel(s, base Seq, ok bool) uint32 {
+	if !ok {
+		return uint32(s)
+	}
+	return uint32(s - base)
+}
+
+func formatOptions(o *packet.TCPOptions) string {
+	var parts []string
+	if o.HasMSS {
+		parts = append(parts, fmt.Sprintf("mss %d", o.MSS))
+	}
+	if o.SACKPermitted {
+		parts = append(parts, "sackOK")
+	}
+	if o.HasTS {
+		parts = append(parts, fmt.Sprintf("TS val %d ecr %d", o.TSVal, o.TSEcr))
+	}
+	if o.HasWScale {
+		parts = append(parts, fmt.Sprintf("wscale %d", o.WScale))
+	}
+	for i := 0; i < o.NumSACK; i++ {
+		parts = append(parts, fmt.Sprintf("sack %d:%d", o.SACKBlocks[i].Start, o.SACKBlocks[i].End))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (t *Tracer) flowLocked(id stack.FlowID) *traceFlow {
+	tf := t.flows[id]
+	if tf == nil {
+		tf = &traceFlow{start: time.Now()}
+		t.flows[id] = tf
+		fmt.Fprintf(t.w, "── %s → %s ──\n", id.Src, id.Dst)
+	}
+	return tf
+}
+
+// line prints one ladder line: time since the flow's first line, the
+// arrow (who talks to whom) and what happened.
+func (t *Tracer) line(id stack.FlowID, arrow, what string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tf := t.flowLocked(id)
+	ms := float64(time.Since(tf.start).Microseconds()) / 1000
+	fmt.Fprintf(t.w, "%10.3fms  %-10s  %s\n", ms, arrow, what)
+}
+
+// forget drops a finished flow's trace state.
+func (t *Tracer) forget(id stack.FlowID) {
+	if t.Match(id) {
+		t.mu.Lock()
+		delete(t.flows, id)
+		t.mu.Unlock()
+	}
+}

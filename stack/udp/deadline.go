@@ -1,0 +1,88 @@
+package udp
+
+import (
+	"sync"
+	"time"
+)
+
+// deadline is one direction's I/O deadline as a channel that is closed when
+// the deadline passes, so that a blocked call selects on it next to its
+// wake-up channel.
+type deadline struct {
+	// mu guards the fields below.
+	mu    sync.Mutex
+	ch    chan struct{} // closed once the deadline has passed
+	timer *time.Timer   // pending expiry, nil when none
+	gen   uint64        // identifies the current timer to its callback
+}
+
+func newDeadline() *deadline { return &deadline{ch: make(chan struct{})} }
+
+// set moves the deadline to t: the zero time removes it, a time in the
+// past expires it at once (waking calls blocked on done).
+func (d *deadline) set(t time.Time) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.gen++ // a timer that fires from now on is stale
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+	expired := isClosed(d.ch)
+	if t.IsZero() {
+		if expired {
+			d.ch = make(chan struct{})
+		}
+		return
+	}
+	dur := time.Until(t)
+	if dur <= 0 {
+		if !expired {
+			close(d.ch)
+		}
+		return
+	}
+	if expired {
+		d.ch = make(chan struct{})
+	}
+	gen, ch := d.gen, d.ch
+	d.timer = time.AfterFunc(dur, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.gen == gen {
+			close(ch)
+			d.timer = nil
+		}
+	})
+}
+
+// done returns the channel that is closed when the current deadline
+// passes.
+func (d *deadline) done() <-chan struct{} {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.ch
+}
+
+// expired reports whether the deadline has passed.
+func (d *deadline) expired() bool { return isClosed(d.done()) }
+
+// stop cancels a pending timer, for a closed connection.
+func (d *deadline) stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.gen++
+	if d.timer != nil {
+		d.timer.Stop()
+		d.timer = nil
+	}
+}
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
