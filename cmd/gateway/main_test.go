@@ -237,14 +237,14 @@ func TestRun_PassesConfigAndOptionsToTheGateway(t *testing.T) {
 		gotCfg, gotOpts = cfg, opts
 		return nil
 	}
-	code := p.run("run", "--config", path, "--stack", "custom", "--pcap", "/tmp/x.pcap", "--trace", "198.19.0.2:80")
+	code := p.run("run", "--config", path, "--stack", "custom", "--pcap", "/tmp/x.pcap", "--trace", "198.19.0.2:80", "--faults", "loss=0.01,seed=3")
 	if code != exitOK {
 		t.Fatalf("exit %d, stderr:\n%s", code, p.stderr.String())
 	}
 	if gotCfg.TUN.MTU != 9000 || gotCfg.TUN.Name != "tg-env" || gotCfg.Stack.Kind != config.StackCustom {
 		t.Fatalf("config: mtu %d, name %q, stack %q", gotCfg.TUN.MTU, gotCfg.TUN.Name, gotCfg.Stack.Kind)
 	}
-	if gotOpts.PcapPath != "/tmp/x.pcap" || gotOpts.Trace != "198.19.0.2:80" || gotOpts.Logger == nil {
+	if gotOpts.PcapPath != "/tmp/x.pcap" || gotOpts.Trace != "198.19.0.2:80" || gotOpts.Faults != "loss=0.01,seed=3" || gotOpts.Logger == nil {
 		t.Fatalf("options %+v", gotOpts)
 	}
 	if !p.stopped {

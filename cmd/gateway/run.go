@@ -20,6 +20,7 @@ type runFlags struct {
 	configFile string
 	pcap       string
 	trace      string
+	faults     string
 }
 
 func (a *app) newRunCmd() *cobra.Command {
@@ -42,6 +43,7 @@ given, TUNGATE_* environment variables (TUNGATE_TUN_MTU for tun.mtu), the
 	fs.StringVarP(&f.configFile, "config", "c", "", "YAML config `file`")
 	fs.StringVar(&f.pcap, "pcap", "", "write every packet read from or written to the TUN to this pcap `file`")
 	fs.StringVar(&f.trace, "trace", "", "print packets and state changes of matching connections: a port, an address or addr:port")
+	fs.StringVar(&f.faults, "faults", "", "inject seeded faults between the TUN and the stack, for testing: e.g. `loss=0.01,dup=0.005,reorder=0.02,seed=1`")
 	config.RegisterFlags(fs)
 	return cmd
 }
@@ -54,7 +56,7 @@ func (a *app) runGateway(cmd *cobra.Command, f runFlags) error {
 	logger := newLogger(a.stderr, cfg.Log)
 	ctx, stop := a.cancelOnSignal(cmd.Context(), logger)
 	defer stop()
-	err = a.serve(ctx, cfg, gateway.Options{PcapPath: f.pcap, Trace: f.trace, Logger: logger})
+	err = a.serve(ctx, cfg, gateway.Options{PcapPath: f.pcap, Trace: f.trace, Faults: f.faults, Logger: logger})
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return nil // shut down as asked
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/tungate/tungate/stack/gvisor"
 	"github.com/tungate/tungate/stack/tcp"
 	"github.com/tungate/tungate/tun"
+	"github.com/tungate/tungate/tun/faulty"
 )
 
 // Options are the run-time choices that are not part of the config file.
@@ -26,6 +27,10 @@ type Options struct {
 	// Trace selects connections whose packets and state transitions are
 	// printed as a ladder (a port, an address or addr:port); empty is off.
 	Trace string
+	// Faults, when set, is a tun/faulty spec ("loss=0.01,reorder=0.02,
+	// seed=1"): seeded loss, duplication, reordering and delay injected
+	// between the TUN and the stack, for tests and benchmarks.
+	Faults string
 	// Logger receives the gateway's logs; nil discards them.
 	Logger *slog.Logger
 	// Dialer, when set, replaces the TCP upstream dialer built from the
@@ -42,6 +47,15 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if opts.Trace != "" && cfg.Stack.Kind != config.StackCustom {
 		return fmt.Errorf("gateway: --trace needs stack.kind custom (the gVisor stack has no trace hooks)")
 	}
+	var faults *faulty.Config
+	if opts.Faults != "" {
+		fc, err := faulty.ParseSpec(opts.Faults)
+		if err != nil {
+			return fmt.Errorf("gateway: --faults: %w", err)
+		}
+		fc.Logger = log
+		faults = &fc
+	}
 	dev, err := tun.Open(tun.Config{
 		Name:      cfg.TUN.Name,
 		MTU:       cfg.TUN.MTU,
@@ -52,6 +66,12 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		return err
 	}
 	var d tun.Device = dev
+	var fd *faulty.Device
+	if faults != nil {
+		fd = faulty.Wrap(d, *faults)
+		d = fd
+		log.Warn("injecting faults between the TUN and the stack", "faults", faults.String())
+	}
 	var pcap *os.File
 	if opts.PcapPath != "" {
 		pcap, err = os.Create(opts.PcapPath)
@@ -65,6 +85,9 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 		"upstream", cfg.Upstream.Kind)
 	opts.Logger = log
 	err = Serve(ctx, cfg, d, opts)
+	if fd != nil {
+		log.Info("faults injected", "stats", fmt.Sprintf("%+v", fd.Stats()))
+	}
 	if pcap != nil {
 		if cerr := pcap.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("gateway: pcap: %w", cerr)
