@@ -14,6 +14,7 @@ const cookieWindow = 130 * time.Second
 // listen handles a segment for which no flow exists: the LISTEN state of
 // RFC 9293 §3.10.7.2, for every address the TUN delivers.
 func (e *Engine) listen(id stack.FlowID, seg *Segment, now time.Time, b *outBatch) {
+	e.opts.Trace.segment(id, "in", seg, "LISTEN")
 	switch {
 	case seg.Flags&packet.RST != 0:
 		// "An incoming RST should be ignored."
@@ -109,7 +110,7 @@ func (e *Engine) sendCookie(id stack.FlowID, syn *Segment, now time.Time, b *out
 	}
 	e.ec.cookiesSent.Add(1)
 	e.lastCookie.Store(now.UnixNano())
-	e.opts.Trace.segment(id, "out", &out, "SYN cookie (backlog full)")
+	e.opts.Trace.segment(id, "out", &out, "SYN cookie: backlog full")
 	b.cur = id
 	b.emit(&out)
 }
@@ -176,7 +177,7 @@ func (e *Engine) sendRST(id stack.FlowID, seg *Segment, b *outBatch) {
 		out = Segment{Ack: seg.Seq.Add(seg.Len()), Flags: packet.RST | packet.ACK}
 	}
 	e.ec.rstsSentNoFlow.Add(1)
-	e.opts.Trace.segment(id, "out", &out, "RST (no connection)")
+	e.opts.Trace.segment(id, "out", &out, "RST: no connection")
 	b.cur = id
 	b.emit(&out)
 }

@@ -109,7 +109,10 @@ func (t *Tracer) segment(id stack.FlowID, dir string, seg *Segment, why string) 
 	if dir == "out" {
 		arrow = "app ◄── gw"
 	}
-	t.line(id, arrow, t.describe(id, seg, dir == "out")+"  "+why)
+	if why != "" {
+		why = "  (" + why + ")"
+	}
+	t.line(id, arrow, t.describe(id, seg, dir == "out")+why)
 }
 
 func (t *Tracer) tcbEvent(id stack.FlowID, ev TraceEvent) {
