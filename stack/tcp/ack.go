@@ -11,15 +11,32 @@ import (
 // (RFC 6582 §3.2 step 3 option 2 asks for a burst limit).
 const maxBurst = 4
 
-// recovery is the sender's loss-recovery state (RFC 5681 §3.2, RFC 6582).
+// dupThresh is DupThresh of RFC 6675 §2 and RFC 5681 §3.2: the duplicate
+// ACKs that signal a loss.
+const dupThresh = 3
+
+// recovery is the sender's loss-recovery state: RFC 6675 (SACK-based) when
+// SACK was negotiated, RFC 5681 §3.2 with RFC 6582 (NewReno) otherwise.
 type recovery struct {
-	cc          congestionControl
-	dupAcks     int
-	inRecovery  bool
-	recover     Seq // RFC 6582 "recover": SND.NXT when recovery began
+	cc         congestionControl
+	dupAcks    int
+	inRecovery bool
+	// sackRecovery says the current recovery follows RFC 6675: pipe and
+	// NextSeg decide what is sent, cwnd is not inflated.
+	sackRecovery bool
+	// recover is RFC 6582's "recover" and RFC 6675's RecoveryPoint: one
+	// past the highest sequence number sent when recovery (or the last
+	// timeout) began; a new recovery waits until SND.UNA reaches it.
+	recover     Seq
 	partialSeen bool
 	burst       int       // segments Output may still send at once; <0 unlimited
 	lastSendAt  time.Time // for the RFC 5681 §4.1 restart window
+
+	// RFC 6675 §2 variables, exclusive like the scoreboard's ranges (the
+	// scoreboard is TCB.sb): highRxt is one past HighRxt, rescueRxt one
+	// past RescueRxt.
+	highRxt   Seq
+	rescueRxt Seq
 }
 
 // initCC creates the congestion controller once the MSS is known. An
@@ -29,17 +46,21 @@ func (t *TCB) initCC(now time.Time) {
 	if t.cc != nil {
 		return
 	}
-	// The controller counts in full segments as sent: the MSS less the
-	// timestamp option (RFC 5681 §2 SMSS excludes options).
-	smss := t.sndMSS
-	if t.tsOK {
-		smss -= tsOptLen
-	}
+	smss := t.smss()
 	cc, err := newCongestionControl(t.cfg.CongestionControl, smss, now)
 	if err != nil {
 		cc, _ = newCongestionControl("", smss, now)
 	}
 	t.cc = cc
+}
+
+// smss is SMSS (RFC 5681 §2): the MSS less the timestamp option every
+// segment carries; the controller and RFC 6675's IsLost count in it.
+func (t *TCB) smss() uint32 {
+	if t.tsOK {
+		return max(t.sndMSS-tsOptLen, 1)
+	}
+	return t.sndMSS
 }
 
 // flight is FlightSize (RFC 5681 §2): sent and not yet acknowledged.
@@ -52,9 +73,27 @@ func (t *TCB) finAcked() bool { return t.finSent && t.sndUna.GreaterThan(t.finSe
 // §3.10.7.4, shared by the states that follow it.
 func (t *TCB) processAck(seg *Segment) {
 	oldWnd := t.sndWnd
-	if seg.Ack.GreaterThan(t.sndUna) {
-		t.ackNewData(seg)
-	} else if t.isDupAck(seg, oldWnd) {
+	advanced := seg.Ack.GreaterThan(t.sndUna)
+	dup := !advanced && t.isDupAck(seg, oldWnd)
+	if t.sackOK && (seg.Opts.NumSACK > 0 || t.sb.n > 0) {
+		// RFC 6675 §5: "Upon the receipt of any ACK containing SACK
+		// information, the scoreboard MUST be updated via the Update ()
+		// routine"; Update also forgets what the ACK covers.
+		blocks := seg.Opts.SACKBlocks[:min(int(seg.Opts.NumSACK), len(seg.Opts.SACKBlocks))]
+		newly := t.sb.update(seg.Ack.Max(t.sndUna), t.sndMax, blocks)
+		if len(blocks) > 0 {
+			// RFC 6675 §2: with SACK, an ACK is a duplicate when it
+			// SACKs octets not SACKed before, whatever else it does. An
+			// ACK without blocks keeps RFC 5681's definition, so a peer
+			// that negotiates SACK but never sends blocks still gets
+			// fast retransmit.
+			dup = newly > 0
+		}
+	}
+	if advanced {
+		t.ackNewData(seg) // RFC 6675 §5: a cumulative ACK resets DupAcks
+	}
+	if dup {
 		t.onDupAck()
 	}
 	// "If SND.UNA =< SEG.ACK =< SND.NXT, the send window should be
@@ -149,11 +188,18 @@ func (t *TCB) onAckRecovery(acked uint32, sample time.Duration) bool {
 		return false
 	}
 	if t.sndUna.GreaterEq(t.recover) {
-		// Full acknowledgment (RFC 6582 §3.2 step 3): cwnd = ssthresh, with
-		// a burst limit because little may be outstanding.
-		t.inRecovery = false
+		// Full acknowledgment (RFC 6582 §3.2 step 3, RFC 6675 §5 (A)):
+		// cwnd = ssthresh, with a burst limit because little may be
+		// outstanding. RFC 6675 (A): the scoreboard above SND.UNA is kept.
+		t.inRecovery, t.sackRecovery = false, false
 		t.cc.onExitRecovery(t.now)
 		t.burst = maxBurst
+		return false
+	}
+	if t.sackRecovery {
+		// RFC 6675 (B): the scoreboard already has this ACK's blocks and
+		// Output runs step (C). The timer restarts as RFC 6298 §5.3 says
+		// (RFC 6675 §6 leaves the choice to the implementation).
 		return false
 	}
 	// Partial acknowledgment: the next hole is lost too; resend it, and
@@ -169,23 +215,35 @@ func (t *TCB) onAckRecovery(acked uint32, sample time.Duration) bool {
 	return true
 }
 
-// onDupAck counts duplicate ACKs; the third starts fast retransmit and
-// fast recovery (RFC 5681 §3.2 steps 2-4, RFC 6582 §3.2 steps 2-4).
+// onDupAck counts duplicate ACKs and starts loss recovery: with SACK as
+// RFC 6675 §5 says, otherwise fast retransmit and fast recovery on the
+// third (RFC 5681 §3.2 steps 2-4, RFC 6582 §3.2 steps 2-4).
 func (t *TCB) onDupAck() {
 	t.count(func(c *Counters) *atomic.Uint64 { return &c.DupAcks })
-	t.dupAcks++
 	if t.inRecovery {
-		t.cc.onDupAck() // RFC 5681 §3.2 step 4: inflate by one SMSS
+		if !t.sackRecovery {
+			t.cc.onDupAck() // RFC 5681 §3.2 step 4: inflate by one SMSS
+		}
+		return // RFC 6675 §5 counts DupAcks only outside recovery
+	}
+	t.dupAcks++
+	if t.sndUna.LessThan(t.recover) {
+		// RFC 6582 §3.2 step 2, RFC 6675 §5.1: the ACK does not cover the
+		// previous recovery point (or timeout): no new recovery.
 		return
 	}
-	if t.dupAcks != 3 || t.sndUna.LessThan(t.recover) {
-		// Before the third, or (RFC 6582 §3.2 step 2) the ACK does not
-		// cover the previous recovery point: no new recovery.
+	if t.sackOK && t.sb.n > 0 {
+		t.maybeEnterSACKRecovery()
+		return
+	}
+	// Without SACK, or when the peer negotiated it but reports no blocks:
+	// NewReno.
+	if t.dupAcks != dupThresh {
 		return
 	}
 	t.count(func(c *Counters) *atomic.Uint64 { return &c.FastRetransmits })
 	t.cc.onEnterRecovery(t.now, t.flight())
-	for range 3 { // RFC 5681 §3.2 step 3: cwnd = ssthresh + 3*SMSS
+	for range dupThresh { // RFC 5681 §3.2 step 3: cwnd = ssthresh + 3*SMSS
 		t.cc.onDupAck()
 	}
 	t.inRecovery, t.partialSeen = true, false
@@ -194,9 +252,38 @@ func (t *TCB) onDupAck() {
 	t.timing = false
 }
 
-// exitRecoveryOnRTO ends fast recovery after a timeout (RFC 6582 §4:
-// recover is set to the highest sequence number sent).
+// maybeEnterSACKRecovery is RFC 6675 §5 steps (1), (2) and (4) for a
+// duplicate ACK outside recovery. Step (3), Limited Transmit governed by
+// pipe, is sendRoom's.
+func (t *TCB) maybeEnterSACKRecovery() {
+	// (1) DupAcks >= DupThresh, or (2) IsLost(HighACK+1).
+	if t.dupAcks < dupThresh && !t.sb.isLost(t.sndUna, t.smss(), dupThresh) {
+		return
+	}
+	t.count(func(c *Counters) *atomic.Uint64 { return &c.FastRetransmits })
+	// (4.2) ssthresh = cwnd = FlightSize/2 (the controller's reduction).
+	// FlightSize is capped at cwnd: RFC 5681 §3.2 leaves segments sent by
+	// Limited Transmit out of it, and after an earlier recovery SACKed
+	// bytes may still count in SND.MAX - SND.UNA; neither may make a loss
+	// raise the window.
+	t.cc.onEnterRecovery(t.now, min(t.flight(), t.cc.cwnd()))
+	t.inRecovery, t.sackRecovery, t.partialSeen = true, true, false
+	t.sndNxt = t.sndMax  // HighData is SND.MAX (a probe may leave SND.NXT behind)
+	t.recover = t.sndMax // (4.1) RecoveryPoint = HighData
+	// (4.3) is the first segment Output sends: rtxOne. It sets HighRxt and
+	// RescueRxt to the end of what it retransmits.
+	t.highRxt, t.rescueRxt = t.sndUna, t.sndUna
+	t.rtxOne = true
+	t.timing = false
+}
+
+// exitRecoveryOnRTO ends loss recovery after a timeout: recover is set to
+// the highest sequence number sent (RFC 6582 §4, RFC 6675 §5.1). The SACK
+// scoreboard is expunged since the timeout may mean the receiver reneged
+// (RFC 2018 §8, which RFC 6675 §5.1 keeps); later ACKs fill it again and
+// go-back-N skips what they SACK.
 func (t *TCB) exitRecoveryOnRTO() {
-	t.inRecovery, t.dupAcks, t.rtxOne = false, 0, false
+	t.inRecovery, t.sackRecovery, t.dupAcks, t.rtxOne = false, false, 0, false
 	t.recover = t.sndMax
+	t.sb.reset()
 }

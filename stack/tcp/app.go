@@ -16,6 +16,7 @@ import (
 func (t *TCB) Read(p []byte) (int, error) {
 	if t.rcvBuf.len() > 0 && !t.readClosed {
 		n := t.rcvBuf.read(p)
+		t.readTotal += uint64(n)
 		t.afterRead()
 		return n, nil
 	}

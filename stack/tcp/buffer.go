@@ -87,16 +87,20 @@ func (r *ring) grow(size, keep int) {
 	r.buf, r.head = nb, 0
 }
 
-// maxRanges bounds the out-of-order ranges the receiver tracks. More holes
-// than this are rare; a segment that would need another range is dropped
-// (and the sender retransmits it later).
-const maxRanges = 8
+// maxRanges bounds the out-of-order ranges the receiver tracks: each hole
+// the sender leaves costs one. 32 matches what the sender's scoreboard
+// remembers and is far more than one window of a sane path produces; a
+// segment that would need another range is dropped (the sender
+// retransmits it) rather than forgetting SACKed data, which would be
+// reneging (RFC 2018 §8). Every operation is a scan of this fixed array.
+const maxRanges = 32
 
-// seqRange is [start, end) of received out-of-order sequence space. age
-// orders ranges by the most recent arrival for SACK (RFC 2018 §4).
+// seqRange is [start, end) of received out-of-order sequence space. age is
+// the arrival number of the latest segment that touched the range; it
+// orders SACK blocks (RFC 2018 §4). 64 bits never wrap.
 type seqRange struct {
 	start, end Seq
-	age        uint32
+	age        uint64
 }
 
 // oooRanges tracks which bytes beyond RCV.NXT the receive buffer holds.
@@ -106,7 +110,7 @@ type seqRange struct {
 type oooRanges struct {
 	r     [maxRanges]seqRange
 	n     int
-	clock uint32
+	clock uint64 // arrival counter for age
 }
 
 // add records [start, end) and returns false when it needs a new range
@@ -148,29 +152,34 @@ func (o *oooRanges) advance(rcvNxt Seq) Seq {
 	return rcvNxt
 }
 
-// contains reports whether seq lies in a stored range.
-func (o *oooRanges) contains(seq Seq) bool {
-	for i := range o.n {
-		if seq.InRange(o.r[i].start, o.r[i].end) {
-			return true
-		}
+// extent is how far beyond rcvNxt the stored ranges reach; 0 if none.
+func (o *oooRanges) extent(rcvNxt Seq) int {
+	if o.n == 0 {
+		return 0
 	}
-	return false
+	return int(uint32(o.r[o.n-1].end - rcvNxt))
 }
 
-// sack fills dst with SACK blocks, the most recently changed range first
-// (RFC 2018 §4), and returns how many it wrote.
+// sack fills dst with SACK blocks and returns how many it wrote. RFC
+// 2018 §4: the first block holds the segment that arrived last, the others
+// repeat the most recently reported blocks first. A block is first in the
+// ACK its newest segment triggered, so most recent arrival first is that
+// order; merged ranges carry the newest age of their parts, and ranges at
+// or below RCV.NXT are gone (advance), so none is reported.
 func (o *oooRanges) sack(dst []packet.SACKBlock) int {
-	var used [maxRanges]bool
+	prev := ^uint64(0) // ages are unique: "below prev" walks them newest first
 	k := 0
-	for ; k < len(dst) && k < o.n; k++ {
+	for ; k < len(dst); k++ {
 		best := -1
 		for i := range o.n {
-			if !used[i] && (best < 0 || o.r[i].age > o.r[best].age) {
+			if a := o.r[i].age; a < prev && (best < 0 || a > o.r[best].age) {
 				best = i
 			}
 		}
-		used[best] = true
+		if best < 0 {
+			break
+		}
+		prev = o.r[best].age
 		dst[k] = packet.SACKBlock{Start: uint32(o.r[best].start), End: uint32(o.r[best].end)}
 	}
 	return k

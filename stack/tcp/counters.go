@@ -11,6 +11,7 @@ type Counters struct {
 	RSTsSent                 atomic.Uint64
 	RSTsReceived             atomic.Uint64 // RSTs that reset a connection
 	Retransmits              atomic.Uint64 // data/FIN segments sent again
+	RetransmittedBytes       atomic.Uint64 // payload bytes in those segments
 	SynAckRetransmits        atomic.Uint64
 	FastRetransmits          atomic.Uint64
 	RTOs                     atomic.Uint64 // retransmission timer expiries
@@ -29,5 +30,12 @@ type Counters struct {
 func (t *TCB) count(pick func(*Counters) *atomic.Uint64) {
 	if t.stats != nil {
 		pick(t.stats).Add(1)
+	}
+}
+
+// countN adds n to the counter pick selects, if counting is on.
+func (t *TCB) countN(pick func(*Counters) *atomic.Uint64, n uint64) {
+	if t.stats != nil {
+		pick(t.stats).Add(n)
 	}
 }

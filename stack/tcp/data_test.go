@@ -40,6 +40,9 @@ type pair struct {
 	eof   [2]bool
 	segs  int
 	stats [2]Counters
+
+	// drop, when set, decides losses deterministically on top of links.
+	drop func(from int, s *Segment) bool
 }
 
 func newPair(t *testing.T, seed uint64, mod func(*Config)) *pair {
@@ -72,7 +75,7 @@ func (p *pair) deliver(to int, seg *Segment) {
 func (p *pair) send(i int, s *Segment) {
 	p.segs++
 	l := p.links[i]
-	if p.rng.Float64() < l.loss {
+	if p.rng.Float64() < l.loss || (p.drop != nil && p.drop(i, s)) {
 		return
 	}
 	copies := 1

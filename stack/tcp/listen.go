@@ -100,7 +100,7 @@ func (e *Engine) sendCookie(id stack.FlowID, syn *Segment, now time.Time, b *out
 		wscale := int8(-1)
 		if syn.Opts.HasWScale && cfg.WindowScale {
 			wscale = int8(min(syn.Opts.WScale, packet.MaxWScale))
-			out.Opts.HasWScale, out.Opts.WScale = true, cookieShift(cfg)
+			out.Opts.HasWScale, out.Opts.WScale = true, windowShift(cfg)
 		}
 		sack := syn.Opts.SACKPermitted && cfg.SACK
 		out.Opts.SACKPermitted = sack
@@ -114,10 +114,6 @@ func (e *Engine) sendCookie(id stack.FlowID, syn *Segment, now time.Time, b *out
 	b.cur = id
 	b.emit(&out)
 }
-
-// cookieShift is the window shift we announce in a cookie SYN-ACK; the
-// TCB built from the cookie derives the same from the same config.
-func cookieShift(cfg *Config) uint8 { t := TCB{cfg: cfg}; return t.ourShift() }
 
 // cookieACK completes a SYN-cookie handshake if seg carries a valid
 // cookie, and reports whether it did.

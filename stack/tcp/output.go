@@ -1,6 +1,7 @@
 package tcp
 
 import (
+	"math"
 	"sync/atomic"
 	"time"
 
@@ -177,6 +178,7 @@ func (t *TCB) advanceRcvWindow() {
 	}
 	inc := uint32(right - t.rcvAdv)
 	if inc >= min(uint32(t.rcvBuf.cap()/2), t.sndMSS) || t.rcvAdv.LessEq(t.rcvNxt) && inc >= t.sndMSS/2 {
+		t.startRcvRTT()
 		t.rcvAdv = right
 	}
 }
@@ -191,11 +193,15 @@ func (t *TCB) rcvSpace() uint32 {
 // outputData sends the fast retransmission, then new or go-back-N data
 // and the FIN while the windows allow, then a persist probe if due.
 func (t *TCB) outputData(emit func(*Segment)) {
-	if t.rtxOne {
-		t.rtxOne = false
-		t.retransmitFirst(emit)
-	}
-	for t.sendNext(emit) {
+	if t.inRecovery && t.sackRecovery {
+		t.sackRecoverySend(emit)
+	} else {
+		if t.rtxOne {
+			t.rtxOne = false
+			t.retransmitFirst(emit)
+		}
+		for t.sendNext(emit) {
+		}
 	}
 	t.burst = -1
 	if t.probeDue {
@@ -225,19 +231,16 @@ func (t *TCB) hasUnsent() bool { return t.dataOff(t.sndNxt) < t.sndBuf.len() }
 // sendNext sends one segment from SND.NXT if the windows, Nagle and
 // sender SWS avoidance allow it, and reports whether it did.
 func (t *TCB) sendNext(emit func(*Segment)) bool {
+	limit := t.skipSacked()
 	off := t.dataOff(t.sndNxt)
 	avail := t.sndBuf.len() - off
 	finNext := t.finQueued && !(t.finSent && t.sndNxt.GreaterThan(t.finSeq))
 	if avail < 0 || (avail == 0 && !finNext) {
 		return false
 	}
-	wnd := min(t.sndWnd, t.cc.cwnd())
-	usable := 0
-	if edge := t.sndUna.Add(wnd); edge.GreaterThan(t.sndNxt) {
-		usable = int(uint32(edge - t.sndNxt))
-	}
+	usable := t.sendRoom()
 	mss := int(t.effMSS())
-	n := min(avail, mss, usable)
+	n := min(avail, mss, usable, limit)
 	fin := finNext && n == avail
 	if n == 0 && !fin {
 		return false
@@ -259,6 +262,136 @@ func (t *TCB) sendNext(emit func(*Segment)) bool {
 	}
 	t.sndMax = t.sndMax.Max(t.sndNxt)
 	return true
+}
+
+// sendRoom is how many octets from SND.NXT the windows allow outside
+// SACK recovery: the peer's window, and cwnd less what is in flight. While
+// the scoreboard holds SACK information, what is in flight is RFC 6675's
+// pipe with HighRxt = HighACK rather than FlightSize: step (3) of §5
+// (Limited Transmit "governed by pipe and cwnd"), which also keeps data
+// flowing after a recovery ends with SACKed data still outstanding.
+func (t *TCB) sendRoom() int {
+	var peer uint32
+	if edge := t.sndUna.Add(t.sndWnd); edge.GreaterThan(t.sndNxt) {
+		peer = uint32(edge - t.sndNxt)
+	}
+	inFlight := uint32(t.sndNxt - t.sndUna)
+	if t.sb.n > 0 {
+		inFlight = t.sb.pipe(t.sndUna, t.sndNxt, t.sndUna, t.smss(), dupThresh)
+	}
+	cwnd := t.cc.cwnd()
+	if inFlight >= cwnd {
+		return 0
+	}
+	return int(min(peer, cwnd-inFlight))
+}
+
+// skipSacked moves SND.NXT over SACKed data while go-back-N resends after
+// a timeout (RFC 6675 §5.1: fill in "the sequence space reported as
+// missing") and returns how much may follow before the next SACKed range.
+func (t *TCB) skipSacked() int {
+	if t.sb.n == 0 || !t.sndNxt.LessThan(t.sndMax) {
+		return math.MaxInt
+	}
+	start, end := t.sb.hole(t.sndNxt, t.sndMax)
+	t.sndNxt = start
+	if end.LessThan(t.sndMax) {
+		return int(uint32(end - start))
+	}
+	return math.MaxInt
+}
+
+// sackRecoverySend is RFC 6675 §5 during loss recovery: the fast
+// retransmission of step (4.3), then step (C): while cwnd - pipe >= 1
+// SMSS, send what NextSeg () chooses, including the rescue retransmission
+// of rule (4) once per recovery.
+func (t *TCB) sackRecoverySend(emit func(*Segment)) {
+	mss := t.effMSS()
+	if t.rtxOne {
+		// (4.3) Retransmit the segment at HighACK+1 and set HighRxt and
+		// RescueRxt to its end.
+		t.rtxOne = false
+		start, end := t.sb.hole(t.sndUna, t.sndMax)
+		if start.LessThan(end) {
+			n := t.sendRange(emit, start, min(mss, uint32(end-start)))
+			t.highRxt, t.rescueRxt = start.Add(n), start.Add(n)
+		}
+	}
+	smss := t.smss()
+	pipe := t.sb.pipe(t.sndUna, t.sndMax, t.highRxt, smss, dupThresh) // (4.4), (B.2) SetPipe ()
+	for uint64(pipe)+uint64(smss) <= uint64(t.cc.cwnd()) {            // (C), (C.5)
+		start, length, ok := t.sb.nextSeg(t.sndUna, t.sndMax, t.highRxt, smss, dupThresh, t.newDataAvail(mss))
+		length = min(length, mss)
+		rescue := false
+		if !ok && t.sndUna.GreaterThan(t.rescueRxt) {
+			// Rule (4): "HighACK is greater than RescueRxt".
+			start, length, ok = t.sb.rescueSeg(t.sndUna, t.sndMax, mss)
+			rescue = true
+		}
+		if !ok {
+			return // rule (5)
+		}
+		retransmit := start.LessThan(t.sndMax)
+		n := t.sendRange(emit, start, length) // (C.1), (C.3)
+		switch {
+		case rescue:
+			t.rescueRxt = t.recover // rule (4): RescueRxt = RecoveryPoint, HighRxt untouched
+		case retransmit:
+			t.highRxt = t.highRxt.Max(start.Add(n)) // (C.2)
+		}
+		pipe += n // (C.4)
+	}
+}
+
+// newDataAvail is how much never-sent sequence space NextSeg () rule (2)
+// may send from SND.MAX: a full segment of buffered data the peer's window
+// admits; a shorter one only when it is the last of the data and Nagle
+// (RFC 9293 §3.7.4: data is always outstanding during recovery) lets it go,
+// i.e. with NoDelay or with the FIN behind it; or the FIN alone.
+func (t *TCB) newDataAvail(mss uint32) uint32 {
+	off := t.dataOff(t.sndMax)
+	if off > t.sndBuf.len() {
+		return 0 // the FIN has been sent
+	}
+	avail := uint32(t.sndBuf.len() - off)
+	if avail == 0 {
+		if t.finQueued && !t.finSent {
+			return 1
+		}
+		return 0
+	}
+	var room uint32
+	if edge := t.sndUna.Add(t.sndWnd); edge.GreaterThan(t.sndMax) {
+		room = uint32(edge - t.sndMax)
+	}
+	n := min(avail, room, mss)
+	if n < mss && (n < avail || !(t.finQueued || t.cfg.NoDelay)) {
+		return 0 // sender SWS avoidance (RFC 9293 §3.8.6.2.1) or Nagle
+	}
+	return n
+}
+
+// sendRange sends the segment at start, a retransmission below SND.MAX or
+// new data at SND.MAX, covering up to length octets of sequence space: the
+// data there, and the FIN when the range reaches the end of the data. It
+// returns the sequence space sent and moves SND.MAX (and SND.NXT) over new
+// data.
+func (t *TCB) sendRange(emit func(*Segment), start Seq, length uint32) uint32 {
+	dataEnd := t.sndUna.Add(uint32(t.sndBuf.len()))
+	var n uint32
+	if start.LessThan(dataEnd) {
+		n = min(length, uint32(dataEnd-start))
+	}
+	fin := t.finQueued && start.Add(length).GreaterEq(dataEnd)
+	t.lastSendAt = t.now
+	t.sendSegment(emit, start, int(n), fin)
+	if fin {
+		n++
+	}
+	if end := start.Add(n); end.GreaterThan(t.sndMax) {
+		t.sndMax, t.sndNxt = end, end
+	}
+	return n
 }
 
 // canSendSmall decides on a segment shorter than the MSS: Nagle (RFC 9293
@@ -291,6 +424,7 @@ func (t *TCB) sendSegment(emit func(*Segment), seq Seq, n int, fin bool) {
 	}
 	if seq.LessThan(t.sndMax) {
 		t.count(func(c *Counters) *atomic.Uint64 { return &c.Retransmits })
+		t.countN(func(c *Counters) *atomic.Uint64 { return &c.RetransmittedBytes }, uint64(n))
 		t.timing = false // Karn: never time a retransmission
 	} else if !t.timing && n > 0 {
 		t.timing, t.timedSq, t.timedAt = true, seq, t.now

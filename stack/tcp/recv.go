@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"sync/atomic"
+	"time"
 
 	"github.com/tungate/tungate/internal/packet"
 )
@@ -30,6 +31,7 @@ func (t *TCB) onText(seg *Segment, seq Seq, data []byte) {
 		return
 	}
 	t.rcvMSS = max(t.rcvMSS, min(uint32(len(data)), uint32(t.cfg.MSS)))
+	t.measureRcvRTT(seg, seq.Add(uint32(len(data))))
 	if seq == t.rcvNxt {
 		t.deliverInOrder(data)
 		return
@@ -43,6 +45,7 @@ func (t *TCB) deliverInOrder(data []byte) {
 	hadHoles := t.ooo.n > 0
 	t.rcvBuf.write(data)
 	t.rcvNxt = t.rcvNxt.Add(uint32(len(data)))
+	t.tuneRcvBuf()
 	if hadHoles {
 		next := t.ooo.advance(t.rcvNxt)
 		t.rcvBuf.extend(int(next - t.rcvNxt))
@@ -146,4 +149,93 @@ func (t *TCB) queueRST(seq, ack Seq, withAck bool) {
 		t.rst.Flags |= packet.ACK
 		t.rst.Ack = ack
 	}
+}
+
+// rcvTune is the state of receive-buffer auto-tuning: dynamic right-sizing
+// as Linux does it (tcp_rcv_space_adjust). The buffer starts at
+// RecvBufSize and doubles, up to RecvBufMax, whenever the application read
+// more than half of it within one round trip: the peer then fills the
+// window about every RTT and the application keeps up, so the window is
+// what limits the transfer. A slow reader or a slow sender never grows it.
+type rcvTune struct {
+	// rcvRTT is the receiver's RTT estimate: the smallest sample, each of
+	// them at least one round trip; 0 until the first.
+	rcvRTT time.Duration
+	// A window measurement runs from rcvRTTAt, when the right edge first
+	// moved beyond rcvRTTSeq, until data beyond it arrives; zero rcvRTTAt:
+	// none runs.
+	rcvRTTAt  time.Time
+	rcvRTTSeq Seq
+	rcvRTTEcr uint32 // the TSecr of the last timestamp sample
+	// readTotal counts bytes the application read; drsMark is its value
+	// when the current measuring period began, which ends at drsDue.
+	readTotal uint64
+	drsMark   uint64
+	drsDue    time.Time
+}
+
+// startRcvRTT is called when the advertised right edge is about to move
+// beyond its current place; unless a measurement runs, one starts: data
+// beyond today's edge can arrive only after the peer got the new window,
+// a round trip from now at the earliest.
+func (t *TCB) startRcvRTT() {
+	if t.rcvRTTAt.IsZero() {
+		t.rcvRTTAt, t.rcvRTTSeq = t.now, t.rcvAdv
+	}
+}
+
+// measureRcvRTT takes RTT samples from a data segment ending at end. Two
+// kinds, each never less than a round trip (up to the 1 ms timestamp
+// clock): the echo of our timestamp (Linux's tcp_rcv_rtt_measure_ts), and
+// the time from offering a window to the first byte beyond the old one
+// (Linux's way without timestamps). A peer that is not sending as fast as
+// it may makes them longer, never shorter, so the estimate keeps the
+// smallest: the RTT of a peer that is window-limited or sends as soon as
+// an ACK arrives. The receiver cannot use its own RFC 6298 samples: a
+// connection that only receives never gets any.
+func (t *TCB) measureRcvRTT(seg *Segment, end Seq) {
+	if t.tsOK && seg.Opts.HasTS && seg.Opts.TSEcr != 0 && seg.Opts.TSEcr != t.rcvRTTEcr {
+		// Each echoed value once: later segments echoing it were sent
+		// later, so they only give longer samples.
+		t.rcvRTTEcr = seg.Opts.TSEcr
+		if d := int32(t.tsNow() - seg.Opts.TSEcr); d >= 0 {
+			t.rcvRTTSample(max(time.Duration(d), 1) * clockGranularity)
+		}
+	}
+	if !t.rcvRTTAt.IsZero() && end.GreaterThan(t.rcvRTTSeq) {
+		t.rcvRTTSample(max(t.now.Sub(t.rcvRTTAt), time.Microsecond))
+		t.rcvRTTAt = time.Time{}
+	}
+}
+
+func (t *TCB) rcvRTTSample(d time.Duration) {
+	if t.rcvRTT == 0 || d < t.rcvRTT {
+		t.rcvRTT = d
+	}
+}
+
+// tuneRcvBuf runs on in-order data: once per receiver RTT it compares what
+// the application read in that time with the buffer and doubles the
+// buffer when that was more than half of it. The new space is announced
+// with the next ACK; the buffer never shrinks, so the advertised right
+// edge never moves left (RFC 9293 §3.8.6 SHLD-14). The window scale was
+// fixed on the handshake for RecvBufMax (windowShift), and without
+// scaling nothing beyond 64 KiB can be announced, so growth stops there.
+func (t *TCB) tuneRcvBuf() {
+	if t.rcvRTT == 0 || t.now.Before(t.drsDue) {
+		return
+	}
+	first := t.drsDue.IsZero()
+	copied := t.readTotal - t.drsMark
+	t.drsDue, t.drsMark = t.now.Add(t.rcvRTT), t.readTotal
+	if first {
+		return
+	}
+	size := t.rcvBuf.cap()
+	limit := min(t.cfg.RecvBufMax, maxWindowField<<t.rcvShift)
+	if copied*2 <= uint64(size) || size >= limit {
+		return
+	}
+	// Out-of-order bytes beyond the contents move with the buffer.
+	t.rcvBuf.grow(min(2*size, limit), t.rcvBuf.len()+t.ooo.extent(t.rcvNxt))
 }

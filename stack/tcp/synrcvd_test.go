@@ -101,6 +101,29 @@ func TestSynRcvd_OurWindowScaleFollowsRecvBufMax(t *testing.T) {
 	}
 }
 
+func TestWindowShift_NeedsNoTCBAndTreatsZeroAsDefault(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  Config
+		want uint8
+	}{
+		{Config{}, 7}, // the 4 MiB default
+		{Config{RecvBufSize: 1024, RecvBufMax: 65535}, 0},
+		{Config{RecvBufMax: 65535}, 1}, // below the 64 KiB default size
+		{Config{RecvBufSize: 1024, RecvBufMax: 65536}, 1},
+		{Config{RecvBufSize: 1 << 20, RecvBufMax: 1024}, 5}, // SetDefaults raises Max to Size
+		{Config{RecvBufMax: 1 << 31}, 14},                   // RFC 7323 §2.3: at most 14
+	} {
+		if got := windowShift(&tc.cfg); got != tc.want {
+			t.Errorf("windowShift(%+v) = %d, want %d", tc.cfg, got, tc.want)
+		}
+		c := tc.cfg
+		c.SetDefaults()
+		if got := windowShift(&c); got != tc.want {
+			t.Errorf("after SetDefaults: windowShift = %d, want %d", got, tc.want)
+		}
+	}
+}
+
 func TestSynRcvd_ThirdAckEstablishes(t *testing.T) {
 	h := synRcvd(t)
 	h.in(h.ack())

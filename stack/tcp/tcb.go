@@ -89,8 +89,8 @@ func (c *Config) SetDefaults() {
 	c.defaulted = true
 	setDef(&c.MSS, 1460)
 	setDef(&c.DefaultSendMSS, 536)
-	setDef(&c.RecvBufSize, 64<<10)
-	setDef(&c.RecvBufMax, 4<<20)
+	setDef(&c.RecvBufSize, defaultRecvBufSize)
+	setDef(&c.RecvBufMax, defaultRecvBufMax)
 	c.RecvBufMax = max(c.RecvBufMax, c.RecvBufSize)
 	setDef(&c.SendBufSize, 256<<10)
 	setDef(&c.DelayedAck, 40*time.Millisecond)
@@ -108,6 +108,12 @@ func (c *Config) SetDefaults() {
 		c.CongestionControl = "cubic"
 	}
 }
+
+// Defaults of Config.RecvBufSize and Config.RecvBufMax.
+const (
+	defaultRecvBufSize = 64 << 10
+	defaultRecvBufMax  = 4 << 20
+)
 
 func setDef[T int | time.Duration](v *T, def T) {
 	if *v == 0 {
@@ -181,11 +187,12 @@ type TCB struct {
 	rcvAdv   Seq   // right edge advertised: RCV.NXT + RCV.WND, never moves left
 	rcvShift uint8 // our window scale
 	rcvBuf   ring  // unread in-order bytes, then out-of-order bytes at their offset
-	ooo      oooRanges
-	oooFin   bool // a FIN arrived beyond RCV.NXT
+	oooFin   bool  // a FIN arrived beyond RCV.NXT
 	oooFinAt Seq
 	rcvMSS   uint32 // largest segment seen, for the delayed-ACK rule
 	finRcvd  bool
+
+	rcvTune // receive-buffer auto-tuning
 
 	readClosed      bool // CloseRead: further data is acknowledged and dropped
 	discardedUnread bool // data was dropped unread after CloseRead
@@ -222,6 +229,10 @@ type TCB struct {
 
 	out     Segment
 	scratch []byte
+
+	// The large, rarely touched arrays last, away from the hot fields.
+	ooo oooRanges  // out-of-order ranges held in rcvBuf
+	sb  scoreboard // what the peer SACKed (RFC 6675)
 }
 
 // newTCB allocates a TCB with its buffers.
@@ -342,11 +353,27 @@ func (t *TCB) negotiate(o *packet.TCPOptions) {
 	t.tsOK = o.HasTS && t.cfg.Timestamps
 }
 
-// ourShift is the smallest window shift that can express RecvBufMax (RFC
-// 7323 §2.3).
-func (t *TCB) ourShift() uint8 {
+// ourShift is the window shift we announce: windowShift of our Config.
+func (t *TCB) ourShift() uint8 { return windowShift(t.cfg) }
+
+// windowShift is the smallest window shift that can express the largest
+// receive buffer cfg allows, RecvBufMax (RFC 7323 §2.3), so that the
+// buffer can auto-tune up to it after the handshake fixed the shift. It
+// needs no TCB: a SYN-cookie SYN-ACK must announce the same shift the TCB
+// later built from the cookie uses. Zero fields count as their defaults,
+// so cfg need not have been through SetDefaults.
+func windowShift(cfg *Config) uint8 {
+	limit := cfg.RecvBufMax
+	if limit == 0 {
+		limit = defaultRecvBufMax
+	}
+	size := cfg.RecvBufSize
+	if size == 0 {
+		size = defaultRecvBufSize
+	}
+	limit = max(limit, size)
 	var s uint8
-	for s < packet.MaxWScale && t.cfg.RecvBufMax>>s > 0xffff {
+	for s < packet.MaxWScale && limit>>s > maxWindowField {
 		s++
 	}
 	return s
