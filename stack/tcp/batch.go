@@ -21,6 +21,8 @@ type outBatch struct {
 	bufs [][]byte // backing buffers, allocated on first use
 	pkts [][]byte // the packets of this batch, slices of bufs
 	cur  stack.FlowID
+	// in holds the inbound segment being processed (see inputTCP).
+	in Segment
 	// emitFn is b.emit bound once, so handing it to TCB.Output does not
 	// allocate a method value per call.
 	emitFn func(*Segment)

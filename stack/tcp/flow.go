@@ -46,18 +46,21 @@ func segmentOf(seg *Segment, t packet.TCP) {
 // inputTCP processes one inbound TCP segment.
 func (e *Engine) inputTCP(p packet.Packet, b *outBatch) {
 	id := stack.FlowID{Src: p.SrcAddrPort(), Dst: p.DstAddrPort()}
-	var seg Segment
-	segmentOf(&seg, p.TCP())
+	// The segment lives in the pooled batch: the TCB's trace hook makes
+	// any *Segment it is given escape, and a local would be allocated
+	// per packet.
+	seg := &b.in
+	segmentOf(seg, p.TCP())
 	now := e.now()
 	for {
 		e.mu.RLock()
 		f := e.flows[id]
 		e.mu.RUnlock()
 		if f == nil {
-			e.listen(id, &seg, now, b)
+			e.listen(id, seg, now, b)
 			return
 		}
-		if f.input(&seg, now, b) {
+		if f.input(seg, now, b) {
 			return
 		}
 		// The flow was TIME-WAIT and the SYN starts a new connection, or
