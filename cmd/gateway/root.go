@@ -97,6 +97,8 @@ configuration error.`,
 	root.SetErr(a.stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 	root.AddCommand(a.newRunCmd(), a.newConfigCmd(), a.newVersionCmd())
+	root.AddCommand(a.newBenchCmd())
+	root.AddCommand(a.newDemoCmd())
 	return root
 }
 

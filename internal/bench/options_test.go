@@ -1,0 +1,77 @@
+package bench
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestOptions_QuickDefaultsAreShort(t *testing.T) {
+	o := Options{Quick: true}.withDefaults()
+	if o.Duration != QuickDuration || o.Rounds != QuickRounds || o.IdleConns != QuickIdleConns {
+		t.Fatalf("quick defaults: duration %v rounds %d idle %d", o.Duration, o.Rounds, o.IdleConns)
+	}
+	full := Options{}.withDefaults()
+	if full.Duration != DefaultDuration || full.Rounds != DefaultRounds || full.IdleConns != DefaultIdleConns {
+		t.Fatalf("full defaults: duration %v rounds %d idle %d", full.Duration, full.Rounds, full.IdleConns)
+	}
+}
+
+func TestOptions_ExplicitValuesWinOverQuickDefaults(t *testing.T) {
+	o := Options{Quick: true, Duration: 300 * time.Millisecond, Rounds: 1}.withDefaults()
+	if o.Duration != 300*time.Millisecond || o.Rounds != 1 {
+		t.Fatalf("got duration %v rounds %d", o.Duration, o.Rounds)
+	}
+}
+
+func TestOptions_ListsAreNormalisedToRunOrder(t *testing.T) {
+	o := Options{
+		Stacks: []string{"gvisor", " Kernel", "gvisor"},
+		Tests:  []string{"upload-1", "MEMORY", "latency"},
+	}.withDefaults()
+	if !slices.Equal(o.Stacks, []string{"kernel", "gvisor"}) {
+		t.Errorf("stacks %v", o.Stacks)
+	}
+	if !slices.Equal(o.Tests, []string{"memory", "latency", "upload-1"}) {
+		t.Errorf("tests %v", o.Tests)
+	}
+}
+
+func TestOptions_AllMeansEveryTest(t *testing.T) {
+	o := Options{Tests: []string{"latency", "all"}}.withDefaults()
+	if !slices.Equal(o.Tests, AllTests()) {
+		t.Fatalf("tests %v", o.Tests)
+	}
+}
+
+func TestOptions_ValidateReportsEveryProblem(t *testing.T) {
+	err := Options{Stacks: []string{"kernel", "bsd"}, Tests: []string{"speed"}, Rounds: -1, MTU: 100}.Validate()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{`unknown stack "bsd"`, `unknown test "speed"`, "rounds must be positive", "mtu 100"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+func TestOptions_GatewayBinaryIsNeededOnlyForGatewayStacks(t *testing.T) {
+	if err := (Options{Stacks: []string{"kernel"}}).Validate(); err != nil {
+		t.Fatalf("kernel only: %v", err)
+	}
+	err := Options{Stacks: []string{"custom"}}.Validate()
+	if err == nil || !strings.Contains(err.Error(), "no gateway binary") {
+		t.Fatalf("custom without a binary: %v", err)
+	}
+}
+
+func TestOptions_WarmupIsAQuarterCappedAtASecond(t *testing.T) {
+	if w := (Options{Duration: 400 * time.Millisecond}).warmup(); w != 100*time.Millisecond {
+		t.Errorf("warm-up of 400ms: %v", w)
+	}
+	if w := (Options{Duration: 10 * time.Second}).warmup(); w != time.Second {
+		t.Errorf("warm-up of 10s: %v", w)
+	}
+}

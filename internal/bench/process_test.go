@@ -1,0 +1,28 @@
+package bench
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestTailBuffer_KeepsTheLastBytes(t *testing.T) {
+	b := newTailBuffer(8)
+	b.Write([]byte("hello, "))
+	b.Write([]byte("world"))
+	if got := b.String(); got != "o, world" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestGatewayEnv_DropsTungateVariables(t *testing.T) {
+	got := gatewayEnv([]string{"PATH=/bin", "TUNGATE_STACK_KIND=gvisor", "HOME=/root", "TUNGATE_TUN_MTU=9000"})
+	if !slices.Equal(got, []string{"PATH=/bin", "HOME=/root"}) {
+		t.Fatalf("got %v", got)
+	}
+	for _, kv := range gatewayEnv(nil) {
+		if strings.HasPrefix(kv, "TUNGATE_") {
+			t.Fatalf("current environment keeps %s", kv)
+		}
+	}
+}

@@ -1,0 +1,165 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func needRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces")
+	}
+}
+
+// progressLog collects progress lines and can act on them.
+type progressLog struct {
+	mu     sync.Mutex // guards b and onLine
+	b      strings.Builder
+	onLine func(text string)
+}
+
+func (p *progressLog) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.b.Write(b)
+	if p.onLine != nil {
+		p.onLine(p.b.String())
+	}
+	return len(b), nil
+}
+
+func (p *progressLog) String() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.b.String()
+}
+
+// assertNamespacesGone checks that the namespaces the progress named
+// were removed.
+func assertNamespacesGone(t *testing.T, progress string) {
+	t.Helper()
+	m := regexp.MustCompile(`namespaces (\S+) and (\S+),`).FindStringSubmatch(progress)
+	if m == nil {
+		t.Fatalf("progress does not name the namespaces:\n%s", progress)
+	}
+	for _, ns := range m[1:] {
+		if _, err := os.Stat("/run/netns/" + ns); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("namespace %s still exists (%v)", ns, err)
+		}
+	}
+}
+
+func TestRun_KernelBaselineMeasuresEveryFigure(t *testing.T) {
+	needRoot(t)
+	var progress progressLog
+	rep, err := Run(context.Background(), Options{
+		Stacks:   []string{StackKernel},
+		Tests:    []string{TestLatency, TestConnect, TestUpload1, TestDownloadN},
+		Duration: 150 * time.Millisecond, Rounds: 1, Streams: 2,
+		Progress: &progress,
+	})
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, progress.String())
+	}
+	if len(rep.Failures) > 0 {
+		t.Fatalf("failures: %+v", rep.Failures)
+	}
+	for _, res := range rep.Results {
+		k := res.value(StackKernel)
+		if res.Metric == mGatewayCPU {
+			if k.NA == "" {
+				t.Errorf("%s/%s: kernel has a gateway CPU figure", res.Test, res.Metric)
+			}
+			continue
+		}
+		if k.Median == nil {
+			t.Errorf("%s/%s: no figure (%s)", res.Test, res.Metric, k.NA)
+			continue
+		}
+		if *k.Median <= 0 && res.Metric != mFailed {
+			t.Errorf("%s/%s: %v %s", res.Test, res.Metric, *k.Median, res.Unit)
+		}
+	}
+	assertNamespacesGone(t, progress.String())
+}
+
+func TestRun_GatewayThatDiesAtStartIsAFailureNotAnAbort(t *testing.T) {
+	needRoot(t)
+	var progress progressLog
+	rep, err := Run(context.Background(), Options{
+		Gateway:  GatewayCommand{Path: "/bin/false"},
+		Stacks:   []string{StackKernel, StackCustom},
+		Tests:    []string{TestLatency},
+		Duration: 50 * time.Millisecond, Rounds: 1,
+		Progress: &progress,
+	})
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if len(rep.Failures) != 1 || rep.Failures[0].Stack != StackCustom || rep.Failures[0].Test != "setup" ||
+		!strings.Contains(rep.Failures[0].Error, "exited at start") {
+		t.Fatalf("failures: %+v", rep.Failures)
+	}
+	lat := rep.Results[0]
+	if lat.value(StackKernel).Median == nil || lat.value(StackCustom).NA == "" {
+		t.Fatalf("latency: kernel %+v, custom %+v", lat.value(StackKernel), lat.value(StackCustom))
+	}
+	assertNamespacesGone(t, progress.String())
+}
+
+// runCancelledOn runs o and cancels the run once the progress contains
+// trigger.
+func runCancelledOn(t *testing.T, o Options, trigger string) (*Report, *progressLog) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	progress := &progressLog{onLine: func(text string) {
+		if strings.Contains(text, trigger) {
+			cancel()
+		}
+	}}
+	o.Progress = progress
+	rep, err := Run(ctx, o)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err %v, want context.Canceled", err)
+	}
+	if rep == nil || !rep.Interrupted {
+		t.Fatalf("report %+v, want interrupted", rep)
+	}
+	if len(rep.Failures) != 0 {
+		t.Errorf("an interruption is not a failure: %+v", rep.Failures)
+	}
+	return rep, progress
+}
+
+func TestRun_CancelInterruptsARunningTestPromptly(t *testing.T) {
+	needRoot(t)
+	start := time.Now()
+	_, progress := runCancelledOn(t, Options{
+		Stacks: []string{StackKernel}, Tests: []string{TestLatency},
+		Duration: 10 * time.Second, Rounds: 1,
+	}, "kernel  latency")
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("the cancel took effect after %v", took)
+	}
+	assertNamespacesGone(t, progress.String())
+}
+
+func TestRun_InterruptedReportKeepsTheCompletedRounds(t *testing.T) {
+	needRoot(t)
+	rep, progress := runCancelledOn(t, Options{
+		Stacks: []string{StackKernel}, Tests: []string{TestLatency},
+		Duration: 100 * time.Millisecond, Rounds: 3,
+	}, "round 2/3")
+	if lat := rep.Results[0].value(StackKernel); len(lat.Rounds) != 1 {
+		t.Errorf("latency p50: %+v, want the one completed round", lat)
+	}
+	assertNamespacesGone(t, progress.String())
+}

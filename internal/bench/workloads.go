@@ -1,0 +1,406 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// figures are one round's values of a test, by metric key.
+type figures map[string]float64
+
+// runTest runs one test on the target. It may return figures together
+// with an error (a connect test with failed connections, say); the
+// figures are kept and the error is reported as a failure.
+func (t *target) runTest(ctx context.Context, test string, o Options) (figures, error) {
+	switch test {
+	case TestMemory:
+		return t.memory(ctx, o)
+	case TestLatency:
+		return t.latency(ctx, o)
+	case TestConnect:
+		return t.connect(ctx, o)
+	case TestUpload1:
+		return t.bulk(ctx, o, true, 1)
+	case TestDownload1:
+		return t.bulk(ctx, o, false, 1)
+	case TestUploadN:
+		return t.bulk(ctx, o, true, o.Streams)
+	case TestDownloadN:
+		return t.bulk(ctx, o, false, o.Streams)
+	}
+	return nil, fmt.Errorf("bench: unknown test %q", test)
+}
+
+// sleepCtx waits d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// firstErr keeps the first error reported to it.
+type firstErr struct {
+	mu  sync.Mutex // guards err
+	err error
+}
+
+func (f *firstErr) set(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err == nil {
+		f.err = err
+	}
+}
+
+func (f *firstErr) get() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.err
+}
+
+// bulkChunk is the size of each write of the bulk senders.
+const bulkChunk = 128 << 10
+
+// bulk moves data as fast as it goes over streams connections, upload
+// (client → server) or download, and measures what the receivers count
+// after the warm-up, and the CPU used meanwhile.
+func (t *target) bulk(ctx context.Context, o Options, upload bool, streams int) (figures, error) {
+	var received atomic.Int64
+	var stopped atomic.Bool
+	var fail firstErr
+	payload := make([]byte, bulkChunk)
+	rng := rand.NewChaCha8([32]byte{7})
+	_, _ = rng.Read(payload) // incompressible, should any layer ever try
+
+	send := func(c *net.TCPConn, who string) {
+		for !stopped.Load() {
+			if _, err := c.Write(payload); err != nil {
+				if !stopped.Load() {
+					fail.set(fmt.Errorf("%s write: %w", who, err))
+				}
+				return
+			}
+		}
+	}
+	recv := func(c *net.TCPConn, who string) {
+		buf := make([]byte, 256<<10)
+		for {
+			n, err := c.Read(buf)
+			received.Add(int64(n))
+			if err != nil {
+				if !stopped.Load() {
+					fail.set(fmt.Errorf("%s read (stream ended early): %w", who, err))
+				}
+				return
+			}
+		}
+	}
+	srv, err := startServer(t.lab.Server(), func(c *net.TCPConn) {
+		if upload {
+			recv(c, "server")
+		} else {
+			send(c, "server")
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+
+	conns, err := t.dialN(ctx, srv.Addr(), streams)
+	if err != nil {
+		closeAll(conns)
+		return nil, err
+	}
+	var wg sync.WaitGroup
+	for _, c := range conns {
+		wg.Go(func() {
+			if upload {
+				send(c, "client")
+			} else {
+				recv(c, "client")
+			}
+		})
+	}
+	// Mark the end first, so that the errors closing causes are not
+	// failures; closing both sides then ends every sender and receiver.
+	defer func() {
+		stopped.Store(true)
+		closeAll(conns)
+		srv.Close()
+		wg.Wait()
+	}()
+
+	if err := sleepCtx(ctx, o.warmup()); err != nil {
+		return nil, err
+	}
+	u0, err0 := t.usage()
+	b0 := received.Load()
+	if err := sleepCtx(ctx, o.Duration); err != nil {
+		return nil, err
+	}
+	u1, err1 := t.usage()
+	b1 := received.Load()
+	if err := errors.Join(err0, err1); err != nil {
+		return nil, err
+	}
+	if err := fail.get(); err != nil {
+		return nil, err
+	}
+	return bulkFigures(b1-b0, u0, u1, t.gw != nil)
+}
+
+func bulkFigures(n int64, u0, u1 usage, gateway bool) (figures, error) {
+	if n <= 0 {
+		return nil, errors.New("no data moved in the measured time")
+	}
+	secs := u1.at.Sub(u0.at).Seconds()
+	gb := float64(n) / 1e9
+	f := figures{
+		mThroughput: float64(n) / secs / 1e6,
+		mMachineCPU: (u1.machine - u0.machine).Seconds() / gb,
+	}
+	if gateway {
+		f[mGatewayCPU] = (u1.gateway - u0.gateway).Seconds() / gb
+	}
+	return f, nil
+}
+
+// dialN opens n connections to addr, a few at a time. On error it returns
+// the connections made so far with the error; the caller closes them.
+func (t *target) dialN(ctx context.Context, addr string, n int) ([]*net.TCPConn, error) {
+	conns := make([]*net.TCPConn, n)
+	var fail firstErr
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(n, 16) {
+		wg.Go(func() {
+			for i := int(next.Add(1)) - 1; i < n && fail.get() == nil; i = int(next.Add(1)) - 1 {
+				c, err := t.dial(ctx, addr)
+				if err != nil {
+					fail.set(fmt.Errorf("connection %d of %d: %w", i+1, n, err))
+					return
+				}
+				conns[i] = c
+			}
+		})
+	}
+	wg.Wait()
+	conns = slices.DeleteFunc(conns, func(c *net.TCPConn) bool { return c == nil })
+	return conns, fail.get()
+}
+
+func closeAll(conns []*net.TCPConn) {
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// latency bounces a LatencyPayload-byte message over one kept connection
+// and takes percentiles of the round trips measured after the warm-up.
+func (t *target) latency(ctx context.Context, o Options) (figures, error) {
+	srv, err := startServer(t.lab.Server(), echo)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	c, err := t.dial(ctx, srv.Addr())
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	buf := make([]byte, o.LatencyPayload)
+	samples := make([]time.Duration, 0, 1<<16)
+	start := time.Now()
+	measureFrom, end := start.Add(o.warmup()), start.Add(o.warmup()+o.Duration)
+	_ = c.SetDeadline(end.Add(dialTimeout))
+	for i := 0; ; i++ {
+		if i%256 == 0 && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		t0 := time.Now()
+		if !t0.Before(end) {
+			break
+		}
+		if _, err := c.Write(buf); err != nil {
+			return nil, fmt.Errorf("ping %d: %w", i, err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return nil, fmt.Errorf("pong %d: %w", i, err)
+		}
+		if t0.After(measureFrom) {
+			samples = append(samples, time.Since(t0))
+		}
+	}
+	if len(samples) == 0 {
+		return nil, errors.New("no round trip completed in the measured time")
+	}
+	slices.Sort(samples)
+	us := func(p float64) float64 { return float64(Percentile(samples, p)) / float64(time.Microsecond) }
+	return figures{mP50: us(50), mP99: us(99), mP999: us(99.9)}, nil
+}
+
+// The connect test's request and reply.
+var (
+	connectRequest = []byte("GET /bench HTTP/1.0\r\n\r\n")
+	connectReply   = []byte("HTTP/1.0 204 No Content\r\n\r\n")
+)
+
+// connect runs ConnectWorkers clients, each in a loop: connect, send a
+// request, read the reply, close. It counts the connections completed in
+// the measured time, and every failure.
+func (t *target) connect(ctx context.Context, o Options) (figures, error) {
+	srv, err := startServer(t.lab.Server(), serveOneRequest)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	var done, failed atomic.Int64
+	var fail firstErr
+	start := time.Now()
+	end := start.Add(o.warmup() + o.Duration)
+	var wg sync.WaitGroup
+	for range o.ConnectWorkers {
+		wg.Go(func() {
+			for time.Now().Before(end) && ctx.Err() == nil {
+				if err := t.oneRequest(ctx, srv.Addr()); err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					failed.Add(1)
+					fail.set(err)
+					continue
+				}
+				done.Add(1)
+			}
+		})
+	}
+	err = sleepCtx(ctx, o.warmup())
+	c0, t0 := done.Load(), time.Now()
+	if err == nil {
+		err = sleepCtx(ctx, time.Until(end))
+	}
+	c1, t1 := done.Load(), time.Now()
+	wg.Wait()
+	if err != nil {
+		return nil, err
+	}
+	f := figures{mRate: float64(c1-c0) / t1.Sub(t0).Seconds(), mFailed: float64(failed.Load())}
+	if n := failed.Load(); n > 0 {
+		return f, fmt.Errorf("%d of %d connections failed; first: %w", n, n+done.Load(), fail.get())
+	}
+	return f, nil
+}
+
+// oneRequest is one client iteration of the connect test.
+func (t *target) oneRequest(ctx context.Context, addr string) error {
+	c, err := t.dial(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(dialTimeout))
+	if _, err := c.Write(connectRequest); err != nil {
+		return fmt.Errorf("request: %w", err)
+	}
+	reply := make([]byte, len(connectReply))
+	if _, err := io.ReadFull(c, reply); err != nil {
+		return fmt.Errorf("reply: %w", err)
+	}
+	if !bytes.Equal(reply, connectReply) {
+		return fmt.Errorf("reply: got %q", reply)
+	}
+	return nil
+}
+
+// serveOneRequest reads the request, answers, and waits for the client to
+// close first.
+func serveOneRequest(c *net.TCPConn) {
+	_ = c.SetDeadline(time.Now().Add(2 * dialTimeout))
+	req := make([]byte, len(connectRequest))
+	if _, err := io.ReadFull(c, req); err != nil {
+		return
+	}
+	if _, err := c.Write(connectReply); err != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, c)
+}
+
+// memory opens IdleConns connections through the gateway, each after a
+// one-byte exchange so that both of its sides exist, and reads the
+// gateway's RSS before and after.
+func (t *target) memory(ctx context.Context, o Options) (figures, error) {
+	if t.gw == nil {
+		return nil, nil // no gateway process to measure
+	}
+	srv, err := startServer(t.lab.Server(), echo)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	// One connection first, so that lazily built state (buffer pools,
+	// the first dialer) is in the baseline.
+	if err := t.idleConns(ctx, srv.Addr(), 1, func() error { return nil }); err != nil {
+		return nil, err
+	}
+	if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+		return nil, err
+	}
+	before, err := processRSS(t.gw.Pid())
+	if err != nil {
+		return nil, err
+	}
+	var after int64
+	err = t.idleConns(ctx, srv.Addr(), o.IdleConns, func() error {
+		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
+			return err
+		}
+		after, err = processRSS(t.gw.Pid())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	const mib = 1 << 20
+	return figures{
+		mRSSBase: float64(before) / mib,
+		mRSSIdle: float64(after) / mib,
+		mPerConn: float64(after-before) / float64(o.IdleConns),
+	}, nil
+}
+
+// idleConns opens n connections to the echo server at addr, exchanges
+// one byte on each, calls while with all of them open, and closes them.
+func (t *target) idleConns(ctx context.Context, addr string, n int, while func() error) error {
+	conns, err := t.dialN(ctx, addr, n)
+	defer closeAll(conns)
+	if err != nil {
+		return err
+	}
+	b := []byte{1}
+	for i, c := range conns {
+		_ = c.SetDeadline(time.Now().Add(dialTimeout))
+		if _, err := c.Write(b); err != nil {
+			return fmt.Errorf("idle connection %d: %w", i+1, err)
+		}
+		if _, err := io.ReadFull(c, b); err != nil {
+			return fmt.Errorf("idle connection %d: %w", i+1, err)
+		}
+	}
+	return while()
+}
