@@ -177,16 +177,18 @@ func (e *env) dial(ctx context.Context, addr string) (*net.TCPConn, error) {
 		return nil, err
 	}
 	local := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr().Unmap()
-	if !tunPrefix4.Contains(local) && !tunPrefix6.Contains(local) {
+	if local != tunAddr4 && local != tunAddr6 {
 		c.Close()
 		return nil, fmt.Errorf("connection to %s left from %s, not through the TUN", addr, local)
 	}
 	return c.(*net.TCPConn), nil
 }
 
+// The TUN's own addresses: a connection routed into the TUN has one of
+// them as its source; one that went around the gateway has the veth's.
 var (
-	tunPrefix4 = netip.MustParsePrefix(netlab.TUNPrefix4).Masked()
-	tunPrefix6 = netip.MustParsePrefix(netlab.TUNPrefix6).Masked()
+	tunAddr4 = netip.MustParsePrefix(netlab.TUNPrefix4).Addr()
+	tunAddr6 = netip.MustParsePrefix(netlab.TUNPrefix6).Addr()
 )
 
 // listen listens in the server namespace and serves each connection with
