@@ -24,6 +24,7 @@ type benchFlags struct {
 	idleConns     int
 	jsonFile      string
 	htmlFile      string
+	cpuProfile    string
 }
 
 func (a *app) newBenchCmd() *cobra.Command {
@@ -64,6 +65,7 @@ a usage error.`,
 	fs.IntVar(&f.streams, "streams", bench.DefaultStreams, "N of the multi-stream bulk tests")
 	fs.IntVar(&f.idleConns, "idle-conns", bench.DefaultIdleConns, fmt.Sprintf("idle connections of the memory test (--quick: %d)", bench.QuickIdleConns))
 	fs.StringVar(&f.jsonFile, "json", "", "also write the results as JSON to this `file`")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "make each gateway write a CPU profile to `PREFIX`-<stack>-round<N>.prof")
 	fs.StringVar(&f.htmlFile, "html", "", "also write a self-contained HTML report with charts to this `file`")
 	return cmd
 }
@@ -74,13 +76,14 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 		return fmt.Errorf("bench: finding the gateway binary: %w", err)
 	}
 	opts := bench.Options{
-		Gateway:  bench.GatewayCommand{Path: exe},
-		Stacks:   f.stacks,
-		Tests:    f.tests,
-		Quick:    f.quick,
-		MTU:      f.mtu,
-		Streams:  f.streams,
-		Progress: a.stderr,
+		Gateway:    bench.GatewayCommand{Path: exe},
+		Stacks:     f.stacks,
+		Tests:      f.tests,
+		Quick:      f.quick,
+		MTU:        f.mtu,
+		Streams:    f.streams,
+		Progress:   a.stderr,
+		CPUProfile: f.cpuProfile,
 	}
 	// Flags left alone take the defaults of the mode (full or quick).
 	fl := cmd.Flags()

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"sync"
 
 	"github.com/spf13/cobra"
@@ -21,6 +22,7 @@ type runFlags struct {
 	pcap       string
 	trace      string
 	faults     string
+	cpuProfile string
 }
 
 func (a *app) newRunCmd() *cobra.Command {
@@ -43,6 +45,7 @@ given, TUNGATE_* environment variables (TUNGATE_TUN_MTU for tun.mtu), the
 	fs.StringVarP(&f.configFile, "config", "c", "", "YAML config `file`")
 	fs.StringVar(&f.pcap, "pcap", "", "write every packet read from or written to the TUN to this pcap `file`")
 	fs.StringVar(&f.trace, "trace", "", "print packets and state changes of matching connections: a port, an address or addr:port")
+	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this `file` (go tool pprof)")
 	fs.StringVar(&f.faults, "faults", "", "inject seeded faults between the TUN and the stack, for testing: e.g. `loss=0.01,dup=0.005,reorder=0.02,seed=1`")
 	config.RegisterFlags(fs)
 	return cmd
@@ -56,6 +59,13 @@ func (a *app) runGateway(cmd *cobra.Command, f runFlags) error {
 	logger := newLogger(a.stderr, cfg.Log)
 	ctx, stop := a.cancelOnSignal(cmd.Context(), logger)
 	defer stop()
+	if f.cpuProfile != "" {
+		stopProfile, err := startCPUProfile(f.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stopProfile()
+	}
 	err = a.serve(ctx, cfg, gateway.Options{PcapPath: f.pcap, Trace: f.trace, Faults: f.faults, Logger: logger})
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return nil // shut down as asked
@@ -108,4 +118,21 @@ func (a *app) cancelOnSignal(parent context.Context, logger *slog.Logger) (ctx c
 		wg.Wait()
 		cancel()
 	}
+}
+
+// startCPUProfile profiles the process into path until the returned
+// function is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

@@ -97,6 +97,9 @@ type Options struct {
 	// LatencyPayload is the size of each ping and pong of the latency
 	// test, in bytes.
 	LatencyPayload int
+	// CPUProfile, when set, makes every gateway process write a CPU
+	// profile to CPUProfile-<stack>-round<N>.prof.
+	CPUProfile string
 	// Progress receives one line per step while the bench runs; nil
 	// discards them.
 	Progress io.Writer

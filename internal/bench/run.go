@@ -59,7 +59,7 @@ func Run(ctx context.Context, o Options) (rep *Report, err error) {
 // recording figures and failures. Once the gateway has died, the round's
 // remaining tests on it are skipped.
 func runStackRound(ctx context.Context, lab *netlab.Lab, o Options, stack string, round int, rec *recorder, p *progress) {
-	t, err := bringUp(ctx, lab, o, stack)
+	t, err := bringUp(ctx, lab, o, stack, round)
 	if err != nil {
 		if ctx.Err() == nil {
 			rec.fail(stack, "setup", round, err)

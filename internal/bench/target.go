@@ -30,14 +30,18 @@ type target struct {
 
 // bringUp prepares stack in lab and checks that connections take the
 // intended path. The caller closes the target.
-func bringUp(ctx context.Context, lab *netlab.Lab, o Options, stack string) (*target, error) {
+func bringUp(ctx context.Context, lab *netlab.Lab, o Options, stack string, round int) (*target, error) {
 	t := &target{lab: lab, stack: stack, dialer: &netlab.Dialer{NS: lab.Client()}}
 	if stack == StackKernel {
 		if err := lab.Unroute(); err != nil {
 			return nil, fmt.Errorf("bench: kernel baseline: %w", err)
 		}
 	} else {
-		gw, err := startGateway(ctx, lab, gatewaySpec{cmd: o.Gateway, stack: stack, tun: benchTUN, mtu: o.MTU})
+		spec := gatewaySpec{cmd: o.Gateway, stack: stack, tun: benchTUN, mtu: o.MTU}
+		if o.CPUProfile != "" {
+			spec.extra = []string{"--cpuprofile", fmt.Sprintf("%s-%s-round%d.prof", o.CPUProfile, stack, round)}
+		}
+		gw, err := startGateway(ctx, lab, spec)
 		if err != nil {
 			return nil, err
 		}

@@ -1,6 +1,8 @@
 package tcp
 
 import (
+	"time"
+
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/stack"
 )
@@ -23,6 +25,11 @@ type outBatch struct {
 	cur  stack.FlowID
 	// in holds the inbound segment being processed (see inputTCP).
 	in Segment
+	// coalesce is set while a batch read from the TUN is processed: the
+	// output of in-order segments is then produced once per flow at the
+	// end of the batch (see deferOutput); deferred lists those flows.
+	coalesce bool
+	deferred []*flow
 	// emitFn is b.emit bound once, so handing it to TCB.Output does not
 	// allocate a method value per call.
 	emitFn func(*Segment)
@@ -88,4 +95,32 @@ func (b *outBatch) flush() {
 		b.e.log.Debug("tcp: packet write failed", "err", err)
 	}
 	b.pkts = b.pkts[:0]
+}
+
+// deferOutput postpones f's output to the end of the batch read from the
+// TUN. The TUN hands over what the kernel sent as one GSO burst, so this
+// is what receive offload does in a kernel: in-order segments of one
+// burst are acknowledged together (a stretch ACK), and ACKs arriving
+// together release new data together, at a fraction of the writes. Out-of-
+// order arrivals are not deferred: the sender needs every duplicate ACK
+// and SACK block (RFC 5681 §4.2). f.mu is held.
+func (b *outBatch) deferOutput(f *flow) {
+	if !f.deferred {
+		f.deferred = true
+		b.deferred = append(b.deferred, f)
+	}
+}
+
+// runDeferred produces the postponed output of every deferred flow.
+func (b *outBatch) runDeferred(now time.Time) {
+	for i, f := range b.deferred {
+		f.mu.Lock()
+		f.deferred = false
+		if !f.gone {
+			f.afterLocked(now, b)
+		}
+		f.mu.Unlock()
+		b.deferred[i] = nil
+	}
+	b.deferred = b.deferred[:0]
 }

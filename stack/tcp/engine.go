@@ -170,6 +170,7 @@ func (e *Engine) DeliverInbound(pkts [][]byte) error {
 		return net.ErrClosed
 	}
 	b := e.getBatch()
+	b.coalesce = true
 	for _, raw := range pkts {
 		e.ec.packetsIn.Add(1)
 		p, err := packet.ParseIP(raw)
@@ -189,6 +190,8 @@ func (e *Engine) DeliverInbound(pkts [][]byte) error {
 			e.ec.unsupported.Add(1)
 		}
 	}
+	b.coalesce = false
+	b.runDeferred(e.now())
 	e.putBatch(b)
 	return nil
 }

@@ -98,22 +98,7 @@ type seg struct {
 // window 65535).
 func (h *pktHarness) send(s seg) {
 	h.t.Helper()
-	if !s.src.IsValid() {
-		s.src = appAddr
-	}
-	if !s.dst.IsValid() {
-		s.dst = dstAddr
-	}
-	if s.wnd == 0 {
-		s.wnd = 65535
-	}
-	b := make([]byte, 100+len(s.data))
-	n, err := packet.BuildTCP(b, packet.TCPHeader{Src: s.src, Dst: s.dst, Seq: s.seq, Ack: s.ack,
-		Flags: s.flags, Window: s.wnd, Options: s.opts}, s.data)
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if err := h.e.DeliverInbound([][]byte{b[:n]}); err != nil {
+	if err := h.e.DeliverInbound([][]byte{h.build(s)}); err != nil {
 		h.t.Fatal(err)
 	}
 }

@@ -349,3 +349,64 @@ func TestEngine_SynAckRetransmittedWithBackoff(t *testing.T) {
 	h.advance(time.Millisecond)
 	h.expectOne("second retransmission")
 }
+
+// build returns the packet for a segment from the app (see send).
+func (h *pktHarness) build(s seg) []byte {
+	h.t.Helper()
+	if !s.src.IsValid() {
+		s.src = appAddr
+	}
+	if !s.dst.IsValid() {
+		s.dst = dstAddr
+	}
+	if s.wnd == 0 {
+		s.wnd = 65535
+	}
+	b := make([]byte, 100+len(s.data))
+	n, err := packet.BuildTCP(b, packet.TCPHeader{Src: s.src, Dst: s.dst, Seq: s.seq, Ack: s.ack,
+		Flags: s.flags, Window: s.wnd, Options: s.opts}, s.data)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return b[:n]
+}
+
+func TestEngine_InOrderBurstGetsOneStretchACK(t *testing.T) {
+	h := newPktHarness(t, nil)
+	c, iss := h.establish(nearWrap)
+	defer c.Close()
+	h.take()
+	var burst [][]byte
+	for i := range 10 {
+		burst = append(burst, h.build(seg{seq: nearWrap + 1 + uint32(i*1000), ack: iss + 1,
+			flags: packet.ACK, data: make([]byte, 1000)}))
+	}
+	h.e.DeliverInbound(burst)
+	acks := h.take()
+	isn := uint32(nearWrap) // a variable: the sum wraps around 2^32
+	if len(acks) != 1 || acks[0].ack != isn+1+10000 {
+		t.Fatalf("got %d segments %+v; want one ACK of the whole burst", len(acks), acks)
+	}
+}
+
+func TestEngine_OutOfOrderBurstIsAckedSegmentBySegment(t *testing.T) {
+	h := newPktHarness(t, nil)
+	c, iss := h.establish(nearWrap)
+	defer c.Close()
+	h.take()
+	var burst [][]byte
+	for i := 1; i <= 3; i++ { // the first segment is missing
+		burst = append(burst, h.build(seg{seq: nearWrap + 1 + uint32(i*1000), ack: iss + 1,
+			flags: packet.ACK, data: make([]byte, 1000)}))
+	}
+	h.e.DeliverInbound(burst)
+	acks := h.take()
+	if len(acks) != 3 {
+		t.Fatalf("got %d ACKs; want a duplicate ACK for each out-of-order segment (RFC 5681 §4.2)", len(acks))
+	}
+	for _, a := range acks {
+		if a.ack != nearWrap+1 {
+			t.Fatalf("ACK %d; want duplicate ACKs of the hole at %d", a.ack, nearWrap+1)
+		}
+	}
+}

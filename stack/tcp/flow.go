@@ -23,6 +23,7 @@ type flow struct {
 	gone      bool     // removed from the table; no more input
 	inPending bool     // counted in Engine.pending
 	inSynRcvd bool     // counted in Engine.synRcvd
+	deferred  bool     // in an outBatch's deferred list (see deferOutput)
 	wait      waiters
 	conn      *Conn
 
@@ -86,6 +87,10 @@ func (f *flow) input(seg *Segment, now time.Time, b *outBatch) bool {
 		return false
 	}
 	f.tcb.Input(seg, now)
+	if b.coalesce && f.tcb.State() == Established && !f.tcb.hasOutOfOrder() {
+		b.deferOutput(f)
+		return true
+	}
 	f.afterLocked(now, b)
 	return true
 }
