@@ -21,17 +21,19 @@ type metric struct {
 
 // Figure keys.
 const (
-	mThroughput = "throughput"
-	mGatewayCPU = "gateway_cpu_per_gb"
-	mMachineCPU = "machine_cpu_per_gb"
-	mRate       = "rate"
-	mFailed     = "failed"
-	mP50        = "p50"
-	mP99        = "p99"
-	mP999       = "p999"
-	mRSSBase    = "rss_before"
-	mRSSIdle    = "rss_idle"
-	mPerConn    = "per_connection"
+	mThroughput     = "throughput"
+	mGatewayCPU     = "gateway_cpu_per_gb"
+	mMachineCPU     = "machine_cpu_per_gb"
+	mRate           = "rate"
+	mFailed         = "failed"
+	mP50            = "p50"
+	mP99            = "p99"
+	mP999           = "p999"
+	mRSSBase        = "rss_before"
+	mRSSIdle        = "rss_idle"
+	mPerConn        = "per_connection"
+	mGatewayCPUConn = "gateway_cpu_per_connection"
+	mMachineCPUConn = "machine_cpu_per_connection"
 )
 
 const noGateway = "no gateway process: the kernel's own TCP has no separate process to measure"
@@ -60,6 +62,8 @@ func metricsOf(test string) []metric {
 	case TestConnect:
 		return []metric{
 			{key: mRate, title: "connections per second", unit: "conn/s"},
+			{key: mGatewayCPUConn, title: "gateway CPU per connection (user+sys)", unit: "µs", lowerBetter: true, gatewayOnly: noGateway},
+			{key: mMachineCPUConn, title: "machine CPU per connection (all processes and kernel)", unit: "µs", lowerBetter: true},
 			{key: mFailed, title: "failed connections", unit: "connections", lowerBetter: true, total: true},
 		}
 	default:

@@ -291,15 +291,28 @@ func (t *target) connect(ctx context.Context, o Options) (figures, error) {
 	}
 	err = sleepCtx(ctx, o.warmup())
 	c0, t0 := done.Load(), time.Now()
+	u0, uerr0 := t.usage()
 	if err == nil {
 		err = sleepCtx(ctx, time.Until(end))
 	}
 	c1, t1 := done.Load(), time.Now()
+	u1, uerr1 := t.usage()
 	wg.Wait()
+	if err == nil {
+		err = errors.Join(uerr0, uerr1)
+	}
 	if err != nil {
 		return nil, err
 	}
 	f := figures{mRate: float64(c1-c0) / t1.Sub(t0).Seconds(), mFailed: float64(failed.Load())}
+	if n := float64(c1 - c0); n > 0 {
+		// Where the stacks differ: the kernel's share (two TCP connections
+		// and the TUN per relayed connection) is the same for both.
+		f[mMachineCPUConn] = (u1.machine - u0.machine).Seconds() / n * 1e6
+		if t.gw != nil {
+			f[mGatewayCPUConn] = (u1.gateway - u0.gateway).Seconds() / n * 1e6
+		}
+	}
 	if n := failed.Load(); n > 0 {
 		return f, fmt.Errorf("%d of %d connections failed; first: %w", n, n+done.Load(), fail.get())
 	}
