@@ -43,7 +43,10 @@ type direct struct {
 // come from the ctx given to DialContext. Failing to set a socket option
 // fails the dial.
 func NewDirect(o DirectOptions) Dialer {
-	dd := &direct{}
+	// No TCP keepalives upstream: the relay's idle timeout already ends
+	// dead flows, and net.Dialer's default costs three setsockopt calls
+	// per connection.
+	dd := &direct{d: net.Dialer{KeepAlive: -1}}
 	if o.Fwmark != 0 || o.BindInterface != "" {
 		dd.d.Control = func(network, address string, c syscall.RawConn) error {
 			return controlSocket(c, o)

@@ -67,3 +67,26 @@ func TestDirect_UnsetOptionsLeaveSocketUnmarked(t *testing.T) {
 		t.Fatalf("mark %#x, device %q; want none", mark, dev)
 	}
 }
+
+func TestDirect_UpstreamSocketsHaveNoKeepalive(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := proxy.NewDirect(proxy.DirectOptions{}).DialContext(context.Background(), "tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	rc, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ka int
+	var gerr error
+	rc.Control(func(fd uintptr) { ka, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_KEEPALIVE) })
+	if gerr != nil || ka != 0 {
+		t.Fatalf("SO_KEEPALIVE = %d (%v); want off: the relay's idle timeout ends dead flows", ka, gerr)
+	}
+}
