@@ -42,10 +42,12 @@ type Options struct {
 	// Logger receives debug lines per connection and drop; nil discards.
 	Logger *slog.Logger
 
-	// now replaces time.Now and manualTimers stops the timer goroutine;
-	// tests drive time with runTimers.
-	now          func() time.Time
-	manualTimers bool
+	// Now replaces time.Now as the engine's clock, and ManualTimers stops
+	// the timer goroutine: the caller then runs due timers with
+	// RunTimers. Together they let tests and script runners drive the
+	// engine in virtual time.
+	Now          func() time.Time
+	ManualTimers bool
 }
 
 // DefaultOptions enables every TCP option and leaves the rest to the
@@ -123,7 +125,7 @@ func New(w stack.PacketWriter, h stack.Handler, opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		opts: opts, w: w, h: h, log: opts.Logger, isn: isn, cookies: cookies,
-		flows: make(map[stack.FlowID]*flow), now: opts.now,
+		flows: make(map[stack.FlowID]*flow), now: opts.Now,
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -144,7 +146,7 @@ func New(w stack.PacketWriter, h stack.Handler, opts Options) (*Engine, error) {
 	e.udp = udp.New(w, h, opts.UDP)
 	e.batches.New = func() any { return newOutBatch(e) }
 	e.timers.init()
-	if !opts.manualTimers {
+	if !opts.ManualTimers {
 		e.wg.Add(1)
 		go e.timerLoop()
 	}

@@ -51,7 +51,7 @@ func newPktHarness(t *testing.T, mod func(*Options)) *pktHarness {
 	t.Helper()
 	h := &pktHarness{t: t, now: time.Unix(1_700_000_000, 0), reqs: make(chan stack.Request, 64)}
 	opts := DefaultOptions()
-	opts.now, opts.manualTimers = h.clock, true
+	opts.Now, opts.ManualTimers = h.clock, true
 	if mod != nil {
 		mod(&opts)
 	}

@@ -160,6 +160,10 @@ func (e *Engine) timerLoop() {
 	}
 }
 
+// RunTimers fires the timers due at now. It is for engines built with
+// Options.ManualTimers; the timer goroutine does this otherwise.
+func (e *Engine) RunTimers(now time.Time) { e.runTimers(now, nil) }
+
 // runTimers fires every due flow's timers; due is scratch space.
 func (e *Engine) runTimers(now time.Time, due []*flow) []*flow {
 	due = e.timers.popDue(now, due)
