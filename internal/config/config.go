@@ -177,7 +177,7 @@ func Default() *Config {
 			Routes: []netip.Prefix{},
 		},
 		Stack: Stack{
-			Kind: StackGVisor,
+			Kind: StackCustom,
 			Custom: Custom{
 				SACK:              true,
 				Timestamps:        true,

@@ -82,7 +82,22 @@ func nextTCP(t *testing.T, dev *tuntest.Device) packet.TCP {
 	}
 }
 
+// kinds are the stacks every Serve test runs on.
+var kinds = []string{config.StackCustom, config.StackGVisor}
+
+func withStack(kind string) *config.Config {
+	cfg := config.Default()
+	cfg.Stack.Kind = kind
+	return cfg
+}
+
 func TestServe_SYNToRefusingUpstreamGetsRST(t *testing.T) {
+	for _, kind := range kinds {
+		t.Run(kind, func(t *testing.T) { testRefusingUpstream(t, kind) })
+	}
+}
+
+func testRefusingUpstream(t *testing.T, kind string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +105,7 @@ func TestServe_SYNToRefusingUpstreamGetsRST(t *testing.T) {
 	closed := netip.MustParseAddrPort(ln.Addr().String())
 	ln.Close() // nothing listens there any more: the dial is refused
 
-	dev := serve(t, config.Default())
+	dev := serve(t, withStack(kind))
 	app := netip.MustParseAddrPort("198.18.0.1:40000")
 	dev.Inject(syn(t, app, upstream(closed.String())))
 	seg := nextTCP(t, dev)
@@ -100,6 +115,12 @@ func TestServe_SYNToRefusingUpstreamGetsRST(t *testing.T) {
 }
 
 func TestServe_SYNToListeningUpstreamGetsSYNACK(t *testing.T) {
+	for _, kind := range kinds {
+		t.Run(kind, func(t *testing.T) { testListeningUpstream(t, kind) })
+	}
+}
+
+func testListeningUpstream(t *testing.T, kind string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +133,7 @@ func TestServe_SYNToListeningUpstreamGetsSYNACK(t *testing.T) {
 		}
 	}()
 
-	dev := serve(t, config.Default())
+	dev := serve(t, withStack(kind))
 	app := netip.MustParseAddrPort("198.18.0.1:40001")
 	dev.Inject(syn(t, app, upstream(ln.Addr().String())))
 	seg := nextTCP(t, dev)
