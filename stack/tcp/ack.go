@@ -75,12 +75,12 @@ func (t *TCB) processAck(seg *Segment) {
 	oldWnd := t.sndWnd
 	advanced := seg.Ack.GreaterThan(t.sndUna)
 	dup := !advanced && t.isDupAck(seg, oldWnd)
-	if t.sackOK && (seg.Opts.NumSACK > 0 || t.sb.n > 0) {
+	if t.sackOK && (seg.Opts.NumSACK > 0 || t.sacked()) {
 		// RFC 6675 §5: "Upon the receipt of any ACK containing SACK
 		// information, the scoreboard MUST be updated via the Update ()
 		// routine"; Update also forgets what the ACK covers.
 		blocks := seg.Opts.SACKBlocks[:min(int(seg.Opts.NumSACK), len(seg.Opts.SACKBlocks))]
-		newly := t.sb.update(seg.Ack.Max(t.sndUna), t.sndMax, blocks)
+		newly := t.updateScoreboard(seg.Ack.Max(t.sndUna), blocks)
 		if len(blocks) > 0 {
 			// RFC 6675 §2: with SACK, an ACK is a duplicate when it
 			// SACKs octets not SACKed before, whatever else it does. An
@@ -101,6 +101,23 @@ func (t *TCB) processAck(seg *Segment) {
 	if seg.Ack.GreaterEq(t.sndUna) {
 		t.updateSendWindow(seg)
 	}
+}
+
+// sacked reports whether the scoreboard holds SACKed ranges.
+func (t *TCB) sacked() bool { return t.sb != nil && t.sb.n > 0 }
+
+// updateScoreboard runs the scoreboard's Update with una as HighACK and
+// returns the bytes newly SACKed. The scoreboard is allocated when a
+// block could be recorded: with nothing outstanding above una, Update
+// would ignore every block (each ends at or below una or beyond SND.MAX).
+func (t *TCB) updateScoreboard(una Seq, blocks []packet.SACKBlock) uint32 {
+	if t.sb == nil {
+		if len(blocks) == 0 || !una.LessThan(t.sndMax) {
+			return 0
+		}
+		t.sb = new(scoreboard)
+	}
+	return t.sb.update(una, t.sndMax, blocks)
 }
 
 // isDupAck is the definition of RFC 5681 §2 "DUPLICATE ACKNOWLEDGMENT".
@@ -136,6 +153,9 @@ func (t *TCB) ackNewData(seg *Segment) {
 		data--
 	}
 	t.sndBuf.discard(int(data))
+	if t.sndBuf.len() == 0 {
+		t.sndEmptied()
+	}
 	t.sndUna = seg.Ack
 	if t.sndNxt.LessThan(t.sndUna) {
 		t.sndNxt = t.sndUna
@@ -232,7 +252,7 @@ func (t *TCB) onDupAck() {
 		// previous recovery point (or timeout): no new recovery.
 		return
 	}
-	if t.sackOK && t.sb.n > 0 {
+	if t.sackOK && t.sacked() {
 		t.maybeEnterSACKRecovery()
 		return
 	}
@@ -285,5 +305,7 @@ func (t *TCB) maybeEnterSACKRecovery() {
 func (t *TCB) exitRecoveryOnRTO() {
 	t.inRecovery, t.sackRecovery, t.dupAcks, t.rtxOne = false, false, 0, false
 	t.recover = t.sndMax
-	t.sb.reset()
+	if t.sb != nil {
+		t.sb.reset()
+	}
 }

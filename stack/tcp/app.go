@@ -18,6 +18,9 @@ func (t *TCB) Read(p []byte) (int, error) {
 		n := t.rcvBuf.read(p)
 		t.readTotal += uint64(n)
 		t.afterRead()
+		if t.rcvBuf.len() == 0 && t.ooo.count() == 0 {
+			t.rcvEmptied()
+		}
 		return n, nil
 	}
 	switch {
@@ -73,7 +76,11 @@ func (t *TCB) Write(p []byte) (int, error) {
 	case t.state == Closed:
 		return 0, ErrClosed
 	}
-	return t.sndBuf.write(p), nil
+	n := t.sndBuf.write(p)
+	if n > 0 {
+		t.bufBusy = true
+	}
+	return n, nil
 }
 
 // Readable reports whether Read would return data or an error now.
@@ -94,6 +101,7 @@ func (t *TCB) CloseWrite() {
 		return
 	}
 	t.finQueued = true
+	t.releaseUnneeded()
 	switch t.state {
 	case Established:
 		t.setState(FinWait1, "application closed its direction")
@@ -106,7 +114,9 @@ func (t *TCB) CloseWrite() {
 }
 
 // CloseRead stops delivery: buffered data is dropped, later data is
-// acknowledged and dropped, and Read returns io.EOF.
+// acknowledged and dropped, and Read returns io.EOF. The receive buffer's
+// memory is released; out-of-order ranges are still tracked, without
+// their bytes, so that acknowledgments stay right.
 func (t *TCB) CloseRead() {
 	if t.readClosed {
 		return
@@ -114,8 +124,8 @@ func (t *TCB) CloseRead() {
 	t.readClosed = true
 	if t.rcvBuf.len() > 0 {
 		t.discardedUnread = true
-		t.rcvBuf.discard(t.rcvBuf.len())
 	}
+	t.releaseUnneeded()
 	t.events |= EventReadable
 }
 

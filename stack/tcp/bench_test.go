@@ -120,6 +120,76 @@ func TestTCBTransfer_SteadyStateDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// runTimers runs the due timers of both sides and delivers what they send.
+func (w *wirePair) runTimers() {
+	for _, t := range w.tcb {
+		if d := t.Deadline(); !d.IsZero() && !w.now.Before(d) {
+			t.OnTimer(w.now)
+		}
+	}
+	w.exchange()
+}
+
+// drain reads everything side i has received.
+func (w *wirePair) drain(i int) int {
+	total := 0
+	for {
+		n, _ := w.tcb[i].Read(w.rbuf)
+		if n == 0 {
+			return total
+		}
+		total += n
+	}
+}
+
+// request is one exchange of a request/response protocol after think
+// time: side 0 sends req bytes, side 1 answers with resp bytes.
+func (w *wirePair) request(req, resp int, think time.Duration) int {
+	w.now = w.now.Add(think)
+	w.runTimers()
+	w.tcb[0].Write(w.wbuf[:req])
+	w.exchange()
+	got := w.drain(1)
+	w.tcb[1].Write(w.wbuf[:resp])
+	w.exchange()
+	got += w.drain(0)
+	w.exchange()
+	return got
+}
+
+// BenchmarkTCBRequestResponse measures small exchanges with think time
+// below and above Config.BufferIdle: above it, every request finds the
+// buffers released and allocates them again (what releasing a buffer as
+// soon as it empties would cost on every request).
+func BenchmarkTCBRequestResponse(b *testing.B) {
+	for _, think := range []time.Duration{10 * time.Millisecond, 2 * time.Second} {
+		b.Run("think="+think.String(), func(b *testing.B) {
+			w := newWirePair(b)
+			w.request(200, 1200, think)
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if w.request(200, 1200, think) != 1400 {
+					b.Fatal("exchange incomplete")
+				}
+			}
+		})
+	}
+}
+
+func TestRequestResponse_WithinBufferIdleDoesNotAllocate(t *testing.T) {
+	w := newWirePair(t)
+	w.request(200, 1200, 0)
+	allocs := testing.AllocsPerRun(100, func() {
+		if w.request(200, 1200, 100*time.Millisecond) != 1400 {
+			t.Fatal("exchange incomplete")
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per request, want 0", allocs)
+	}
+}
+
 func TestInputOutput_PureAckPathDoesNotAllocate(t *testing.T) {
 	h := established(t)
 	seg := h.ack()

@@ -2,20 +2,47 @@ package tcp
 
 import "github.com/tungate/tungate/internal/packet"
 
-// ring is a fixed-capacity byte ring. Bytes [0, n) from head are the
-// contents; the rest is free space. It never allocates after creation
-// except in grow.
+// ring is a byte ring with a fixed capacity (what free and the window
+// count with) whose storage is allocated only as the contents need it: a
+// connection that moves little data holds little memory. Bytes [0, n) from
+// head are the contents; bytes written beyond them with writeAt keep their
+// offset from head while the storage grows.
 type ring struct {
-	buf  []byte
-	head int // index of the first byte
-	n    int // bytes held
+	buf  []byte // storage; nil until the first write; len(buf) <= size
+	head int    // index in buf of the first byte
+	n    int    // bytes held
+	size int    // capacity
 }
 
-func newRing(size int) ring { return ring{buf: make([]byte, size)} }
+// minRingAlloc is the least storage a ring allocates. Small, because it
+// is what a connection that exchanges a few small messages holds: larger
+// data reserves the power of two that fits it at once (a full-sized
+// segment gets 2 KiB), so a small minimum costs bulk transfers nothing.
+const minRingAlloc = 512
+
+// newRing returns an empty ring of capacity size; it allocates nothing.
+func newRing(size int) ring { return ring{size: size} }
 
 func (r *ring) len() int  { return r.n }
-func (r *ring) cap() int  { return len(r.buf) }
-func (r *ring) free() int { return len(r.buf) - r.n }
+func (r *ring) cap() int  { return r.size }
+func (r *ring) free() int { return r.size - r.n }
+
+// allocated is the storage the ring holds, in bytes.
+func (r *ring) allocated() int { return len(r.buf) }
+
+// reserve makes the storage cover offsets [0, end) from head, end <=
+// size and > len(buf). Storage doubles (from minRingAlloc) so that the copying is
+// amortised over the bytes written; every byte of the old storage moves,
+// including bytes beyond the contents placed with writeAt.
+func (r *ring) reserve(end int) {
+	size := max(2*len(r.buf), minRingAlloc)
+	for size < end {
+		size *= 2
+	}
+	nb := make([]byte, min(size, r.size))
+	r.copyOut(0, nb[:len(r.buf)])
+	r.buf, r.head = nb, 0
+}
 
 // write appends as much of p as fits and returns how much that was.
 func (r *ring) write(p []byte) int {
@@ -28,10 +55,13 @@ func (r *ring) write(p []byte) int {
 // clipped to the capacity. It is how out-of-order data is placed beyond
 // the contiguous bytes of the receive buffer.
 func (r *ring) writeAt(off int, p []byte) int {
-	if off >= len(r.buf) {
+	if off >= r.size || len(p) == 0 {
 		return 0
 	}
-	p = p[:min(len(p), len(r.buf)-off)]
+	p = p[:min(len(p), r.size-off)]
+	if end := off + len(p); end > len(r.buf) {
+		r.reserve(end)
+	}
 	i := (r.head + off) % len(r.buf)
 	c := copy(r.buf[i:], p)
 	copy(r.buf, p[c:])
@@ -48,9 +78,26 @@ func (r *ring) peekAt(off int, p []byte) int {
 	return r.copyOut(off, p)
 }
 
-// copyOut copies len(p) bytes at offset off regardless of the held length
-// (the receive path reads out-of-order bytes this way).
+// view returns the n bytes at offset off as a slice of the storage when
+// they do not wrap around its end; ok is false when they do. The slice is
+// valid until the next write, discard or release.
+func (r *ring) view(off, n int) (p []byte, ok bool) {
+	if n == 0 {
+		return nil, true
+	}
+	i := (r.head + off) % len(r.buf)
+	if i+n > len(r.buf) {
+		return nil, false
+	}
+	return r.buf[i : i+n], true
+}
+
+// copyOut copies len(p) bytes at offset off regardless of the held
+// length; off+len(p) must lie within the storage.
 func (r *ring) copyOut(off int, p []byte) int {
+	if len(p) == 0 {
+		return 0
+	}
 	i := (r.head + off) % len(r.buf)
 	c := copy(p, r.buf[i:])
 	copy(p[c:], r.buf)
@@ -70,21 +117,125 @@ func (r *ring) discard(n int) {
 	r.n -= n
 	// head keeps moving even when the ring empties: out-of-order bytes may
 	// sit beyond the contents at offsets relative to it.
-	r.head = (r.head + n) % len(r.buf)
+	if len(r.buf) > 0 {
+		r.head = (r.head + n) % len(r.buf)
+	}
 }
 
 // extend counts n more bytes, already placed with writeAt, as contents.
-func (r *ring) extend(n int) { r.n = min(r.n+n, len(r.buf)) }
+func (r *ring) extend(n int) { r.n = min(r.n+n, r.size) }
 
-// grow raises the capacity to size, keeping the first keep bytes (which
-// may exceed n: out-of-order bytes beyond the contents).
-func (r *ring) grow(size, keep int) {
-	if size <= len(r.buf) {
+// grow raises the capacity to size; storage follows when data needs it.
+func (r *ring) grow(size int) { r.size = max(r.size, size) }
+
+// rewind moves an empty ring's start to the beginning of its storage, so
+// that traffic which empties the ring between writes (a reader that keeps
+// up, a sender whose data is acknowledged) copies without wrapping. The
+// caller knows that no bytes beyond the contents are stored.
+func (r *ring) rewind() {
+	if r.n == 0 {
+		r.head = 0
+	}
+}
+
+// release frees the storage and empties the ring; the capacity stays. The
+// caller knows that neither the contents nor bytes beyond them are needed.
+func (r *ring) release() { r.buf, r.head, r.n = nil, 0, 0 }
+
+// Buffer memory. The rings allocate storage as data is buffered; these
+// methods give it back. A direction that is finished releases at once;
+// a connection that merely goes quiet keeps its storage for BufferIdle,
+// so that request/response traffic and transfers whose buffers drain
+// between writes do not allocate again for every message.
+
+// sndEmptied runs when everything in the send buffer has been
+// acknowledged: the next write starts at the beginning of the storage,
+// and the storage goes if nothing more may be written.
+func (t *TCB) sndEmptied() {
+	t.sndBuf.rewind()
+	if t.finQueued || t.state == Closed {
+		t.sndBuf.release()
+		t.scratch = nil
+	}
+}
+
+// rcvEmptied runs when the application has read everything in order and
+// no out-of-order bytes are stored: the next segment is stored at the
+// beginning of the storage, and the storage goes if nothing more can
+// arrive.
+func (t *TCB) rcvEmptied() {
+	t.rcvBuf.rewind()
+	if t.finRcvd || t.state == Closed {
+		t.rcvBuf.release()
+	}
+}
+
+// releaseUnneeded frees the storage nothing can use any more: the send
+// ring once it is empty and nothing more may be written (our FIN is
+// queued, or the connection is CLOSED), the receive ring once it is empty
+// and nothing more can arrive for the application (the peer's FIN,
+// CloseRead, CLOSED). Out-of-order bytes keep the receive ring until the
+// hole before them fills, except after CloseRead, which stores nothing.
+func (t *TCB) releaseUnneeded() {
+	if t.sndBuf.len() == 0 && (t.finQueued || t.state == Closed) {
+		t.sndBuf.release()
+		t.scratch = nil
+	}
+	if t.readClosed || t.rcvBuf.len() == 0 && t.ooo.count() == 0 && (t.finRcvd || t.state == Closed) {
+		t.rcvBuf.release()
+	}
+}
+
+// releaseOnEnd runs on entering TIME-WAIT or CLOSED: both directions are
+// finished, so the buffers go (the receive ring once the application has
+// read it), and so do the out-of-order ranges and the SACK scoreboard,
+// which nothing consults any more: TIME-WAIT takes no data (RFC 9293
+// §3.10.7.4 seventh step) and has nothing outstanding.
+func (t *TCB) releaseOnEnd() {
+	t.releaseUnneeded()
+	t.ooo, t.sb = nil, nil
+}
+
+// idleStorage reports whether a ring holds storage but no data, which the
+// buffer-idle timer may release.
+func (t *TCB) idleStorage() bool {
+	return t.sndBuf.allocated() > 0 && t.sndBuf.len() == 0 ||
+		t.rcvBuf.allocated() > 0 && t.rcvBuf.len() == 0 && t.ooo.count() == 0
+}
+
+// armBufferIdle starts the buffer-idle timer when a ring holds storage
+// and no data. Output calls it while the timer is not armed, after every
+// event that may have emptied a ring.
+func (t *TCB) armBufferIdle() {
+	if t.cfg.BufferIdle > 0 && t.idleStorage() {
+		t.bufIdleAt = t.now.Add(t.cfg.BufferIdle)
+		t.bufBusy = false
+	}
+}
+
+// onBufferIdle releases the storage of empty rings when no data entered
+// either ring for a whole BufferIdle period; otherwise it waits another
+// period. The out-of-order ranges and the scoreboard go too when empty
+// and no recovery needs them.
+func (t *TCB) onBufferIdle() {
+	if t.bufBusy {
+		t.bufBusy = false
+		if t.idleStorage() {
+			t.bufIdleAt = t.now.Add(t.cfg.BufferIdle)
+		}
 		return
 	}
-	nb := make([]byte, size)
-	r.copyOut(0, nb[:min(keep, len(r.buf))])
-	r.buf, r.head = nb, 0
+	if t.sndBuf.len() == 0 {
+		t.sndBuf.release()
+		t.scratch = nil
+	}
+	if t.rcvBuf.len() == 0 && t.ooo.count() == 0 {
+		t.rcvBuf.release()
+		t.ooo = nil
+	}
+	if t.sb != nil && t.sb.n == 0 && !t.inRecovery {
+		t.sb = nil
+	}
 }
 
 // maxRanges bounds the out-of-order ranges the receiver tracks: each hole
@@ -105,8 +256,8 @@ type seqRange struct {
 
 // oooRanges tracks which bytes beyond RCV.NXT the receive buffer holds.
 // The bytes themselves live in the receive ring at their offset, so
-// out-of-order data costs no extra memory and the advertised window bounds
-// it. Ranges are sorted by start and never touch or overlap.
+// out-of-order data needs no other memory and the advertised window
+// bounds it. Ranges are sorted by start and never touch or overlap.
 type oooRanges struct {
 	r     [maxRanges]seqRange
 	n     int
@@ -152,14 +303,6 @@ func (o *oooRanges) advance(rcvNxt Seq) Seq {
 	return rcvNxt
 }
 
-// extent is how far beyond rcvNxt the stored ranges reach; 0 if none.
-func (o *oooRanges) extent(rcvNxt Seq) int {
-	if o.n == 0 {
-		return 0
-	}
-	return int(uint32(o.r[o.n-1].end - rcvNxt))
-}
-
 // sack fills dst with SACK blocks and returns how many it wrote. RFC
 // 2018 §4: the first block holds the segment that arrived last, the others
 // repeat the most recently reported blocks first. A block is first in the
@@ -185,4 +328,10 @@ func (o *oooRanges) sack(dst []packet.SACKBlock) int {
 	return k
 }
 
-func (o *oooRanges) reset() { o.n = 0 }
+// count is how many ranges are held; a nil oooRanges holds none.
+func (o *oooRanges) count() int {
+	if o == nil {
+		return 0
+	}
+	return o.n
+}

@@ -1,6 +1,7 @@
 package tcp
 
 import (
+	"bytes"
 	"slices"
 	"testing"
 
@@ -57,18 +58,100 @@ func TestRing_WriteAtBeyondContentsThenExtend(t *testing.T) {
 	}
 }
 
-func TestRing_GrowKeepsBytesBeyondContents(t *testing.T) {
+func TestRing_AllocatesNothingUntilWritten(t *testing.T) {
+	r := newRing(1 << 20)
+	if r.allocated() != 0 || r.free() != 1<<20 || r.cap() != 1<<20 {
+		t.Fatalf("new ring: allocated %d free %d cap %d", r.allocated(), r.free(), r.cap())
+	}
+	if n := r.read(make([]byte, 10)); n != 0 {
+		t.Fatalf("read %d from an empty ring", n)
+	}
+	r.discard(5)
+	r.write([]byte("x"))
+	if r.allocated() != minRingAlloc {
+		t.Fatalf("one byte allocated %d, want %d", r.allocated(), minRingAlloc)
+	}
+}
+
+func TestRing_StorageDoublesAndStopsAtCapacity(t *testing.T) {
+	r := newRing(20000)
+	var sizes []int
+	for r.free() > 0 {
+		r.write(make([]byte, 1000))
+		if a := r.allocated(); len(sizes) == 0 || sizes[len(sizes)-1] != a {
+			sizes = append(sizes, a)
+		}
+	}
+	if want := []int{1024, 2048, 4096, 8192, 16384, 20000}; !slices.Equal(sizes, want) {
+		t.Fatalf("storage sizes %v, want %v", sizes, want)
+	}
+}
+
+func TestRing_GrowthKeepsWrappedContentsAndBytesBeyondThem(t *testing.T) {
+	r := newRing(64 << 10)
+	stream := pattern(0, 3000)
+	r.write(stream[:1500])     // 2 KiB of storage
+	r.read(make([]byte, 1000)) // head 1000, contents [1000, 1500)
+	r.write(stream[1500:2500]) // wraps around the end of the storage
+	r.writeAt(1600, []byte("beyond"))
+	r.writeAt(5000, []byte("far")) // needs 8 KiB: the storage moves
+	if r.allocated() != 8<<10 {
+		t.Fatalf("allocated %d, want 8 KiB", r.allocated())
+	}
+	got := make([]byte, 1500)
+	if n := r.peekAt(0, got); n != 1500 || !bytes.Equal(got, stream[1000:2500]) {
+		t.Fatalf("contents after growth differ (%d bytes)", n)
+	}
+	far := make([]byte, 3)
+	r.copyOut(5000, far)
+	beyond := make([]byte, 6)
+	r.copyOut(1600, beyond)
+	if string(far) != "far" || string(beyond) != "beyond" {
+		t.Fatalf("bytes beyond the contents: %q %q", beyond, far)
+	}
+}
+
+func TestRing_ViewIsContiguousOrRefused(t *testing.T) {
+	r := newRing(minRingAlloc)
+	r.write(pattern(0, minRingAlloc))
+	r.discard(minRingAlloc - 10)
+	r.write(pattern(minRingAlloc, 20)) // contents wrap after 10 bytes
+	if p, ok := r.view(0, 10); !ok || !bytes.Equal(p, pattern(minRingAlloc-10, 10)) {
+		t.Fatalf("view before the wrap: %v %v", ok, p)
+	}
+	if _, ok := r.view(5, 10); ok {
+		t.Fatal("view across the wrap accepted")
+	}
+	if p, ok := r.view(10, 20); !ok || !bytes.Equal(p, pattern(minRingAlloc, 20)) {
+		t.Fatalf("view after the wrap: %v %v", ok, p)
+	}
+}
+
+func TestRing_GrowRaisesCapacityOnly(t *testing.T) {
 	r := newRing(4)
-	r.write([]byte("abc"))
-	r.read(make([]byte, 2))
-	r.write([]byte("de"))
-	r.writeAt(3, []byte("f"))
-	r.grow(16, 4)
-	r.extend(1)
+	r.write([]byte("abcdef"))
+	r.grow(16)
+	if r.cap() != 16 || r.free() != 12 || r.allocated() != 4 {
+		t.Fatalf("cap %d free %d allocated %d", r.cap(), r.free(), r.allocated())
+	}
+	r.write([]byte("efgh"))
 	got := make([]byte, 16)
-	n := r.read(got)
-	if string(got[:n]) != "cdef" {
-		t.Fatalf("got %q after grow", got[:n])
+	if n := r.read(got); string(got[:n]) != "abcdefgh" {
+		t.Fatalf("got %q", got[:n])
+	}
+}
+
+func TestRing_ReleaseKeepsCapacity(t *testing.T) {
+	r := newRing(1 << 16)
+	r.write([]byte("abc"))
+	r.release()
+	if r.allocated() != 0 || r.len() != 0 || r.free() != 1<<16 {
+		t.Fatalf("after release: allocated %d len %d free %d", r.allocated(), r.len(), r.free())
+	}
+	r.write([]byte("de"))
+	got := make([]byte, 4)
+	if n := r.read(got); string(got[:n]) != "de" {
+		t.Fatalf("got %q", got[:n])
 	}
 }
 

@@ -485,8 +485,8 @@ func TestEstablished_OverlappingOutOfOrderSegmentsMerge(t *testing.T) {
 		s.Payload = want[r[0]:r[1]]
 		h.in(s)
 	}
-	if h.tcb.ooo.n != 1 {
-		t.Fatalf("%d ranges, want 1 merged", h.tcb.ooo.n)
+	if h.tcb.ooo.count() != 1 {
+		t.Fatalf("%d ranges, want 1 merged", h.tcb.ooo.count())
 	}
 	h.in(h.data(want[:50]))
 	got := make([]byte, 1000)

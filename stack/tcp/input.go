@@ -376,8 +376,9 @@ func (t *TCB) trim(seg *Segment) (seq Seq, data []byte, fin bool) {
 // flushQueues empties both buffers (RFC 9293 §3.10.7.4: on reset "all
 // segment queues should be flushed").
 func (t *TCB) flushQueues() {
-	t.sndBuf.discard(t.sndBuf.len())
-	t.rcvBuf.discard(t.rcvBuf.len())
-	t.ooo.reset()
+	t.sndBuf.release()
+	t.scratch = nil
+	t.rcvBuf.release()
+	t.ooo = nil
 	t.oooFin = false
 }

@@ -54,6 +54,9 @@ func (t *TCB) Output(now time.Time, emit func(*Segment)) {
 	if t.ackNow {
 		t.emitSeg(emit, t.sndMax, packet.ACK, nil)
 	}
+	if t.bufIdleAt.IsZero() {
+		t.armBufferIdle()
+	}
 }
 
 // emitSyn sends our SYN (active open) or SYN-ACK with the options of RFC
@@ -101,7 +104,7 @@ func (t *TCB) emitSyn(emit func(*Segment), flags packet.TCPFlags) {
 func (t *TCB) emitRST(emit func(*Segment)) {
 	t.count(func(c *Counters) *atomic.Uint64 { return &c.RSTsSent })
 	s := &t.out
-	*s = t.rst
+	*s = Segment{Seq: t.rstSeq, Ack: t.rstAck, Flags: t.rstFlags}
 	if t.tsOK {
 		// RFC 7323 §3.2: timestamps SHOULD be sent on a RST too.
 		s.Opts.TSVal, s.Opts.TSEcr, s.Opts.HasTS = t.tsNow(), t.tsRecent, true
@@ -121,6 +124,9 @@ func (t *TCB) emitSeg(emit func(*Segment), seq Seq, flags packet.TCPFlags, paylo
 	t.ackNow, t.ackPending, t.delackAt = false, 0, time.Time{}
 	t.trace(TraceSegOut, s, "")
 	emit(s)
+	// The payload is a view of the send buffer: it must not keep buffer
+	// memory alive once the buffer releases it.
+	s.Payload = nil
 }
 
 // fillOptions sets the options of a non-SYN segment: timestamps (RFC 7323
@@ -131,7 +137,7 @@ func (t *TCB) fillOptions(o *packet.TCPOptions) {
 	if t.tsOK {
 		o.TSVal, o.TSEcr, o.HasTS = t.tsNow(), t.tsRecent, true
 	}
-	if t.sackOK && t.ooo.n > 0 {
+	if t.sackOK && t.ooo.count() > 0 {
 		blocks := o.SACKBlocks[:maxSACKBlocks]
 		if t.tsOK {
 			blocks = blocks[:maxSACKWithTS]
@@ -146,8 +152,8 @@ func (t *TCB) optionsLen() uint32 {
 	if t.tsOK {
 		n += tsOptLen
 	}
-	if t.sackOK && t.ooo.n > 0 {
-		k := min(t.ooo.n, maxSACKBlocks)
+	if k := t.ooo.count(); t.sackOK && k > 0 {
+		k = min(k, maxSACKBlocks)
 		if t.tsOK {
 			k = min(k, maxSACKWithTS)
 		}
@@ -276,7 +282,7 @@ func (t *TCB) sendRoom() int {
 		peer = uint32(edge - t.sndNxt)
 	}
 	inFlight := uint32(t.sndNxt - t.sndUna)
-	if t.sb.n > 0 {
+	if t.sacked() {
 		inFlight = t.sb.pipe(t.sndUna, t.sndNxt, t.sndUna, t.smss(), dupThresh)
 	}
 	cwnd := t.cc.cwnd()
@@ -290,7 +296,7 @@ func (t *TCB) sendRoom() int {
 // a timeout (RFC 6675 §5.1: fill in "the sequence space reported as
 // missing") and returns how much may follow before the next SACKed range.
 func (t *TCB) skipSacked() int {
-	if t.sb.n == 0 || !t.sndNxt.LessThan(t.sndMax) {
+	if !t.sacked() || !t.sndNxt.LessThan(t.sndMax) {
 		return math.MaxInt
 	}
 	start, end := t.sb.hole(t.sndNxt, t.sndMax)
@@ -408,10 +414,25 @@ func (t *TCB) canSendSmall(n, avail int) bool {
 	return idle && (n == avail || uint32(n) >= t.maxSndWnd/2)
 }
 
+// payload returns the n buffered bytes at seq: a view of the send buffer,
+// or, when they wrap around its end, a copy in scratch (allocated on the
+// first wrap, released with the buffer).
+func (t *TCB) payload(seq Seq, n int) []byte {
+	off := t.dataOff(seq)
+	if p, ok := t.sndBuf.view(off, n); ok {
+		return p
+	}
+	if len(t.scratch) < n {
+		t.scratch = make([]byte, max(n, int(t.sndMSS)))
+	}
+	p := t.scratch[:n]
+	t.sndBuf.peekAt(off, p)
+	return p
+}
+
 // sendSegment emits n bytes (and the FIN) starting at seq.
 func (t *TCB) sendSegment(emit func(*Segment), seq Seq, n int, fin bool) {
-	payload := t.scratch[:n]
-	t.sndBuf.peekAt(t.dataOff(seq), payload)
+	payload := t.payload(seq, n)
 	flags := packet.ACK
 	if n > 0 && t.dataOff(seq)+n == t.sndBuf.len() {
 		flags |= packet.PSH
@@ -458,8 +479,7 @@ func (t *TCB) sendProbe(emit func(*Segment)) {
 		return
 	}
 	t.count(func(c *Counters) *atomic.Uint64 { return &c.PersistProbes })
-	payload := t.scratch[:1]
-	t.sndBuf.peekAt(t.dataOff(t.sndNxt), payload)
+	payload := t.payload(t.sndNxt, 1)
 	// SND.NXT stays: the octet is outside the window and may be refused.
 	// SND.MAX covers it so that an ACK of it is acceptable.
 	t.sndMax = t.sndMax.Max(t.sndNxt.Add(1))

@@ -40,15 +40,21 @@ func (t *TCB) onText(seg *Segment, seq Seq, data []byte) {
 }
 
 // deliverInOrder appends data at RCV.NXT, then pulls in whatever
-// out-of-order bytes it made contiguous, and schedules the ACK.
+// out-of-order bytes it made contiguous, and schedules the ACK. After
+// CloseRead the bytes are not stored, only acknowledged.
 func (t *TCB) deliverInOrder(data []byte) {
-	hadHoles := t.ooo.n > 0
-	t.rcvBuf.write(data)
+	hadHoles := t.ooo.count() > 0
+	if !t.readClosed {
+		t.rcvBuf.write(data)
+		t.bufBusy = true
+	}
 	t.rcvNxt = t.rcvNxt.Add(uint32(len(data)))
 	t.tuneRcvBuf()
 	if hadHoles {
 		next := t.ooo.advance(t.rcvNxt)
-		t.rcvBuf.extend(int(next - t.rcvNxt))
+		if !t.readClosed {
+			t.rcvBuf.extend(int(next - t.rcvNxt))
+		}
 		t.rcvNxt = next
 		// RFC 5681 §4.2: a segment that fills a hole is acknowledged at
 		// once.
@@ -56,7 +62,6 @@ func (t *TCB) deliverInOrder(data []byte) {
 	}
 	if t.readClosed {
 		t.discardedUnread = true
-		t.rcvBuf.discard(t.rcvBuf.len())
 	} else {
 		t.events |= EventReadable
 	}
@@ -83,12 +88,18 @@ func (t *TCB) scheduleAck() {
 func (t *TCB) storeOutOfOrder(seg *Segment, seq Seq, data []byte) {
 	t.ackNow = true
 	end := seq.Add(uint32(len(data)))
+	if t.ooo == nil {
+		t.ooo = new(oooRanges)
+	}
 	if !t.ooo.add(seq, end) {
 		t.drop(seg, dropOOOFull)
 		return
 	}
 	t.count(func(c *Counters) *atomic.Uint64 { return &c.OutOfOrder })
-	t.rcvBuf.writeAt(t.rcvBuf.len()+int(seq-t.rcvNxt), data)
+	if !t.readClosed {
+		t.rcvBuf.writeAt(t.rcvBuf.len()+int(seq-t.rcvNxt), data)
+		t.bufBusy = true
+	}
 }
 
 // onFINSeen is the eighth step for a FIN at sequence number at (after the
@@ -109,7 +120,7 @@ func (t *TCB) onFINSeen(at Seq) {
 
 // deliverOOOFin processes a FIN held behind a hole once RCV.NXT reaches it.
 func (t *TCB) deliverOOOFin() {
-	if t.oooFin && t.rcvNxt == t.oooFinAt && t.ooo.n == 0 {
+	if t.oooFin && t.rcvNxt == t.oooFinAt && t.ooo.count() == 0 {
 		t.oooFin = false
 		t.onFIN()
 	}
@@ -123,6 +134,11 @@ func (t *TCB) onFIN() {
 	}
 	t.finRcvd = true
 	t.rcvNxt = t.rcvNxt.Add(1)
+	// A FIN right at the window's right edge is accepted (trim): RCV.NXT
+	// then passes the advertised edge, which moves with it so that
+	// RCV.WND is zero rather than wrapping around.
+	t.rcvAdv = t.rcvAdv.Max(t.rcvNxt)
+	t.releaseUnneeded() // nothing more arrives: an empty receive buffer goes
 	t.ackNow = true
 	t.events |= EventPeerFIN | EventReadable
 	switch t.state {
@@ -144,10 +160,9 @@ func (t *TCB) onFIN() {
 // ACK we use as the sequence number.
 func (t *TCB) queueRST(seq, ack Seq, withAck bool) {
 	t.rstDue = true
-	t.rst = Segment{Seq: seq, Flags: packet.RST}
+	t.rstSeq, t.rstAck, t.rstFlags = seq, 0, packet.RST
 	if withAck {
-		t.rst.Flags |= packet.ACK
-		t.rst.Ack = ack
+		t.rstAck, t.rstFlags = ack, packet.RST|packet.ACK
 	}
 }
 
@@ -236,6 +251,6 @@ func (t *TCB) tuneRcvBuf() {
 	if copied*2 <= uint64(size) || size >= limit {
 		return
 	}
-	// Out-of-order bytes beyond the contents move with the buffer.
-	t.rcvBuf.grow(min(2*size, limit), t.rcvBuf.len()+t.ooo.extent(t.rcvNxt))
+	// Only the capacity grows here; storage follows the data.
+	t.rcvBuf.grow(min(2*size, limit))
 }

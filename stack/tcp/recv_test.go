@@ -114,7 +114,10 @@ func (x *reasmRun) check(step string, storedOOO bool) {
 	}
 	for _, size := range []int{4, 3, 1} {
 		dst := make([]packet.SACKBlock, size)
-		got := dst[:x.h.tcb.ooo.sack(dst)]
+		var got []packet.SACKBlock
+		if x.h.tcb.ooo != nil {
+			got = dst[:x.h.tcb.ooo.sack(dst)]
+		}
 		if want := x.m.blocks(x.base, size); !slices.Equal(got, want) {
 			t.Fatalf("%s: SACK blocks (max %d) %v, want %v", step, size, got, want)
 		}
@@ -187,8 +190,8 @@ func TestReassembly_EveryOrderDeliversStreamWithExactSACKBlocks(t *testing.T) {
 				ooo := x.segment(l.segs[k])
 				x.check(fmt.Sprintf("%s, order %v, step %d", l.name, p, i), ooo)
 			}
-			if x.m.nxt != total || x.h.tcb.ooo.n != 0 {
-				t.Fatalf("%s, order %v: RCV.NXT at %d of %d, %d ranges left", l.name, p, x.m.nxt, total, x.h.tcb.ooo.n)
+			if x.m.nxt != total || x.h.tcb.ooo.count() != 0 {
+				t.Fatalf("%s, order %v: RCV.NXT at %d of %d, %d ranges left", l.name, p, x.m.nxt, total, x.h.tcb.ooo.count())
 			}
 		})
 		if want := map[int]int{4: 24, 5: 120}[len(l.segs)]; orders != want {
@@ -229,14 +232,14 @@ func TestReassembly_SegmentNeedingOneRangeTooManyIsDropped(t *testing.T) {
 	if h.stats.DroppedSegments.Load() != dropped+1 {
 		t.Fatal("a segment needing one range too many was not dropped")
 	}
-	if h.tcb.ooo.n != maxRanges {
-		t.Fatalf("%d ranges, want %d", h.tcb.ooo.n, maxRanges)
+	if h.tcb.ooo.count() != maxRanges {
+		t.Fatalf("%d ranges, want %d", h.tcb.ooo.count(), maxRanges)
 	}
 	h.take()
 	// A segment that merges two ranges needs no new one and is kept.
 	x.check("merge at the limit", x.segment(reasmSeg{12, 14}))
-	if h.tcb.ooo.n != maxRanges-1 {
-		t.Fatalf("%d ranges after the merge, want %d", h.tcb.ooo.n, maxRanges-1)
+	if h.tcb.ooo.count() != maxRanges-1 {
+		t.Fatalf("%d ranges after the merge, want %d", h.tcb.ooo.count(), maxRanges-1)
 	}
 }
 
@@ -263,8 +266,8 @@ func TestReassembly_OutOfOrderPathDoesNotAllocate(t *testing.T) {
 	if allocs := testing.AllocsPerRun(200, round); allocs != 0 {
 		t.Errorf("%v allocations per round", allocs)
 	}
-	if h.tcb.ooo.n != 0 || h.tcb.rcvBuf.len() != 0 {
-		t.Errorf("ranges %d, buffered %d after the round", h.tcb.ooo.n, h.tcb.rcvBuf.len())
+	if h.tcb.ooo.count() != 0 || h.tcb.rcvBuf.len() != 0 {
+		t.Errorf("ranges %d, buffered %d after the round", h.tcb.ooo.count(), h.tcb.rcvBuf.len())
 	}
 }
 
@@ -430,8 +433,8 @@ func TestRecvBuf_GrowthKeepsOutOfOrderData(t *testing.T) {
 	}
 	h.peerNxt = base.Add(10<<10 + 100)
 	h.in(h.data(stream[10<<10+100 : 11<<10]))
-	if h.tcb.rcvNxt != base.Add(12<<10) || h.tcb.ooo.n != 0 {
-		t.Fatalf("RCV.NXT at %d, %d ranges: the hole did not join the stored data", h.tcb.rcvNxt-base, h.tcb.ooo.n)
+	if h.tcb.rcvNxt != base.Add(12<<10) || h.tcb.ooo.count() != 0 {
+		t.Fatalf("RCV.NXT at %d, %d ranges: the hole did not join the stored data", h.tcb.rcvNxt-base, h.tcb.ooo.count())
 	}
 	n, _ = h.tcb.Read(buf)
 	got = append(got, buf[:n]...)

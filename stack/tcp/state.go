@@ -125,8 +125,10 @@ func (t *TCB) setState(to State, reason string) {
 		// turn off the other timers.
 		t.stopAllTimers()
 		t.timeWaitAt = t.now.Add(t.cfg.MSL2)
+		t.releaseOnEnd()
 	case Closed:
 		t.stopAllTimers()
 		t.events |= EventClosed | EventReadable | EventWritable
+		t.releaseOnEnd()
 	}
 }

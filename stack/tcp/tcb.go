@@ -26,7 +26,17 @@ type Config struct {
 	// 4 MiB.
 	RecvBufSize, RecvBufMax int
 	// SendBufSize is the send buffer. Default 256 KiB.
+	//
+	// The buffer sizes are limits, not allocations: memory is allocated
+	// as data is buffered (it grows by doubling), released when a
+	// direction is finished, and released after BufferIdle on a
+	// connection whose buffers are empty.
 	SendBufSize int
+	// BufferIdle is how long a connection's buffers must stay unused and
+	// empty before their memory is released; it is allocated again, small
+	// first, when data flows. Default 1 s; negative keeps the memory until
+	// the direction ends.
+	BufferIdle time.Duration
 	// WindowScale, SACK and Timestamps enable the RFC 7323 / RFC 2018
 	// options. They are used only when the peer offers them too.
 	WindowScale, SACK, Timestamps bool
@@ -93,6 +103,7 @@ func (c *Config) SetDefaults() {
 	setDef(&c.RecvBufMax, defaultRecvBufMax)
 	c.RecvBufMax = max(c.RecvBufMax, c.RecvBufSize)
 	setDef(&c.SendBufSize, 256<<10)
+	setDef(&c.BufferIdle, time.Second)
 	setDef(&c.DelayedAck, 40*time.Millisecond)
 	setDef(&c.InitialRTO, time.Second)
 	setDef(&c.MinRTO, 200*time.Millisecond)
@@ -176,7 +187,9 @@ type TCB struct {
 	sndWl1, sndWl2         Seq
 	sndShift               uint8 // the peer's window scale
 	sndMSS                 uint32
-	sndBuf                 ring // bytes from SND.UNA on
+	sndBuf                 ring        // bytes from SND.UNA on
+	scratch                []byte      // a segment's payload when it wraps in sndBuf; nil until then
+	sb                     *scoreboard // what the peer SACKed (RFC 6675); nil until the first block
 
 	finQueued bool // the application closed its direction
 	finSent   bool // the FIN has been sent at least once
@@ -184,17 +197,18 @@ type TCB struct {
 
 	// Receive sequence space.
 	rcvNxt   Seq
-	rcvAdv   Seq   // right edge advertised: RCV.NXT + RCV.WND, never moves left
-	rcvShift uint8 // our window scale
-	rcvBuf   ring  // unread in-order bytes, then out-of-order bytes at their offset
-	oooFin   bool  // a FIN arrived beyond RCV.NXT
+	rcvAdv   Seq        // right edge advertised: RCV.NXT + RCV.WND, never moves left
+	rcvShift uint8      // our window scale
+	rcvBuf   ring       // unread in-order bytes, then out-of-order bytes at their offset
+	ooo      *oooRanges // out-of-order ranges held in rcvBuf; nil until data arrives out of order
+	oooFin   bool       // a FIN arrived beyond RCV.NXT
 	oooFinAt Seq
 	rcvMSS   uint32 // largest segment seen, for the delayed-ACK rule
 	finRcvd  bool
 
 	rcvTune // receive-buffer auto-tuning
 
-	readClosed      bool // CloseRead: further data is acknowledged and dropped
+	readClosed      bool // CloseRead: further data is acknowledged and dropped, never stored
 	discardedUnread bool // data was dropped unread after CloseRead
 	orphaned        bool // Close: further data resets the connection
 
@@ -216,7 +230,9 @@ type TCB struct {
 	ackPending uint32 // bytes received and not yet acknowledged
 	synDue     bool   // send SYN (SYN-SENT) or SYN-ACK (SYN-RECEIVED)
 	rstDue     bool
-	rst        Segment
+	rstSeq     Seq // the queued reset: <SEQ=rstSeq><ACK=rstAck><CTL=rstFlags>
+	rstAck     Seq
+	rstFlags   packet.TCPFlags
 	probeDue   bool // persist probe
 	kaDue      bool // keepalive probe
 	forceSmall bool // the SWS override timer fired
@@ -227,15 +243,15 @@ type TCB struct {
 
 	events Events
 
-	out     Segment
-	scratch []byte
+	// bufBusy says data entered a buffer since the buffer-idle timer was
+	// armed; the timer then waits another period before releasing memory.
+	bufBusy bool
 
-	// The large, rarely touched arrays last, away from the hot fields.
-	ooo oooRanges  // out-of-order ranges held in rcvBuf
-	sb  scoreboard // what the peer SACKed (RFC 6675)
+	out Segment
 }
 
-// newTCB allocates a TCB with its buffers.
+// newTCB allocates a TCB. Its buffers, the out-of-order ranges and the
+// SACK scoreboard are allocated when first needed.
 func newTCB(cfg *Config, tsOffset uint32, now time.Time) *TCB {
 	if cfg == nil {
 		c := DefaultConfig()
@@ -253,7 +269,6 @@ func newTCB(cfg *Config, tsOffset uint32, now time.Time) *TCB {
 		tsEpoch:  cfg.TSEpoch,
 		sndBuf:   newRing(cfg.SendBufSize),
 		rcvBuf:   newRing(cfg.RecvBufSize),
-		scratch:  make([]byte, cfg.MSS),
 		recovery: recovery{burst: -1},
 	}
 	if t.tsEpoch.IsZero() {

@@ -13,6 +13,7 @@ type timers struct {
 	keepaliveAt time.Time
 	timeWaitAt  time.Time
 	finWait2At  time.Time
+	bufIdleAt   time.Time // release of empty buffers' memory (Config.BufferIdle)
 
 	rtoRetries     int // consecutive expiries for the same SND.UNA
 	persistBackoff int
@@ -78,6 +79,7 @@ func (t *TCB) armRTOIfIdle() {
 func (t *TCB) stopAllTimers() {
 	t.rtoAt, t.delackAt, t.persistAt = time.Time{}, time.Time{}, time.Time{}
 	t.keepaliveAt, t.timeWaitAt, t.finWait2At = time.Time{}, time.Time{}, time.Time{}
+	t.bufIdleAt = time.Time{}
 }
 
 // armFinWait2 bounds FIN-WAIT-2 once nobody can read from the connection
@@ -103,7 +105,7 @@ func (t *TCB) armKeepalive() {
 // armed.
 func (t *TCB) Deadline() time.Time {
 	var d time.Time
-	for _, at := range [...]time.Time{t.rtoAt, t.delackAt, t.persistAt, t.keepaliveAt, t.timeWaitAt, t.finWait2At} {
+	for _, at := range [...]time.Time{t.rtoAt, t.delackAt, t.persistAt, t.keepaliveAt, t.timeWaitAt, t.finWait2At, t.bufIdleAt} {
 		if !at.IsZero() && (d.IsZero() || at.Before(d)) {
 			d = at
 		}
@@ -142,6 +144,10 @@ func (t *TCB) OnTimer(now time.Time) {
 	if due(t.delackAt, now) {
 		t.delackAt = time.Time{}
 		t.ackNow = true
+	}
+	if due(t.bufIdleAt, now) {
+		t.bufIdleAt = time.Time{}
+		t.onBufferIdle()
 	}
 }
 

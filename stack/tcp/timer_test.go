@@ -95,7 +95,7 @@ func TestRTO_StopsWhenEverythingIsAcked(t *testing.T) {
 	h := established(t)
 	h.sent(100)
 	h.in(h.ack())
-	if !h.tcb.Deadline().IsZero() {
+	if !h.tcb.rtoAt.IsZero() {
 		t.Fatal("timer armed with nothing outstanding")
 	}
 }
