@@ -99,6 +99,7 @@ configuration error.`,
 	root.AddCommand(a.newRunCmd(), a.newConfigCmd(), a.newVersionCmd())
 	root.AddCommand(a.newBenchCmd())
 	root.AddCommand(a.newDemoCmd())
+	root.AddCommand(a.newConformanceCmd())
 	return root
 }
 
