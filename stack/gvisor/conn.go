@@ -2,6 +2,7 @@ package gvisor
 
 import (
 	"bytes"
+	"github.com/tungate/tungate/internal/deadline"
 	"io"
 	"net"
 	"os"
@@ -39,7 +40,7 @@ type endpointConn struct {
 	epMu    sync.Mutex
 	hardErr error // guarded by epMu; first fatal error seen, sticky
 
-	rd, wd deadline
+	rd, wd *deadline.Deadline
 
 	done      chan struct{} // closed by Close/Abort; unblocks Read and Write
 	closeOnce sync.Once
@@ -53,8 +54,7 @@ type endpointConn struct {
 // init prepares a zero endpointConn; release may be nil.
 func (c *endpointConn) init(ep tcpip.Endpoint, wq *waiter.Queue, id stack.FlowID, stream bool, release func()) {
 	c.ep, c.wq, c.id, c.stream, c.release = ep, wq, id, stream, release
-	c.rd.init()
-	c.wd.init()
+	c.rd, c.wd = deadline.New(), deadline.New()
 	c.done, c.rdShut, c.wrShut = make(chan struct{}), make(chan struct{}), make(chan struct{})
 	if stream {
 		c.network, c.local, c.remote = "tcp", tcpAddr(id.Dst), tcpAddr(id.Src)
@@ -75,16 +75,16 @@ func (c *endpointConn) RemoteAddr() net.Addr { return c.remote }
 // SetDeadline sets both deadlines; expired calls fail with an error for
 // which errors.Is(err, os.ErrDeadlineExceeded) holds.
 func (c *endpointConn) SetDeadline(t time.Time) error {
-	c.rd.set(t)
-	c.wd.set(t)
+	c.rd.Set(t)
+	c.wd.Set(t)
 	return nil
 }
 
 // SetReadDeadline sets the deadline of pending and future Reads.
-func (c *endpointConn) SetReadDeadline(t time.Time) error { c.rd.set(t); return nil }
+func (c *endpointConn) SetReadDeadline(t time.Time) error { c.rd.Set(t); return nil }
 
 // SetWriteDeadline sets the deadline of pending and future Writes.
-func (c *endpointConn) SetWriteDeadline(t time.Time) error { c.wd.set(t); return nil }
+func (c *endpointConn) SetWriteDeadline(t time.Time) error { c.wd.Set(t); return nil }
 
 // Read reads stream bytes (TCP) or one datagram, truncated to len(b) (UDP).
 // Errors: io.EOF after the app's FIN (TCP), net.ErrClosed after Close or
@@ -119,7 +119,7 @@ func (c *endpointConn) Read(b []byte) (int, error) {
 		}
 		select {
 		case <-notify:
-		case <-c.rd.wait():
+		case <-c.rd.Done():
 		case <-c.done:
 		case <-c.rdShut:
 		}
@@ -131,7 +131,7 @@ func (c *endpointConn) readGate() error {
 	switch {
 	case isClosed(c.done), isClosed(c.rdShut):
 		return net.ErrClosed
-	case c.rd.expired():
+	case c.rd.Expired():
 		return os.ErrDeadlineExceeded
 	}
 	return nil
@@ -197,7 +197,7 @@ func (c *endpointConn) Write(b []byte) (int, error) {
 		}
 		select {
 		case <-notify:
-		case <-c.wd.wait():
+		case <-c.wd.Done():
 		case <-c.done:
 		case <-c.wrShut:
 		}
@@ -209,7 +209,7 @@ func (c *endpointConn) writeGate() error {
 	switch {
 	case isClosed(c.done), isClosed(c.wrShut):
 		return net.ErrClosed
-	case c.wd.expired():
+	case c.wd.Expired():
 		return os.ErrDeadlineExceeded
 	}
 	return nil
@@ -338,3 +338,13 @@ type udpConn struct {
 }
 
 var _ stack.PacketConn = (*udpConn)(nil)
+
+// isClosed reports whether ch is closed, without blocking.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}

@@ -2,6 +2,7 @@ package udp
 
 import (
 	"fmt"
+	"github.com/tungate/tungate/internal/deadline"
 	"net"
 	"os"
 	"sync"
@@ -48,7 +49,7 @@ type PacketConn struct {
 	ready     chan struct{} // one token while datagrams may be queued
 	done      chan struct{} // closed by Close
 	closeOnce sync.Once
-	rdl, wdl  *deadline
+	rdl, wdl  *deadline.Deadline
 }
 
 var _ stack.PacketConn = (*PacketConn)(nil)
@@ -62,8 +63,8 @@ func newPacketConn(t *Table, id stack.FlowID) *PacketConn {
 		maxPayload: maxPayload6,
 		ready:      make(chan struct{}, 1),
 		done:       make(chan struct{}),
-		rdl:        newDeadline(),
-		wdl:        newDeadline(),
+		rdl:        deadline.New(),
+		wdl:        deadline.New(),
 	}
 	if id.Src.Addr().Is4() {
 		c.maxPayload = maxPayload4
@@ -132,7 +133,7 @@ func (c *PacketConn) Read(b []byte) (int, error) {
 			c.mu.Unlock()
 			return 0, c.opError("read", net.ErrClosed)
 		}
-		if c.rdl.expired() {
+		if c.rdl.Expired() {
 			c.mu.Unlock()
 			return 0, c.opError("read", os.ErrDeadlineExceeded)
 		}
@@ -151,7 +152,7 @@ func (c *PacketConn) Read(b []byte) (int, error) {
 		select {
 		case <-c.ready:
 		case <-c.done:
-		case <-c.rdl.done():
+		case <-c.rdl.Done():
 		}
 	}
 }
@@ -165,7 +166,7 @@ func (c *PacketConn) Write(b []byte) (int, error) {
 	if isClosed(c.done) {
 		return 0, c.opError("write", net.ErrClosed)
 	}
-	if c.wdl.expired() {
+	if c.wdl.Expired() {
 		return 0, c.opError("write", os.ErrDeadlineExceeded)
 	}
 	if len(b) > c.maxPayload {
@@ -206,8 +207,8 @@ func (c *PacketConn) Close() error {
 		c.ring = nil
 		c.mu.Unlock()
 		close(c.done)
-		c.rdl.stop()
-		c.wdl.stop()
+		c.rdl.Stop()
+		c.wdl.Stop()
 		c.t.stats.closedDrops.Add(uint64(dropped))
 		c.t.stats.active.Add(-1)
 		c.t.log.Debug("udp: flow closed", "flow", c.id, "unread", dropped)
@@ -226,15 +227,15 @@ func (c *PacketConn) RemoteAddr() net.Addr { return c.remote }
 
 // SetDeadline sets the read and write deadlines.
 func (c *PacketConn) SetDeadline(t time.Time) error {
-	c.rdl.set(t)
-	c.wdl.set(t)
+	c.rdl.Set(t)
+	c.wdl.Set(t)
 	return nil
 }
 
 // SetReadDeadline sets the deadline of pending and later Reads; the zero
 // time removes it.
 func (c *PacketConn) SetReadDeadline(t time.Time) error {
-	c.rdl.set(t)
+	c.rdl.Set(t)
 	return nil
 }
 
@@ -242,7 +243,7 @@ func (c *PacketConn) SetReadDeadline(t time.Time) error {
 // removes it. Write does not block on a full queue (the PacketWriter
 // decides), so the deadline is checked when Write starts.
 func (c *PacketConn) SetWriteDeadline(t time.Time) error {
-	c.wdl.set(t)
+	c.wdl.Set(t)
 	return nil
 }
 
@@ -255,5 +256,15 @@ func signal(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
 	default:
+	}
+}
+
+// isClosed reports whether ch is closed, without blocking.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }

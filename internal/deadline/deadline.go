@@ -1,14 +1,16 @@
-package udp
+// Package deadline implements net.Conn-style I/O deadlines as channels,
+// for connections whose blocking calls wait in a select.
+package deadline
 
 import (
 	"sync"
 	"time"
 )
 
-// deadline is one direction's I/O deadline as a channel that is closed when
+// Deadline is one direction's I/O deadline as a channel that is closed when
 // the deadline passes, so that a blocked call selects on it next to its
 // wake-up channel.
-type deadline struct {
+type Deadline struct {
 	// mu guards the fields below.
 	mu    sync.Mutex
 	ch    chan struct{} // closed once the deadline has passed
@@ -16,11 +18,12 @@ type deadline struct {
 	gen   uint64        // identifies the current timer to its callback
 }
 
-func newDeadline() *deadline { return &deadline{ch: make(chan struct{})} }
+// New returns a Deadline with no deadline set.
+func New() *Deadline { return &Deadline{ch: make(chan struct{})} }
 
-// set moves the deadline to t: the zero time removes it, a time in the
-// past expires it at once (waking calls blocked on done).
-func (d *deadline) set(t time.Time) {
+// Set moves the deadline to t: the zero time removes it, a time in the
+// past expires it at once (waking calls blocked on Done).
+func (d *Deadline) Set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.gen++ // a timer that fires from now on is stale
@@ -56,19 +59,19 @@ func (d *deadline) set(t time.Time) {
 	})
 }
 
-// done returns the channel that is closed when the current deadline
+// Done returns the channel that is closed when the current deadline
 // passes.
-func (d *deadline) done() <-chan struct{} {
+func (d *Deadline) Done() <-chan struct{} {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.ch
 }
 
-// expired reports whether the deadline has passed.
-func (d *deadline) expired() bool { return isClosed(d.done()) }
+// Expired reports whether the deadline has passed.
+func (d *Deadline) Expired() bool { return isClosed(d.Done()) }
 
-// stop cancels a pending timer, for a closed connection.
-func (d *deadline) stop() {
+// Stop cancels a pending timer, for a closed connection.
+func (d *Deadline) Stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.gen++
