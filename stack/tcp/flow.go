@@ -193,7 +193,7 @@ func (f *flow) shutdown(b *outBatch) {
 		if f.req != nil {
 			f.req.appGone = true
 		}
-		f.e.sendRSTForSYN(f.id, &f.syn, b)
+		f.e.sendRST(f.id, &f.syn, b)
 		f.retireLocked()
 		return
 	}

@@ -177,9 +177,3 @@ func (e *Engine) sendRST(id stack.FlowID, seg *Segment, b *outBatch) {
 	b.cur = id
 	b.emit(&out)
 }
-
-// sendRSTForSYN refuses a held SYN: the app's connect fails with
-// ECONNREFUSED.
-func (e *Engine) sendRSTForSYN(id stack.FlowID, syn *Segment, b *outBatch) {
-	e.sendRST(id, syn, b)
-}

@@ -89,7 +89,7 @@ func (r *request) Reject(reset bool) {
 	if !f.gone {
 		if reset {
 			e.opts.Trace.note(f.id, "handler rejected: RST")
-			e.sendRSTForSYN(f.id, &f.syn, b)
+			e.sendRST(f.id, &f.syn, b)
 		} else {
 			e.opts.Trace.note(f.id, "handler rejected: SYN dropped")
 		}
