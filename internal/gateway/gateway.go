@@ -223,16 +223,18 @@ func logger(l *slog.Logger) *slog.Logger {
 // logStats writes the counters of one run at info, so that a shutdown
 // always leaves a summary of what happened.
 func logStats(log *slog.Logger, px *proxy.Proxy, st stack.Stack, ts *tun.Stats) {
-	attrs := []any{
-		"proxy", fmt.Sprintf("%+v", px.Stats()),
-		"tun_read_packets", ts.ReadPackets.Load(),
-		"tun_write_packets", ts.WritePackets.Load(),
-	}
+	log.Info("tun stats", "read_packets", ts.ReadPackets.Load(), "read_bytes", ts.ReadBytes.Load(),
+		"write_packets", ts.WritePackets.Load(), "write_bytes", ts.WriteBytes.Load(),
+		"write_errors", ts.WriteErrors.Load())
+	log.Info("proxy stats", "stats", fmt.Sprintf("%+v", px.Stats()))
 	switch s := st.(type) {
 	case *gvisor.Stack:
-		attrs = append(attrs, "stack", fmt.Sprintf("%+v", s.Stats()))
+		log.Info("gvisor stats", "stats", fmt.Sprintf("%+v", s.Stats()))
 	case *tcp.Engine:
-		attrs = append(attrs, "stack", fmt.Sprintf("%+v", s.Stats()))
+		es := s.Stats()
+		log.Info("engine connections", "pending", es.Pending, "states", fmt.Sprint(es.States))
+		es.States = nil
+		log.Info("engine stats", "stats", fmt.Sprintf("%+v", es))
 	}
-	log.Info("gateway stopped", attrs...)
+	log.Info("gateway stopped")
 }
