@@ -184,6 +184,40 @@ func (h *harness) takeConn() stack.Conn {
 	return nil
 }
 
+// popIf removes and returns the next segment if ok accepts it.
+func (h *harness) popIf(ok func(sent) bool) (sent, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.out) == 0 || !ok(h.out[0]) {
+		return sent{}, false
+	}
+	s := h.out[0]
+	h.out = h.out[1:]
+	return s, true
+}
+
+// waitConn is a blocking accept: it returns the next established
+// connection, or nil once stop is closed.
+func (h *harness) waitConn(stop <-chan struct{}) stack.Conn {
+	tick := time.NewTicker(100 * time.Microsecond)
+	defer tick.Stop()
+	for {
+		h.mu.Lock()
+		if len(h.conns) > 0 {
+			c := h.conns[0]
+			h.conns = h.conns[1:]
+			h.mu.Unlock()
+			return c
+		}
+		h.mu.Unlock()
+		select {
+		case <-stop:
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
 func (h *harness) close() {
 	h.e.Close()
 }

@@ -1,6 +1,7 @@
 package conformance
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -76,6 +77,8 @@ type runner struct {
 	listenFD int64
 	fds      map[int64]*fdState
 	last     time.Duration // script time of the previous event
+	blocked  *blockedCall  // the START...END call in progress, if any
+	poked    bool          // an event ran since blocked was last checked
 }
 
 type fdState struct {
@@ -113,6 +116,7 @@ func RunScript(s *Script, opts Options) Result {
 	}
 	r.h = h
 	defer h.close()
+	defer r.stopBlocked() // before close: the call's goroutine uses the engine
 	if err := r.run(); err != nil {
 		res.Status, res.Message = Fail, err.Error()
 		var f *failure
@@ -246,6 +250,9 @@ func (r *runner) run() error {
 			return err
 		}
 	}
+	if err := r.finishBlocked(); err != nil {
+		return err
+	}
 	if !r.h.settle() {
 		return r.fail(nil, "the handler did not answer a SYN in time")
 	}
@@ -286,12 +293,18 @@ func (r *runner) expect(ev *Event) error {
 	if ev.AnyTime {
 		lo = 0
 	}
+	if err := r.collectBlocked(false); err != nil {
+		return err
+	}
 	if r.h.pending() == 0 {
 		r.h.advanceTo(hi, func() bool { return r.h.pending() > 0 })
 	}
 	s, ok := r.h.pop()
 	if !ok {
 		return r.fail(ev, "expected %s at %s; the engine sent nothing by %s", ev.Text, fmtTime(start), fmtTime(hi))
+	}
+	if r.opts.Lenient {
+		s = r.mergeSuperSegment(ev.Seg, s)
 	}
 	diffs := r.b.checkSegment(ev.Seg, s, r.opts.Lenient, r.tol) // learns the bases describe uses
 	if s.at < lo || s.at > hi {
@@ -310,19 +323,54 @@ func (r *runner) expect(ev *Event) error {
 	return nil
 }
 
+// mergeSuperSegment emulates TSO/GSO for scripts written on Linux, where
+// packetdrill sees one segment of several MSS that the NIC would split:
+// while s carries less data than want, it absorbs the next pending
+// segments sent at the same time that continue it in sequence space
+// and are otherwise identical (flags apart from PSH, ack, window,
+// options), without growing past want's length. The merged segment
+// has PSH if any part had it.
+func (r *runner) mergeSuperSegment(want SegSpec, s sent) sent {
+	for s.dataLen > 0 && uint32(s.dataLen) < want.Len {
+		next, ok := r.h.popIf(func(n sent) bool {
+			return n.dataLen > 0 && s.dataLen+n.dataLen <= int(want.Len) &&
+				n.at == s.at && n.seq == s.seq+uint32(s.dataLen) && n.ack == s.ack &&
+				n.flags&^packet.PSH == s.flags&^packet.PSH && n.wnd == s.wnd &&
+				bytes.Equal(n.rawOpts, s.rawOpts) && n.src == s.src && n.dst == s.dst
+		})
+		if !ok {
+			break
+		}
+		s.dataLen += next.dataLen
+		s.flags |= next.flags & packet.PSH
+	}
+	return s
+}
+
 // act runs an inbound segment or a socket call at its time.
 func (r *runner) act(ev *Event) error {
-	start, _ := r.eventTime(ev)
+	start, end := r.eventTime(ev)
 	if s, ok := r.h.pop(); ok {
 		return r.fail(ev, "before this event the engine sent an unexpected %s at %s", r.b.describe(s), fmtTime(s.at))
+	}
+	if err := r.collectBlocked(ev.Kind == Syscall); err != nil {
+		return err
+	}
+	if ev.Kind == Syscall && r.blocked != nil {
+		return r.fail(ev, "%s while line %d's %s is still blocked", ev.Call.Name, r.blocked.ev.Line, r.blocked.ev.Call.Name)
 	}
 	r.h.advanceTo(start, func() bool { return r.h.pending() > 0 })
 	if s, ok := r.h.pop(); ok {
 		return r.fail(ev, "before this event the engine sent an unexpected %s at %s", r.b.describe(s), fmtTime(s.at))
 	}
 	r.last = start
-	if ev.Kind == Inbound {
+	r.poked = r.blocked != nil
+	switch {
+	case ev.Kind == Inbound:
 		return r.inject(ev)
+	case ev.Blocking:
+		r.startBlocking(ev, end)
+		return nil
 	}
 	return r.call(ev)
 }
@@ -448,11 +496,19 @@ func (r *runner) call(ev *Event) error {
 			ret, errno = -1, "EBADF"
 			break
 		}
-		ret, errno, err = r.connCall(ev, st)
+		ret, errno, err = r.connCall(ev, st, false)
 		if err != nil {
 			return err
 		}
 	}
+	// Calls that emit (write, close, shutdown) do so synchronously; the
+	// next event checks what they sent.
+	return r.checkReturn(ev, ret, errno)
+}
+
+// checkReturn compares a call's result with the script's.
+func (r *runner) checkReturn(ev *Event, ret int64, errno string) error {
+	c := ev.Call
 	if ret != c.Ret || (c.Ret == -1 && errno != c.Errno) {
 		got := strconv.FormatInt(ret, 10)
 		if ret == -1 {
@@ -464,12 +520,13 @@ func (r *runner) call(ev *Event) error {
 		}
 		return r.fail(ev, "%s returned %s, want %s", c.Name, got, want)
 	}
-	// Calls that emit (write, close, shutdown) do so synchronously; the
-	// next event checks what they sent.
 	return nil
 }
 
-func (r *runner) connCall(ev *Event, st *fdState) (int64, string, error) {
+// connCall runs a call on an accepted connection. Unless blocking, a read
+// or write waits at most realWait; a blocking caller has cleared the
+// deadlines itself, so that it can set them again to cancel the call.
+func (r *runner) connCall(ev *Event, st *fdState, blocking bool) (int64, string, error) {
 	c := ev.Call
 	size := func() (int, error) {
 		if len(c.Args) < 3 {
@@ -490,7 +547,9 @@ func (r *runner) connCall(ev *Event, st *fdState) (int64, string, error) {
 		if st.rdClosed {
 			return 0, "", nil
 		}
-		st.c.SetReadDeadline(time.Now().Add(realWait))
+		if !blocking {
+			st.c.SetReadDeadline(time.Now().Add(realWait))
+		}
 		got, rerr := io.ReadAtLeast(st.c, make([]byte, n), 1)
 		if got > 0 || errors.Is(rerr, io.EOF) {
 			return int64(got), "", nil
@@ -504,7 +563,9 @@ func (r *runner) connCall(ev *Event, st *fdState) (int64, string, error) {
 		if st.wrClosed {
 			return -1, "EPIPE", nil
 		}
-		st.c.SetWriteDeadline(time.Now().Add(realWait))
+		if !blocking {
+			st.c.SetWriteDeadline(time.Now().Add(realWait))
+		}
 		got, werr := st.c.Write(make([]byte, n))
 		if got > 0 || werr == nil {
 			return int64(got), "", nil

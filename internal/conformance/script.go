@@ -18,7 +18,18 @@
 // Linux or FreeBSD, skips windows, option order and values of MSS and
 // window scale, options the script did not name, TSvals and socket options
 // without an engine equivalent; it still checks flags, numbers, payload
-// lengths, SACK blocks, TSecr and timing.
+// lengths, SACK blocks, TSecr and timing. It also emulates TSO/GSO, as
+// Linux scripts see it: consecutive data segments sent at the same time,
+// contiguous and otherwise identical, are merged to match an expected
+// segment longer than one of them; and it ignores PSH, whose setting
+// RFC 9293 leaves to the sender.
+//
+// A system call timed START...END (packetdrill's blocking call) is
+// issued at START on its own goroutine and must return, with the
+// expected result, within the tolerance of END while the later events
+// run; END counts from the same base as START. One call blocks at a
+// time; a call that returns is stamped with the virtual time of the
+// event that unblocked it.
 //
 // Header flags beyond packetdrill's (for the engine's own scripts):
 // --remote_isn=N (the peer's ISN; relative numbers stay relative), --mtu,
@@ -58,8 +69,12 @@ type Event struct {
 	Text string
 	Kind EventKind
 	// Time: Relative adds Start to the previous event's time; AnyTime
-	// (`*`) accepts any time; End > Start is an a~b range.
+	// (`*`) accepts any time; End > Start is an a~b range. Blocking marks
+	// packetdrill's START...END system call: issued at Start, it must
+	// return at End while later events run; End is relative to the same
+	// base as Start (the previous event when Relative).
 	Relative, AnyTime bool
+	Blocking          bool
 	Start, End        time.Duration
 	HasEnd            bool
 
@@ -222,6 +237,12 @@ func parseEvent(line string) (*Event, error) {
 		}
 		ev.Call = c
 	}
+	if ev.Blocking && ev.Kind != Syscall {
+		return nil, fmt.Errorf("START...END time on a packet: only system calls block")
+	}
+	if ev.HasEnd && ev.End < ev.Start {
+		return nil, fmt.Errorf("time range %q ends before it starts", tm)
+	}
 	return ev, nil
 }
 
@@ -230,7 +251,12 @@ func parseTime(tm string, ev *Event) error {
 		ev.AnyTime = true
 		return nil
 	}
-	a, b, isRange := strings.Cut(tm, "~")
+	a, b, isRange := strings.Cut(tm, "...")
+	if isRange {
+		ev.Blocking = true
+	} else {
+		a, b, isRange = strings.Cut(tm, "~")
+	}
 	if strings.HasPrefix(a, "+") {
 		ev.Relative = true
 		a = a[1:]
