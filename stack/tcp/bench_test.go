@@ -17,7 +17,6 @@ type wirePair struct {
 	emit  [2]func(*Segment)
 	rbuf  []byte
 	wbuf  []byte
-	read  int
 }
 
 type slot struct {

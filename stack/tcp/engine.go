@@ -243,16 +243,6 @@ func (e *Engine) Close() error {
 // connection).
 func tsOffset() uint32 { return rand.Uint32() }
 
-// removeFlow deletes f from the table if it is still there.
-func (e *Engine) removeFlow(f *flow) {
-	e.mu.Lock()
-	if e.flows[f.id] == f {
-		delete(e.flows, f.id)
-	}
-	e.mu.Unlock()
-	e.timers.remove(f)
-}
-
 var errEngineClosed = fmt.Errorf("tcp: engine closed: %w", net.ErrClosed)
 
 // engineCounters are the engine-level events that no TCB sees.
@@ -263,5 +253,4 @@ type engineCounters struct {
 	droppedNoFlow                                              atomic.Uint64
 	cookiesSent, cookiesValid, cookiesInvalid                  atomic.Uint64
 	accepted, rejected, handlerUndecided                       atomic.Uint64
-	flowsCreated                                               atomic.Uint64
 }
