@@ -96,11 +96,10 @@ func ping(t *testing.T, e *env, network, laddr, dst string, req, rep icmp.Type, 
 	}
 	defer pc.Close()
 	body := &icmp.Echo{ID: 0x7467, Seq: 1, Data: []byte("tungate ping")}
-	msg, _ := (&icmp.Message{Type: req, Body: body}).Marshal(nil)
 	buf := make([]byte, 1500)
 	for attempt := range 5 {
 		body.Seq = attempt + 1
-		msg, _ = (&icmp.Message{Type: req, Body: body}).Marshal(nil)
+		msg, _ := (&icmp.Message{Type: req, Body: body}).Marshal(nil)
 		if _, err := pc.WriteTo(msg, &net.IPAddr{IP: net.ParseIP(dst)}); err != nil {
 			t.Fatalf("ping %s: %v", dst, err)
 		}
