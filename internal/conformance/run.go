@@ -162,7 +162,8 @@ func unsupported(s *Script, opts Options) string {
 	for k := range s.Flags {
 		switch k {
 		case "ip_version", "tolerance_usecs", "remote_isn", "mtu", "delayed_ack_ms", "msl2_ms", "fin_wait2_timeout_ms",
-			"syn_ack_retries", "no_timestamps", "no_sack", "no_wscale", "recv_buf":
+			"syn_ack_retries", "no_timestamps", "no_sack", "no_wscale", "recv_buf",
+			"syncookies", "keepalive_idle_ms", "keepalive_intvl_ms", "keepalive_probes":
 		default:
 			if !opts.Lenient {
 				return fmt.Sprintf("header flag --%s is not supported", k)
@@ -226,6 +227,18 @@ func (r *runner) configure() (func(*tcp.Options), error) {
 		}
 		if ints["recv_buf"] > 0 {
 			o.TCB.RecvBufSize = int(ints["recv_buf"])
+		}
+		// --syncookies=2 answers every SYN with a cookie, as Linux's
+		// net.ipv4.tcp_syncookies=2 does.
+		o.AlwaysSYNCookies = ints["syncookies"] == 2
+		if ints["keepalive_idle_ms"] > 0 {
+			o.TCB.KeepaliveIdle = ms("keepalive_idle_ms")
+		}
+		if ints["keepalive_intvl_ms"] > 0 {
+			o.TCB.KeepaliveInterval = ms("keepalive_intvl_ms")
+		}
+		if ints["keepalive_probes"] > 0 {
+			o.TCB.KeepaliveCount = int(ints["keepalive_probes"])
 		}
 		o.TCB.Timestamps = o.TCB.Timestamps && ints["no_timestamps"] == 0
 		o.TCB.SACK = o.TCB.SACK && ints["no_sack"] == 0

@@ -34,7 +34,9 @@
 // Header flags beyond packetdrill's (for the engine's own scripts):
 // --remote_isn=N (the peer's ISN; relative numbers stay relative), --mtu,
 // --delayed_ack_ms, --msl2_ms, --fin_wait2_timeout_ms, --syn_ack_retries,
-// --recv_buf, --no_timestamps, --no_sack, --no_wscale.
+// --recv_buf, --no_timestamps, --no_sack, --no_wscale, --syncookies=2 (a
+// SYN cookie for every SYN), --keepalive_idle_ms, --keepalive_intvl_ms,
+// --keepalive_probes.
 package conformance
 
 import (

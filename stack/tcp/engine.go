@@ -33,7 +33,10 @@ type Options struct {
 	// are answered with SYN cookies (RFC 4987 §3.6) instead of being
 	// dropped.
 	PendingBacklog int
-	// UDP configures the UDP flow table.
+	// AlwaysSYNCookies answers every SYN with a SYN cookie, not only when
+	// a backlog is full (Linux's tcp_syncookies=2); for tests and script
+	// runners.
+	AlwaysSYNCookies bool
 	// UDP configures the UDP flow table.
 	UDP udp.Options
 	// Trace, when set, receives every segment, transition and drop of the

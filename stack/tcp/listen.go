@@ -55,7 +55,7 @@ func (e *Engine) newSYN(id stack.FlowID, seg *Segment, now time.Time, b *outBatc
 		existing.input(seg, now, b)
 		return
 	}
-	if e.pending >= e.opts.PendingBacklog || e.synRcvd >= e.opts.SynBacklog {
+	if e.opts.AlwaysSYNCookies || e.pending >= e.opts.PendingBacklog || e.synRcvd >= e.opts.SynBacklog {
 		e.mu.Unlock()
 		e.sendCookie(id, seg, now, b)
 		return
