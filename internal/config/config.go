@@ -90,6 +90,9 @@ type Custom struct {
 	ReceiveBufferSize int `mapstructure:"receive_buffer_size"`
 	ReceiveBufferMax  int `mapstructure:"receive_buffer_max"`
 	SendBufferSize    int `mapstructure:"send_buffer_size"`
+	// BufferIdle releases a connection's empty buffers after this long
+	// without data, so idle connections cost little memory.
+	BufferIdle time.Duration `mapstructure:"buffer_idle"`
 	// CongestionControl is cubic (RFC 9438) or newreno (RFC 5681/6582).
 	CongestionControl string `mapstructure:"congestion_control"`
 	// DelayedAck is the delayed-ACK timer (RFC 9293 §3.8.6.3: < 500 ms).
@@ -186,6 +189,7 @@ func Default() *Config {
 				ReceiveBufferSize: 256 << 10,
 				ReceiveBufferMax:  4 << 20,
 				SendBufferSize:    1 << 20,
+				BufferIdle:        time.Second,
 				CongestionControl: CongestionCubic,
 				DelayedAck:        40 * time.Millisecond,
 				TimeWait:          60 * time.Second,

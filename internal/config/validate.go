@@ -74,6 +74,7 @@ func (c *Custom) validate(ps *problems) {
 	checkRange(ps, "stack.custom.receive_buffer_size", c.ReceiveBufferSize, minBufferSize, maxBufferSize)
 	checkRange(ps, "stack.custom.receive_buffer_max", c.ReceiveBufferMax, c.ReceiveBufferSize, maxBufferSize)
 	checkRange(ps, "stack.custom.send_buffer_size", c.SendBufferSize, minBufferSize, maxBufferSize)
+	checkPositive(ps, "stack.custom.buffer_idle", c.BufferIdle)
 	checkOneOf(ps, "stack.custom.congestion_control", c.CongestionControl, CongestionCubic, CongestionNewReno)
 	checkPositive(ps, "stack.custom.delayed_ack", c.DelayedAck)
 	if c.DelayedAck >= 500*time.Millisecond {

@@ -65,6 +65,7 @@ func TestValidate_RejectsEachInvalidSetting(t *testing.T) {
 		{"custom receive max below initial", func(c *Config) { c.Stack.Custom.ReceiveBufferMax = 1 << 10 }, "stack.custom.receive_buffer_max", "out of range"},
 		{"custom congestion control", func(c *Config) { c.Stack.Custom.CongestionControl = "reno" }, "stack.custom.congestion_control", "not one of cubic, newreno"},
 		{"custom delayed ack too long", func(c *Config) { c.Stack.Custom.DelayedAck = time.Second }, "stack.custom.delayed_ack", "below 500ms"},
+		{"custom zero buffer idle", func(c *Config) { c.Stack.Custom.BufferIdle = 0 }, "stack.custom.buffer_idle", ""},
 		{"custom zero time wait", func(c *Config) { c.Stack.Custom.TimeWait = 0 }, "stack.custom.time_wait", ""},
 		{"custom negative keepalive", func(c *Config) { c.Stack.Custom.KeepaliveIdle = -time.Second }, "stack.custom.keepalive_idle", "0 disables"},
 		{"custom zero syn backlog", func(c *Config) { c.Stack.Custom.SynBacklog = 0 }, "stack.custom.syn_backlog", "out of range"},

@@ -19,6 +19,7 @@ func newCustom(cfg *config.Config, w stack.PacketWriter, h stack.Handler, tr *tc
 	opts.TCB.NoDelay = c.NoDelay
 	opts.TCB.RecvBufSize, opts.TCB.RecvBufMax = c.ReceiveBufferSize, c.ReceiveBufferMax
 	opts.TCB.SendBufSize = c.SendBufferSize
+	opts.TCB.BufferIdle = c.BufferIdle
 	opts.TCB.CongestionControl = c.CongestionControl
 	opts.TCB.DelayedAck = c.DelayedAck
 	opts.TCB.MSL2 = c.TimeWait
