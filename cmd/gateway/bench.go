@@ -22,6 +22,8 @@ type benchFlags struct {
 	mtu           int
 	streams       int
 	idleConns     int
+	connClients   int
+	reusePorts    int
 	jsonFile      string
 	htmlFile      string
 	cpuProfile    string
@@ -64,6 +66,8 @@ a usage error.`,
 	fs.IntVar(&f.mtu, "mtu", bench.DefaultMTU, "MTU of the veth pair and the gateway's TUN")
 	fs.IntVar(&f.streams, "streams", bench.DefaultStreams, "N of the multi-stream bulk tests")
 	fs.IntVar(&f.idleConns, "idle-conns", bench.DefaultIdleConns, fmt.Sprintf("idle connections of the memory test (--quick: %d)", bench.QuickIdleConns))
+	fs.IntVar(&f.connClients, "connect-clients", 0, "concurrent clients of the connect test (default: 2 per CPU)")
+	fs.IntVar(&f.reusePorts, "reuse-ports", bench.DefaultReusePorts, fmt.Sprintf("client ports of the connect-reuse test, a range ending at 60999 (--quick: %d)", bench.QuickReusePorts))
 	fs.StringVar(&f.jsonFile, "json", "", "also write the results as JSON to this `file`")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "make each gateway write a CPU profile to `PREFIX`-<stack>-round<N>.prof")
 	fs.StringVar(&f.htmlFile, "html", "", "also write a self-contained HTML report with charts to this `file`")
@@ -96,8 +100,15 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 	if fl.Changed("idle-conns") {
 		opts.IdleConns = f.idleConns
 	}
+	if fl.Changed("reuse-ports") {
+		opts.ReusePorts = f.reusePorts
+	}
+	if fl.Changed("connect-clients") {
+		opts.ConnectWorkers = f.connClients
+	}
 	if err := givenPositive(fl, map[string]bool{
 		"duration": f.duration > 0, "rounds": f.rounds > 0, "idle-conns": f.idleConns > 0,
+		"connect-clients": f.connClients > 0, "reuse-ports": f.reusePorts > 0,
 		"streams": f.streams > 0, "mtu": f.mtu > 0,
 	}); err != nil {
 		return usageError(err)

@@ -26,6 +26,7 @@ const (
 	mMachineCPU     = "machine_cpu_per_gb"
 	mRate           = "rate"
 	mFailed         = "failed"
+	mStalled        = "stalled"
 	mP50            = "p50"
 	mP99            = "p99"
 	mP999           = "p999"
@@ -59,11 +60,12 @@ func metricsOf(test string) []metric {
 			{key: mP99, title: "round trip p99", unit: "µs", lowerBetter: true},
 			{key: mP999, title: "round trip p99.9", unit: "µs", lowerBetter: true},
 		}
-	case TestConnect:
+	case TestConnect, TestConnectReuse:
 		return []metric{
 			{key: mRate, title: "connections per second", unit: "conn/s"},
 			{key: mGatewayCPUConn, title: "gateway CPU per connection (user+sys)", unit: "µs", lowerBetter: true, gatewayOnly: noGateway},
 			{key: mMachineCPUConn, title: "machine CPU per connection (all processes and kernel)", unit: "µs", lowerBetter: true},
+			{key: mStalled, title: "stalled connects (SYN unanswered for 1 s or more)", unit: "connects", lowerBetter: true, total: true},
 			{key: mFailed, title: "failed connections", unit: "connections", lowerBetter: true, total: true},
 		}
 	default:
@@ -80,6 +82,8 @@ func workloadTitle(test string, o Options) string {
 		return fmt.Sprintf("Latency: %d-byte ping-pong on one kept connection", o.LatencyPayload)
 	case TestConnect:
 		return fmt.Sprintf("Connect rate: connect, request, reply, close (%d clients)", o.ConnectWorkers)
+	case TestConnectReuse:
+		return fmt.Sprintf("Connect rate through TIME-WAIT: request, reply, the server closes first; %d client ports reused (%d clients)", o.ReusePorts, o.ConnectWorkers)
 	case TestUpload1:
 		return "Upload, 1 stream (app → server)"
 	case TestDownload1:
@@ -172,6 +176,9 @@ func (r *recorder) stackValue(test string, m metric, stack string) StackValue {
 	xs := r.values[figureKey{test, m.key, stack}]
 	if len(xs) == 0 {
 		v.NA = "no round completed"
+		if m.key == mGatewayCPUConn || m.key == mMachineCPUConn {
+			v.NA = "no connection completed in any round"
+		}
 		return v
 	}
 	s := Summarize(xs)
@@ -201,6 +208,7 @@ func settingsOf(o Options) Settings {
 		Streams:        Quantity{float64(o.Streams), "streams"},
 		IdleConns:      Quantity{float64(o.IdleConns), "connections"},
 		ConnectWorkers: Quantity{float64(o.ConnectWorkers), "clients"},
+		ReusePorts:     Quantity{float64(o.ReusePorts), "ports"},
 		LatencyPayload: Quantity{float64(o.LatencyPayload), "bytes"},
 	}
 }
@@ -214,6 +222,7 @@ func notes(o Options) []string {
 		"Machine CPU is the busy time of all CPUs (/proc/stat): clients, servers, gateway and the kernel's network processing, so it is comparable across stacks but includes anything else the machine ran meanwhile.",
 		"Memory is the gateway's resident set size (VmRSS) before and after opening the idle connections, each of which exchanged one byte first.",
 		"The connect test's clients close first, as most clients do, and reuse ports from the kernel's ephemeral range.",
+		fmt.Sprintf("In connect-reuse the server closes first, so the gateway holds TIME-WAIT toward the client (60 s on both stacks); the clients' ephemeral range is cut to %d ports and the warm-up lasts until each has been used once (at most %v), so every measured SYN reuses a 4-tuple in the gateway's TIME-WAIT. A stack that cannot reopen a connection from TIME-WAIT drops those SYNs until it ends: its clients stall, which is counted, not failed.", o.ReusePorts, maxReuseWarmup),
 	}
 }
 

@@ -26,19 +26,20 @@ func AllStacks() []string { return []string{StackKernel, StackCustom, StackGViso
 // the memory test comes first, on a freshly started gateway, so that the
 // heap the other tests grew does not hide the cost of idle connections.
 const (
-	TestMemory      = "memory"
-	TestLatency     = "latency"
-	TestConnect     = "connect"
-	TestUpload1     = "upload-1"
-	TestDownload1   = "download-1"
-	TestUploadN     = "upload-n"
-	TestDownloadN   = "download-n"
-	testsAllKeyword = "all"
+	TestMemory       = "memory"
+	TestLatency      = "latency"
+	TestConnect      = "connect"
+	TestConnectReuse = "connect-reuse"
+	TestUpload1      = "upload-1"
+	TestDownload1    = "download-1"
+	TestUploadN      = "upload-n"
+	TestDownloadN    = "download-n"
+	testsAllKeyword  = "all"
 )
 
 // AllTests returns every test name in run order.
 func AllTests() []string {
-	return []string{TestMemory, TestLatency, TestConnect, TestUpload1, TestDownload1, TestUploadN, TestDownloadN}
+	return []string{TestMemory, TestLatency, TestConnect, TestConnectReuse, TestUpload1, TestDownload1, TestUploadN, TestDownloadN}
 }
 
 // Defaults for a full run and for a quick one (Options.Quick).
@@ -49,10 +50,14 @@ const (
 	DefaultIdleConns      = 1000
 	DefaultMTU            = 1500
 	DefaultLatencyPayload = 64
+	// DefaultReusePorts is the size of Linux's default ephemeral port
+	// range, 32768–60999.
+	DefaultReusePorts = 28232
 
-	QuickDuration  = 400 * time.Millisecond
-	QuickRounds    = 3
-	QuickIdleConns = 200
+	QuickDuration   = 400 * time.Millisecond
+	QuickRounds     = 3
+	QuickIdleConns  = 200
+	QuickReusePorts = 2048
 
 	// maxWarmup bounds the unmeasured start of every timed test.
 	maxWarmup = time.Second
@@ -94,6 +99,9 @@ type Options struct {
 	// ConnectWorkers is the number of concurrent clients of the connect
 	// test; zero means 2×GOMAXPROCS.
 	ConnectWorkers int
+	// ReusePorts is the size of the client's ephemeral port range in the
+	// connect-reuse test; the range ends at 60999, as Linux's default.
+	ReusePorts int
 	// LatencyPayload is the size of each ping and pong of the latency
 	// test, in bytes.
 	LatencyPayload int
@@ -118,6 +126,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.IdleConns == 0 {
 		o.IdleConns = pick(o.Quick, QuickIdleConns, DefaultIdleConns)
+	}
+	if o.ReusePorts == 0 {
+		o.ReusePorts = pick(o.Quick, QuickReusePorts, DefaultReusePorts)
 	}
 	if o.MTU == 0 {
 		o.MTU = DefaultMTU
@@ -197,6 +208,9 @@ func (o Options) Validate() error {
 	errs = append(errs, positive("duration", o.Duration > 0), positive("rounds", o.Rounds > 0),
 		positive("streams", o.Streams > 0), positive("idle connections", o.IdleConns > 0),
 		positive("connect workers", o.ConnectWorkers > 0), positive("latency payload", o.LatencyPayload > 0))
+	if lo := reusePortsEnd - o.ReusePorts + 1; o.ReusePorts < 16 || lo < 1024 {
+		errs = append(errs, fmt.Errorf("bench: reuse ports %d out of range 16–%d (the range ends at %d)", o.ReusePorts, reusePortsEnd-1023, reusePortsEnd))
+	}
 	if o.MTU < 576 || o.MTU > 65535 {
 		errs = append(errs, fmt.Errorf("bench: mtu %d out of range 576–65535", o.MTU))
 	}

@@ -45,12 +45,26 @@ func TestOptions_AllMeansEveryTest(t *testing.T) {
 	}
 }
 
+func TestOptions_ReusePortsDefaultToLinuxsRangeOrASmallOneWhenQuick(t *testing.T) {
+	if got := (Options{}).withDefaults().ReusePorts; got != 60999-32768+1 {
+		t.Errorf("full: %d ports", got)
+	}
+	if got := (Options{Quick: true}).withDefaults().ReusePorts; got != QuickReusePorts {
+		t.Errorf("quick: %d ports", got)
+	}
+	for _, n := range []int{16, 60999 - 1024 + 1} {
+		if err := (Options{Gateway: GatewayCommand{Path: "/gw"}, ReusePorts: n}).Validate(); err != nil {
+			t.Errorf("%d ports: %v", n, err)
+		}
+	}
+}
+
 func TestOptions_ValidateReportsEveryProblem(t *testing.T) {
-	err := Options{Stacks: []string{"kernel", "bsd"}, Tests: []string{"speed"}, Rounds: -1, MTU: 100}.Validate()
+	err := Options{Stacks: []string{"kernel", "bsd"}, Tests: []string{"speed"}, Rounds: -1, MTU: 100, ReusePorts: 60000}.Validate()
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, want := range []string{`unknown stack "bsd"`, `unknown test "speed"`, "rounds must be positive", "mtu 100"} {
+	for _, want := range []string{`unknown stack "bsd"`, `unknown test "speed"`, "rounds must be positive", "mtu 100", "reuse ports 60000"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}

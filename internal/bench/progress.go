@@ -31,7 +31,7 @@ func (p *progress) note(format string, args ...any) {
 // begin starts a test's line.
 func (p *progress) begin(round, rounds int, stack, test string) {
 	p.steps++
-	fmt.Fprintf(p.w, "%s %3d/%d  round %d/%d  %-6s  %-10s  ", p.stamp(), p.steps, p.total, round, rounds, stack, test)
+	fmt.Fprintf(p.w, "%s %3d/%d  round %d/%d  %-6s  %-13s  ", p.stamp(), p.steps, p.total, round, rounds, stack, test)
 }
 
 // end completes the line begin started.
@@ -60,8 +60,8 @@ func summarizeFigures(test string, f figures) string {
 		return fmt.Sprintf("%s bytes/conn  (RSS %.1f → %.1f MiB)", formatNumber(f[mPerConn]), f[mRSSBase], f[mRSSIdle])
 	case TestLatency:
 		return fmt.Sprintf("p50 %sµs  p99 %sµs  p99.9 %sµs", formatNumber(f[mP50]), formatNumber(f[mP99]), formatNumber(f[mP999]))
-	case TestConnect:
-		return fmt.Sprintf("%s conn/s  %s failed", formatNumber(f[mRate]), formatNumber(f[mFailed]))
+	case TestConnect, TestConnectReuse:
+		return fmt.Sprintf("%s conn/s  %s stalled  %s failed", formatNumber(f[mRate]), formatNumber(f[mStalled]), formatNumber(f[mFailed]))
 	}
 	s := formatNumber(f[mThroughput]) + " MB/s"
 	if v, ok := f[mGatewayCPU]; ok {

@@ -51,6 +51,7 @@ type Settings struct {
 	Streams        Quantity `json:"streams"`
 	IdleConns      Quantity `json:"idle_connections"`
 	ConnectWorkers Quantity `json:"connect_workers"`
+	ReusePorts     Quantity `json:"reuse_ports"`
 	LatencyPayload Quantity `json:"latency_payload"`
 }
 

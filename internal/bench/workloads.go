@@ -28,6 +28,8 @@ func (t *target) runTest(ctx context.Context, test string, o Options) (figures, 
 		return t.latency(ctx, o)
 	case TestConnect:
 		return t.connect(ctx, o)
+	case TestConnectReuse:
+		return t.connectReuse(ctx, o)
 	case TestUpload1:
 		return t.bulk(ctx, o, true, 1)
 	case TestDownload1:
@@ -260,84 +262,236 @@ var (
 	connectReply   = []byte("HTTP/1.0 204 No Content\r\n\r\n")
 )
 
+// stallAfter is how long an unanswered connect has waited when it counts
+// as stalled: the client's kernel retransmits its SYN after one second.
+const stallAfter = time.Second
+
+// connectLoop is the client side of the connect tests: ConnectWorkers
+// clients, each calling one in a loop until Stop. A call that fails after
+// Stop is not counted: it was cut short.
+type connectLoop struct {
+	done, failed, stalled atomic.Int64
+	fail                  firstErr
+	ctx                   context.Context
+	stop                  context.CancelFunc
+	wg                    sync.WaitGroup
+}
+
+// startConnectLoop starts the clients. one returns how long its connect
+// took, so that stalls are counted whether the connect finally succeeded,
+// timed out or was cut short by Stop.
+func startConnectLoop(ctx context.Context, workers int, one func(context.Context) (time.Duration, error)) *connectLoop {
+	l := &connectLoop{}
+	l.ctx, l.stop = context.WithCancel(ctx)
+	for range workers {
+		l.wg.Go(func() {
+			for l.ctx.Err() == nil {
+				took, err := one(l.ctx)
+				if took >= stallAfter {
+					l.stalled.Add(1)
+				}
+				switch {
+				case l.ctx.Err() != nil:
+					return
+				case err != nil:
+					l.failed.Add(1)
+					l.fail.set(err)
+				default:
+					l.done.Add(1)
+				}
+			}
+		})
+	}
+	return l
+}
+
+// Stop ends the clients and waits for them.
+func (l *connectLoop) Stop() {
+	l.stop()
+	l.wg.Wait()
+}
+
+// connectSample is the state of a connect test at one instant.
+type connectSample struct {
+	done, stalled int64
+	use           usage
+}
+
+func (t *target) sample(l *connectLoop) (connectSample, error) {
+	s := connectSample{done: l.done.Load(), stalled: l.stalled.Load()}
+	var err error
+	s.use, err = t.usage()
+	return s, err
+}
+
+// connectFigures turns two samples into the figures of a connect test.
+func (t *target) connectFigures(a, b connectSample) figures {
+	n := float64(b.done - a.done)
+	f := figures{mRate: n / b.use.at.Sub(a.use.at).Seconds(), mStalled: float64(b.stalled - a.stalled)}
+	if n > 0 {
+		// Where the stacks differ: the kernel's share (two TCP connections
+		// and the TUN per relayed connection) is the same for both.
+		f[mMachineCPUConn] = (b.use.machine - a.use.machine).Seconds() / n * 1e6
+		if t.gw != nil {
+			f[mGatewayCPUConn] = (b.use.gateway - a.use.gateway).Seconds() / n * 1e6
+		}
+	}
+	return f
+}
+
 // connect runs ConnectWorkers clients, each in a loop: connect, send a
 // request, read the reply, close. It counts the connections completed in
-// the measured time, and every failure.
+// the measured time, the connects that stalled, and every failure.
 func (t *target) connect(ctx context.Context, o Options) (figures, error) {
 	srv, err := startServer(t.lab.Server(), serveOneRequest)
 	if err != nil {
 		return nil, err
 	}
 	defer srv.Close()
-	var done, failed atomic.Int64
-	var fail firstErr
-	start := time.Now()
-	end := start.Add(o.warmup() + o.Duration)
-	var wg sync.WaitGroup
-	for range o.ConnectWorkers {
-		wg.Go(func() {
-			for time.Now().Before(end) && ctx.Err() == nil {
-				if err := t.oneRequest(ctx, srv.Addr()); err != nil {
-					if ctx.Err() != nil {
-						return
-					}
-					failed.Add(1)
-					fail.set(err)
-					continue
-				}
-				done.Add(1)
-			}
-		})
-	}
+	l := startConnectLoop(ctx, o.ConnectWorkers, func(ctx context.Context) (time.Duration, error) {
+		return t.oneRequest(ctx, srv.Addr(), false)
+	})
+	defer l.Stop()
 	err = sleepCtx(ctx, o.warmup())
-	c0, t0 := done.Load(), time.Now()
-	u0, uerr0 := t.usage()
+	a, errA := t.sample(l)
 	if err == nil {
-		err = sleepCtx(ctx, time.Until(end))
+		err = sleepCtx(ctx, o.Duration)
 	}
-	c1, t1 := done.Load(), time.Now()
-	u1, uerr1 := t.usage()
-	wg.Wait()
-	if err == nil {
-		err = errors.Join(uerr0, uerr1)
-	}
-	if err != nil {
+	b, errB := t.sample(l)
+	l.Stop()
+	if err = errors.Join(err, errA, errB); err != nil {
 		return nil, err
 	}
-	f := figures{mRate: float64(c1-c0) / t1.Sub(t0).Seconds(), mFailed: float64(failed.Load())}
-	if n := float64(c1 - c0); n > 0 {
-		// Where the stacks differ: the kernel's share (two TCP connections
-		// and the TUN per relayed connection) is the same for both.
-		f[mMachineCPUConn] = (u1.machine - u0.machine).Seconds() / n * 1e6
-		if t.gw != nil {
-			f[mGatewayCPUConn] = (u1.gateway - u0.gateway).Seconds() / n * 1e6
-		}
-	}
-	if n := failed.Load(); n > 0 {
-		return f, fmt.Errorf("%d of %d connections failed; first: %w", n, n+done.Load(), fail.get())
+	f := t.connectFigures(a, b)
+	f[mFailed] = float64(l.failed.Load())
+	if n := l.failed.Load(); n > 0 {
+		return f, fmt.Errorf("%d of %d connections failed; first: %w", n, n+l.done.Load(), l.fail.get())
 	}
 	return f, nil
 }
 
-// oneRequest is one client iteration of the connect test.
-func (t *target) oneRequest(ctx context.Context, addr string) error {
-	c, err := t.dial(ctx, addr)
+// Linux's default ephemeral port range ends here; the connect-reuse test
+// gives its clients the ReusePorts ports below it.
+const reusePortsEnd = 60999
+
+// maxReuseWarmup bounds the connect-reuse test's warm-up, in case a stack
+// stalls before the clients have gone round their port range once.
+const maxReuseWarmup = 20 * time.Second
+
+// connectReuse is connect with the roles at the end swapped: the server
+// closes first, so the gateway's side toward the client is the one that
+// closes first and holds TIME-WAIT. The clients take their ports from a
+// range of ReusePorts ports, and the warm-up lasts until they have used
+// each once: from then on every SYN reuses the 4-tuple of a connection
+// the gateway holds in TIME-WAIT (RFC 9293 §3.6.1, RFC 6191), as with any
+// busy client of a server that closes first (HTTP/1.0, many RPC
+// protocols). A stack that cannot reopen from TIME-WAIT drops those
+// SYNs; the clients' kernels retransmit them, and the figures count the
+// stalls. A stall is a measurement, not a failure: only wrong replies,
+// resets and refusals fail the test.
+func (t *target) connectReuse(ctx context.Context, o Options) (figures, error) {
+	restore, err := t.clientPortRange(reusePortsEnd-o.ReusePorts+1, reusePortsEnd)
 	if err != nil {
-		return fmt.Errorf("connect: %w", err)
+		return nil, err
+	}
+	defer restore()
+	srv, err := startServer(t.lab.Server(), serveOneRequestAndClose)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	l := startConnectLoop(ctx, o.ConnectWorkers, func(ctx context.Context) (time.Duration, error) {
+		took, err := t.oneRequest(ctx, srv.Addr(), true)
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = nil // a connect that stalled until the dial timeout: counted as a stall
+		}
+		return took, err
+	})
+	defer l.Stop()
+	err = t.cyclePorts(ctx, l, int64(o.ReusePorts))
+	a, errA := t.sample(l)
+	if err == nil {
+		err = sleepCtx(ctx, o.Duration)
+	}
+	b, errB := t.sample(l)
+	l.Stop()
+	if err = errors.Join(err, errA, errB); err != nil {
+		return nil, err
+	}
+	f := t.connectFigures(a, b)
+	// Connects cut short at the end count as stalls if they had waited
+	// long enough: a stack that answers no SYN at all completes nothing.
+	f[mStalled] = float64(l.stalled.Load() - a.stalled)
+	f[mFailed] = float64(l.failed.Load())
+	if n := l.failed.Load(); n > 0 {
+		return f, fmt.Errorf("%d connections failed; first: %w", n, l.fail.get())
+	}
+	return f, nil
+}
+
+// cyclePorts is connect-reuse's warm-up: it waits until the clients have
+// completed ports connections, so that every port of their range has been
+// used once. It ends early when no connection completes for stallAfter
+// (the stack already stalls on reused ports) or after maxReuseWarmup.
+func (t *target) cyclePorts(ctx context.Context, l *connectLoop, ports int64) error {
+	now := time.Now()
+	deadline, last, lastDone := now.Add(maxReuseWarmup), now, l.done.Load()
+	for lastDone < ports && now.Before(deadline) && now.Sub(last) < stallAfter {
+		if err := sleepCtx(ctx, 20*time.Millisecond); err != nil {
+			return err
+		}
+		now = time.Now()
+		if d := l.done.Load(); d != lastDone {
+			last, lastDone = now, d
+		}
+	}
+	return nil
+}
+
+// clientPortRange sets the client namespace's ephemeral port range and
+// returns a function that puts the previous one back.
+func (t *target) clientPortRange(lo, hi int) (restore func(), err error) {
+	const key = "net/ipv4/ip_local_port_range"
+	ns := t.lab.Client()
+	old, err := ns.Sysctl(key)
+	if err != nil {
+		return nil, err
+	}
+	if err := ns.SetSysctl(key, fmt.Sprintf("%d %d", lo, hi)); err != nil {
+		return nil, err
+	}
+	return func() { _ = ns.SetSysctl(key, old) }, nil
+}
+
+// oneRequest is one client iteration of the connect tests: connect, send
+// the request, read the reply, then either close (the client closes
+// first) or wait for the server's FIN and close (serverCloses). It
+// returns how long the connect took.
+func (t *target) oneRequest(ctx context.Context, addr string, serverCloses bool) (time.Duration, error) {
+	start := time.Now()
+	c, err := t.dial(ctx, addr)
+	took := time.Since(start)
+	if err != nil {
+		return took, fmt.Errorf("connect: %w", err)
 	}
 	defer c.Close()
 	_ = c.SetDeadline(time.Now().Add(dialTimeout))
 	if _, err := c.Write(connectRequest); err != nil {
-		return fmt.Errorf("request: %w", err)
+		return took, fmt.Errorf("request: %w", err)
 	}
-	reply := make([]byte, len(connectReply))
-	if _, err := io.ReadFull(c, reply); err != nil {
-		return fmt.Errorf("reply: %w", err)
+	reply := make([]byte, len(connectReply)+1)
+	if _, err := io.ReadFull(c, reply[:len(connectReply)]); err != nil {
+		return took, fmt.Errorf("reply: %w", err)
 	}
-	if !bytes.Equal(reply, connectReply) {
-		return fmt.Errorf("reply: got %q", reply)
+	if !bytes.Equal(reply[:len(connectReply)], connectReply) {
+		return took, fmt.Errorf("reply: got %q", reply[:len(connectReply)])
 	}
-	return nil
+	if serverCloses {
+		if n, err := c.Read(reply); n != 0 || err != io.EOF {
+			return took, fmt.Errorf("after the reply: want the server's FIN, got %d bytes, %v", n, err)
+		}
+	}
+	return took, nil
 }
 
 // serveOneRequest reads the request, answers, and waits for the client to
@@ -352,6 +506,17 @@ func serveOneRequest(c *net.TCPConn) {
 		return
 	}
 	_, _ = io.Copy(io.Discard, c)
+}
+
+// serveOneRequestAndClose reads the request, answers and closes at once:
+// the server closes first.
+func serveOneRequestAndClose(c *net.TCPConn) {
+	_ = c.SetDeadline(time.Now().Add(2 * dialTimeout))
+	req := make([]byte, len(connectRequest))
+	if _, err := io.ReadFull(c, req); err != nil {
+		return
+	}
+	_, _ = c.Write(connectReply)
 }
 
 // memory opens IdleConns connections through the gateway, each after a

@@ -305,3 +305,23 @@ func TestNew_WithoutRootFailsWithErrNeedRoot(t *testing.T) {
 		t.Errorf("New without root = %v, want ErrNeedRoot", err)
 	}
 }
+
+func TestSysctl_SetAndReadBackStaysInNamespace(t *testing.T) {
+	l := newTestLab(t)
+	const key = "net/ipv4/ip_local_port_range"
+	if got, err := l.Client().Sysctl(key); err != nil || got != "10240\t65535" {
+		t.Fatalf("lab default %s = %q, %v; want the lab's wide range", key, got, err)
+	}
+	if err := l.Client().SetSysctl(key, "40000 40999"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := l.Client().Sysctl(key); err != nil || got != "40000\t40999" {
+		t.Errorf("after set: %q, %v", got, err)
+	}
+	if got, err := l.Server().Sysctl(key); err != nil || got != "10240\t65535" {
+		t.Errorf("server namespace changed too: %q, %v", got, err)
+	}
+	if _, err := l.Client().Sysctl("net/no/such/key"); err == nil {
+		t.Error("reading a missing key: no error")
+	}
+}

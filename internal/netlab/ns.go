@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -184,6 +185,26 @@ func (n *NS) writeSysctls(settings []sysctl) error {
 		}
 		return nil
 	})
+}
+
+// Sysctl reads one of the namespace's /proc/sys settings, key as in
+// "net/ipv4/ip_local_port_range", without the trailing newline.
+func (n *NS) Sysctl(key string) (string, error) {
+	var v []byte
+	err := n.Do(func() error {
+		var err error
+		v, err = os.ReadFile(filepath.Join("/proc/sys", key))
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("netlab: %s: sysctl %s: %w", n.Name, key, err)
+	}
+	return strings.TrimSpace(string(v)), nil
+}
+
+// SetSysctl changes one of the namespace's /proc/sys settings.
+func (n *NS) SetSysctl(key, value string) error {
+	return n.writeSysctls([]sysctl{{key, value}})
 }
 
 // configureLink sets the link up and adds the addresses (CIDR strings).
