@@ -100,6 +100,9 @@ type Custom struct {
 	// TimeWait is how long a connection we closed first stays in
 	// TIME-WAIT (2·MSL).
 	TimeWait time.Duration `mapstructure:"time_wait"`
+	// MaxTimeWait bounds connections in TIME-WAIT; past it, connections
+	// skip TIME-WAIT (counted as TimeWaitOverflows).
+	MaxTimeWait int `mapstructure:"max_time_wait"`
 	// FinWait2Timeout bounds FIN-WAIT-2 after the relay closed both ways.
 	FinWait2Timeout time.Duration `mapstructure:"fin_wait2_timeout"`
 	// SynAckRetries is how often an unanswered SYN-ACK is sent again.
@@ -193,6 +196,7 @@ func Default() *Config {
 				CongestionControl: CongestionCubic,
 				DelayedAck:        40 * time.Millisecond,
 				TimeWait:          60 * time.Second,
+				MaxTimeWait:       65536,
 				FinWait2Timeout:   60 * time.Second,
 				SynAckRetries:     5,
 				KeepaliveIdle:     0,

@@ -21,6 +21,7 @@ const (
 	minBufferSize = 4 << 10
 	maxBufferSize = 1 << 30
 	maxInFlight   = 1 << 20
+	maxTimeWait   = 1 << 24
 
 	socks5CredentialMax = 255 // RFC 1929: one length octet
 )
@@ -81,6 +82,7 @@ func (c *Custom) validate(ps *problems) {
 		ps.add("stack.custom.delayed_ack", "%v must be below 500ms (RFC 9293 §3.8.6.3)", c.DelayedAck)
 	}
 	checkPositive(ps, "stack.custom.time_wait", c.TimeWait)
+	checkRange(ps, "stack.custom.max_time_wait", c.MaxTimeWait, 1, maxTimeWait)
 	checkPositive(ps, "stack.custom.fin_wait2_timeout", c.FinWait2Timeout)
 	checkRange(ps, "stack.custom.synack_retries", c.SynAckRetries, 1, 10)
 	if c.KeepaliveIdle < 0 {

@@ -67,6 +67,8 @@ func TestValidate_RejectsEachInvalidSetting(t *testing.T) {
 		{"custom delayed ack too long", func(c *Config) { c.Stack.Custom.DelayedAck = time.Second }, "stack.custom.delayed_ack", "below 500ms"},
 		{"custom zero buffer idle", func(c *Config) { c.Stack.Custom.BufferIdle = 0 }, "stack.custom.buffer_idle", ""},
 		{"custom zero time wait", func(c *Config) { c.Stack.Custom.TimeWait = 0 }, "stack.custom.time_wait", ""},
+		{"custom zero max time wait", func(c *Config) { c.Stack.Custom.MaxTimeWait = 0 }, "stack.custom.max_time_wait", ""},
+		{"custom huge max time wait", func(c *Config) { c.Stack.Custom.MaxTimeWait = 1 << 30 }, "stack.custom.max_time_wait", ""},
 		{"custom negative keepalive", func(c *Config) { c.Stack.Custom.KeepaliveIdle = -time.Second }, "stack.custom.keepalive_idle", "0 disables"},
 		{"custom zero syn backlog", func(c *Config) { c.Stack.Custom.SynBacklog = 0 }, "stack.custom.syn_backlog", "out of range"},
 		{"zero max inflight", func(c *Config) { c.Stack.GVisor.MaxInFlightSYN = 0 }, "stack.gvisor.max_inflight_syn", "out of range"},

@@ -28,6 +28,7 @@ func newCustom(cfg *config.Config, w stack.PacketWriter, h stack.Handler, tr *tc
 	opts.TCB.KeepaliveIdle, opts.TCB.KeepaliveInterval = c.KeepaliveIdle, c.KeepaliveInterval
 	opts.TCB.KeepaliveCount = c.KeepaliveCount
 	opts.SynBacklog, opts.PendingBacklog = c.SynBacklog, c.PendingBacklog
+	opts.MaxTimeWait = c.MaxTimeWait
 	opts.Trace = tr
 	opts.Logger = log
 	e, err := tcp.New(w, h, opts)

@@ -170,6 +170,17 @@ func (t *TCB) abort(reason string) {
 	t.close(ErrAborted, reason)
 }
 
+// EndTimeWait closes a connection in TIME-WAIT before 2·MSL has passed,
+// for an engine whose TIME-WAIT table is full. It reports whether the
+// connection was in TIME-WAIT.
+func (t *TCB) EndTimeWait(reason string) bool {
+	if t.state != TimeWait {
+		return false
+	}
+	t.close(errNormalClose, reason)
+	return true
+}
+
 // AcceptsNewSyn reports whether syn, arriving for this connection in
 // TIME-WAIT, may start a new incarnation (RFC 6191 §2): with timestamps
 // on both, when its TSval is newer than the last one seen (or equal with a

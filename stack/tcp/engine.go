@@ -33,6 +33,12 @@ type Options struct {
 	// are answered with SYN cookies (RFC 4987 §3.6) instead of being
 	// dropped.
 	PendingBacklog int
+	// MaxTimeWait bounds connections in TIME-WAIT. Default 65536. When
+	// the table is full, a connection that would enter TIME-WAIT closes
+	// once its last ACK is out, as Linux does past tcp_max_tw_buckets:
+	// memory stays bounded at any connect rate, and only the 2·MSL
+	// protection against old duplicates is given up for the overflow.
+	MaxTimeWait int
 	// AlwaysSYNCookies answers every SYN with a SYN cookie, not only when
 	// a backlog is full (Linux's tcp_syncookies=2); for tests and script
 	// runners.
@@ -52,6 +58,10 @@ type Options struct {
 	Now          func() time.Time
 	ManualTimers bool
 }
+
+// DefaultMaxTimeWait is Options.MaxTimeWait's default: at ~1.2 KB per
+// TIME-WAIT connection, about 80 MB at most.
+const DefaultMaxTimeWait = 65536
 
 // DefaultOptions enables every TCP option and leaves the rest to the
 // documented defaults.
@@ -86,11 +96,12 @@ type Engine struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // handler goroutines and the timer goroutine
 
-	mu      sync.RWMutex // guards flows, pending, synRcvd, closed
-	flows   map[stack.FlowID]*flow
-	pending int // flows waiting for the handler's decision
-	synRcvd int // flows in SYN-RECEIVED
-	closed  bool
+	mu       sync.RWMutex // guards flows, pending, synRcvd, timeWait, closed
+	flows    map[stack.FlowID]*flow
+	pending  int // flows waiting for the handler's decision
+	synRcvd  int // flows in SYN-RECEIVED
+	timeWait int // flows in TIME-WAIT
+	closed   bool
 
 	timers timerQueue
 
@@ -114,6 +125,9 @@ func New(w stack.PacketWriter, h stack.Handler, opts Options) (*Engine, error) {
 	}
 	if opts.PendingBacklog <= 0 {
 		opts.PendingBacklog = 1024
+	}
+	if opts.MaxTimeWait <= 0 {
+		opts.MaxTimeWait = DefaultMaxTimeWait
 	}
 	if _, err := newCongestionControl(opts.TCB.CongestionControl, 1460, time.Time{}); err != nil {
 		return nil, err
@@ -256,4 +270,5 @@ type engineCounters struct {
 	droppedNoFlow                                              atomic.Uint64
 	cookiesSent, cookiesValid, cookiesInvalid                  atomic.Uint64
 	accepted, rejected, handlerUndecided                       atomic.Uint64
+	timeWaitOverflows                                          atomic.Uint64
 }

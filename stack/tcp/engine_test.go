@@ -332,6 +332,45 @@ func TestEngine_TimeWaitEndsAfter2MSL(t *testing.T) {
 	}
 }
 
+func TestEngine_TimeWaitTableFullClosesAfterTheLastACK(t *testing.T) {
+	h := newPktHarness(t, func(o *Options) { o.MaxTimeWait = 2; o.TCB.MSL2 = 10 * time.Second })
+	activeClose := func(port uint16) {
+		t.Helper()
+		src := netip.AddrPortFrom(appAddr.Addr(), port)
+		h.send(seg{src: src, seq: 100, flags: packet.SYN})
+		r := h.request()
+		done := make(chan stack.Conn, 1)
+		go func() { c, _ := r.Accept(context.Background()); done <- c }()
+		sa := h.expectOne("SYN-ACK")
+		h.send(seg{src: src, seq: 101, ack: sa.seq + 1, flags: packet.ACK})
+		c := <-done
+		c.Close()
+		fin := h.expectOne("our FIN")
+		h.send(seg{src: src, seq: 101, ack: fin.seq + 1, flags: packet.ACK | packet.FIN})
+		if ack := h.expectOne("ACK of the app's FIN"); ack.flags != packet.ACK || ack.ack != 102 {
+			t.Fatalf("port %d: last ACK %+v", port, ack)
+		}
+	}
+	for port := uint16(5001); port <= 5003; port++ {
+		activeClose(port)
+	}
+	if st := h.e.Stats(); st.States["TIME-WAIT"] != 2 || len(st.States) != 1 || st.TimeWaitOverflows != 1 {
+		t.Fatalf("with the table full: states %v, overflows %d; want 2 TIME-WAIT and 1 overflow", st.States, st.TimeWaitOverflows)
+	}
+	// The overflowed connection is gone: its FIN, sent again, meets no
+	// connection and is answered with a RST (RFC 9293 §3.10.7.1).
+	h.send(seg{src: netip.AddrPortFrom(appAddr.Addr(), 5003), seq: 101, ack: 1, flags: packet.ACK | packet.FIN})
+	if rst := h.expectOne("answer to the overflowed flow"); rst.flags&packet.RST == 0 {
+		t.Fatalf("answer %+v; want RST", rst)
+	}
+	// 2·MSL frees both places for new TIME-WAIT connections.
+	h.advance(11 * time.Second)
+	activeClose(5004)
+	if st := h.e.Stats(); st.States["TIME-WAIT"] != 1 || st.TimeWaitOverflows != 1 {
+		t.Fatalf("after 2MSL: states %v, overflows %d", st.States, st.TimeWaitOverflows)
+	}
+}
+
 func TestEngine_SynAckRetransmittedWithBackoff(t *testing.T) {
 	h := newPktHarness(t, nil)
 	h.send(seg{seq: 1, flags: packet.SYN})

@@ -16,16 +16,17 @@ type flow struct {
 	e  *Engine
 
 	// mu guards every field below and all calls into tcb.
-	mu        sync.Mutex
-	tcb       *TCB
-	syn       Segment  // pending: the app's SYN (options; payload dropped)
-	req       *request // pending: the undecided request; nil once decided
-	gone      bool     // removed from the table; no more input
-	inPending bool     // counted in Engine.pending
-	inSynRcvd bool     // counted in Engine.synRcvd
-	deferred  bool     // in an outBatch's deferred list (see deferOutput)
-	wait      waiters
-	conn      *Conn
+	mu         sync.Mutex
+	tcb        *TCB
+	syn        Segment  // pending: the app's SYN (options; payload dropped)
+	req        *request // pending: the undecided request; nil once decided
+	gone       bool     // removed from the table; no more input
+	inPending  bool     // counted in Engine.pending
+	inSynRcvd  bool     // counted in Engine.synRcvd
+	inTimeWait bool     // counted in Engine.timeWait
+	deferred   bool     // in an outBatch's deferred list (see deferOutput)
+	wait       waiters
+	conn       *Conn
 
 	// heap position and deadline, guarded by e.timers.mu.
 	heapIdx  int
@@ -129,6 +130,9 @@ func (f *flow) afterLocked(now time.Time, b *outBatch) {
 	t := f.tcb
 	b.cur = f.id
 	t.Output(now, b.emitFn)
+	if !f.inTimeWait && t.State() == TimeWait {
+		f.enterTimeWaitLocked()
+	}
 	ev := t.Events()
 	if f.inSynRcvd && t.State() != SynReceived {
 		f.inSynRcvd = false
@@ -144,6 +148,24 @@ func (f *flow) afterLocked(now time.Time, b *outBatch) {
 		return
 	}
 	f.e.timers.set(f, t.Deadline())
+}
+
+// enterTimeWaitLocked counts the flow in the engine's TIME-WAIT table,
+// or, when the table is full, ends TIME-WAIT at once (Options.MaxTimeWait).
+// The last ACK has been emitted already.
+func (f *flow) enterTimeWaitLocked() {
+	e := f.e
+	e.mu.Lock()
+	full := e.timeWait >= e.opts.MaxTimeWait
+	if !full {
+		e.timeWait++
+		f.inTimeWait = true
+	}
+	e.mu.Unlock()
+	if full {
+		e.ec.timeWaitOverflows.Add(1)
+		f.tcb.EndTimeWait("TIME-WAIT table full")
+	}
 }
 
 // retireLocked removes the flow from the engine for good.
@@ -164,6 +186,10 @@ func (f *flow) retireLocked() {
 	if f.inSynRcvd {
 		f.inSynRcvd = false
 		e.synRcvd--
+	}
+	if f.inTimeWait {
+		f.inTimeWait = false
+		e.timeWait--
 	}
 	e.mu.Unlock()
 	e.timers.remove(f)
