@@ -75,7 +75,7 @@ func TestRun_KernelBaselineMeasuresEveryFigure(t *testing.T) {
 	}
 	for _, res := range rep.Results {
 		k := res.value(StackKernel)
-		if res.Metric == mGatewayCPU || res.Metric == mGatewayCPUConn {
+		if res.Metric == mGatewayCPU || res.Metric == mGatewayCPUConn || res.Metric == mRSSEnd {
 			if k.NA == "" {
 				t.Errorf("%s/%s: kernel has a gateway CPU figure", res.Test, res.Metric)
 			}

@@ -262,6 +262,8 @@ var (
 	connectReply   = []byte("HTTP/1.0 204 No Content\r\n\r\n")
 )
 
+const mib = 1 << 20
+
 // stallAfter is how long an unanswered connect has waited when it counts
 // as stalled: the client's kernel retransmits its SYN after one second.
 const stallAfter = time.Second
@@ -423,6 +425,13 @@ func (t *target) connectReuse(ctx context.Context, o Options) (figures, error) {
 	// long enough: a stack that answers no SYN at all completes nothing.
 	f[mStalled] = float64(l.stalled.Load() - a.stalled)
 	f[mFailed] = float64(l.failed.Load())
+	if t.gw != nil {
+		rss, err := processRSS(t.gw.Pid())
+		if err != nil {
+			return nil, err
+		}
+		f[mRSSEnd] = float64(rss) / mib
+	}
 	if n := l.failed.Load(); n > 0 {
 		return f, fmt.Errorf("%d connections failed; first: %w", n, l.fail.get())
 	}
@@ -554,7 +563,6 @@ func (t *target) memory(ctx context.Context, o Options) (figures, error) {
 	if err != nil {
 		return nil, err
 	}
-	const mib = 1 << 20
 	return figures{
 		mRSSBase: float64(before) / mib,
 		mRSSIdle: float64(after) / mib,
