@@ -85,6 +85,9 @@ type Custom struct {
 	// the upstream sent in large chunks, and a proxy must not add delay
 	// to small request/response exchanges.
 	NoDelay bool `mapstructure:"no_delay"`
+	// TailLossProbe sends RFC 8985's tail loss probe after about two
+	// round trips without ACKs instead of waiting for the RTO (SACK only).
+	TailLossProbe bool `mapstructure:"tail_loss_probe"`
 	// ReceiveBufferSize is each connection's initial receive buffer; it is
 	// auto-tuned up to ReceiveBufferMax while the reader keeps up.
 	ReceiveBufferSize int `mapstructure:"receive_buffer_size"`
@@ -189,6 +192,7 @@ func Default() *Config {
 				Timestamps:        true,
 				WindowScale:       true,
 				NoDelay:           true,
+				TailLossProbe:     true,
 				ReceiveBufferSize: 256 << 10,
 				ReceiveBufferMax:  4 << 20,
 				SendBufferSize:    1 << 20,

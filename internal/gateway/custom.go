@@ -12,11 +12,25 @@ import (
 
 // newCustom builds the own TCP engine from the config.
 func newCustom(cfg *config.Config, w stack.PacketWriter, h stack.Handler, tr *tcp.Tracer, log *slog.Logger) (*tcp.Engine, error) {
+	opts := customOptions(cfg)
+	opts.Trace = tr
+	opts.Logger = log
+	e, err := tcp.New(w, h, opts)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: custom stack: %w", err)
+	}
+	return e, nil
+}
+
+// customOptions maps stack.custom (and the TUN's MTU) to the engine's
+// options.
+func customOptions(cfg *config.Config) tcp.Options {
 	c := cfg.Stack.Custom
 	opts := tcp.DefaultOptions()
 	opts.MTU = cfg.TUN.MTU
 	opts.TCB.SACK, opts.TCB.Timestamps, opts.TCB.WindowScale = c.SACK, c.Timestamps, c.WindowScale
 	opts.TCB.NoDelay = c.NoDelay
+	opts.TCB.TailLossProbe = c.TailLossProbe
 	opts.TCB.RecvBufSize, opts.TCB.RecvBufMax = c.ReceiveBufferSize, c.ReceiveBufferMax
 	opts.TCB.SendBufSize = c.SendBufferSize
 	opts.TCB.BufferIdle = c.BufferIdle
@@ -29,13 +43,7 @@ func newCustom(cfg *config.Config, w stack.PacketWriter, h stack.Handler, tr *tc
 	opts.TCB.KeepaliveCount = c.KeepaliveCount
 	opts.SynBacklog, opts.PendingBacklog = c.SynBacklog, c.PendingBacklog
 	opts.MaxTimeWait = c.MaxTimeWait
-	opts.Trace = tr
-	opts.Logger = log
-	e, err := tcp.New(w, h, opts)
-	if err != nil {
-		return nil, fmt.Errorf("gateway: custom stack: %w", err)
-	}
-	return e, nil
+	return opts
 }
 
 // traceObserver prints the proxy's upstream-side events of traced flows

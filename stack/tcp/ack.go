@@ -90,11 +90,18 @@ func (t *TCB) processAck(seg *Segment) {
 			dup = newly > 0
 		}
 	}
+	if t.tlpActive && seg.Ack.GreaterEq(t.tlpEnd) {
+		t.tlpProcessAck(seg, advanced)
+	}
 	if advanced {
 		t.ackNewData(seg) // RFC 6675 §5: a cumulative ACK resets DupAcks
+		t.tlpRearm = true
 	}
 	if dup {
 		t.onDupAck()
+	}
+	if t.sacked() {
+		t.ptoAt = time.Time{} // RFC 8985 §7.2: SACKed data outstanding, no probe
 	}
 	// "If SND.UNA =< SEG.ACK =< SND.NXT, the send window should be
 	// updated."
@@ -270,6 +277,7 @@ func (t *TCB) onDupAck() {
 	t.recover = t.sndMax
 	t.rtxOne = true
 	t.timing = false
+	t.resetTLP() // RFC 8985 §7.1: fast recovery
 }
 
 // maybeEnterSACKRecovery is RFC 6675 §5 steps (1), (2) and (4) for a
@@ -295,6 +303,7 @@ func (t *TCB) maybeEnterSACKRecovery() {
 	t.highRxt, t.rescueRxt = t.sndUna, t.sndUna
 	t.rtxOne = true
 	t.timing = false
+	t.resetTLP() // RFC 8985 §7.1: fast recovery
 }
 
 // exitRecoveryOnRTO ends loss recovery after a timeout: recover is set to

@@ -15,6 +15,8 @@ type Counters struct {
 	SynAckRetransmits        atomic.Uint64
 	FastRetransmits          atomic.Uint64
 	RTOs                     atomic.Uint64 // retransmission timer expiries
+	TLPProbes                atomic.Uint64 // tail loss probes sent (RFC 8985 §7.3)
+	TLPRecoveries            atomic.Uint64 // probes that repaired a loss (RFC 8985 §7.4.2)
 	DupAcks                  atomic.Uint64
 	OutOfOrder               atomic.Uint64 // segments queued beyond RCV.NXT
 	DroppedSegments          atomic.Uint64

@@ -54,6 +54,10 @@ func (t *TCB) Output(now time.Time, emit func(*Segment)) {
 	if t.ackNow {
 		t.emitSeg(emit, t.sndMax, packet.ACK, nil)
 	}
+	if t.tlpRearm {
+		t.tlpRearm = false
+		t.armPTO()
+	}
 	if t.bufIdleAt.IsZero() {
 		t.armBufferIdle()
 	}
@@ -208,6 +212,10 @@ func (t *TCB) outputData(emit func(*Segment)) {
 		}
 		for t.sendNext(emit) {
 		}
+		if t.tlpDue {
+			t.tlpDue = false
+			t.sendLossProbe(emit)
+		}
 	}
 	t.burst = -1
 	if t.probeDue {
@@ -262,6 +270,7 @@ func (t *TCB) sendNext(emit func(*Segment)) bool {
 	}
 	t.restartAfterIdle()
 	t.sendSegment(emit, t.sndNxt, n, fin)
+	t.tlpRearm = true // RFC 8985 §7.2: new data went out
 	t.sndNxt = t.sndNxt.Add(uint32(n))
 	if fin {
 		t.sndNxt = t.sndNxt.Add(1)

@@ -20,6 +20,7 @@ type Stats struct {
 	Retransmits, SynAckRetransmits, FastRetransmits uint64
 	RTOs, DupAcks, OutOfOrder, DroppedSegments      uint64
 	PAWSRejected, PersistProbes, KeepalivesSent     uint64
+	TLPProbes, TLPRecoveries                        uint64
 	TimeWaitReuses, TimeWaitOverflows, Timeouts     uint64
 }
 
@@ -56,6 +57,7 @@ func (e *Engine) Stats() Stats {
 	s.Retransmits, s.SynAckRetransmits, s.FastRetransmits = c.Retransmits.Load(), c.SynAckRetransmits.Load(), c.FastRetransmits.Load()
 	s.RTOs, s.DupAcks, s.OutOfOrder, s.DroppedSegments = c.RTOs.Load(), c.DupAcks.Load(), c.OutOfOrder.Load(), c.DroppedSegments.Load()
 	s.PAWSRejected, s.PersistProbes, s.KeepalivesSent = c.PAWSRejected.Load(), c.PersistProbes.Load(), c.KeepalivesSent.Load()
+	s.TLPProbes, s.TLPRecoveries = c.TLPProbes.Load(), c.TLPRecoveries.Load()
 	s.TimeWaitReuses, s.TimeWaitOverflows, s.Timeouts = c.TimeWaitReuses.Load(), ec.timeWaitOverflows.Load(), c.Timeouts.Load()
 	return s
 }

@@ -42,6 +42,10 @@ type Config struct {
 	WindowScale, SACK, Timestamps bool
 	// NoDelay disables Nagle's algorithm (RFC 9293 §3.7.4).
 	NoDelay bool
+	// TailLossProbe enables RFC 8985 §7's tail loss probe (with SACK
+	// only): when the ACKs of a flight stop coming, one segment is sent
+	// after about two round trips instead of waiting for the RTO.
+	TailLossProbe bool
 	// DelayedAck is the delayed-ACK timeout; RFC 9293 §3.8.6.3 requires
 	// less than 0.5 s. Default 40 ms; negative acknowledges every segment
 	// at once.
@@ -88,7 +92,7 @@ type Config struct {
 // DefaultConfig returns a Config with every option enabled and the
 // defaults filled in.
 func DefaultConfig() Config {
-	c := Config{WindowScale: true, SACK: true, Timestamps: true}
+	c := Config{WindowScale: true, SACK: true, Timestamps: true, TailLossProbe: true}
 	c.SetDefaults()
 	return c
 }
@@ -224,6 +228,7 @@ type TCB struct {
 	timers
 	rtt
 	recovery
+	tlp
 
 	// Pending output.
 	ackNow     bool

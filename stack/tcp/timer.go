@@ -14,6 +14,7 @@ type timers struct {
 	timeWaitAt  time.Time
 	finWait2At  time.Time
 	bufIdleAt   time.Time // release of empty buffers' memory (Config.BufferIdle)
+	ptoAt       time.Time // tail loss probe (RFC 8985 §7.2)
 
 	rtoRetries     int // consecutive expiries for the same SND.UNA
 	persistBackoff int
@@ -42,6 +43,7 @@ func (r *rtt) init(cfg *Config) { r.rto = cfg.InitialRTO }
 // rttSample folds one measurement into SRTT and RTTVAR (RFC 6298 §2.2,
 // §2.3) and recomputes RTO, clamped to [MinRTO, MaxRTO] (§2.4, §2.5).
 func (t *TCB) rttSample(r time.Duration) {
+	t.tlpSampled = true
 	r = max(r, 0)
 	if !t.hasSample {
 		t.srtt, t.rttvar, t.hasSample = r, r/2, true
@@ -79,7 +81,7 @@ func (t *TCB) armRTOIfIdle() {
 func (t *TCB) stopAllTimers() {
 	t.rtoAt, t.delackAt, t.persistAt = time.Time{}, time.Time{}, time.Time{}
 	t.keepaliveAt, t.timeWaitAt, t.finWait2At = time.Time{}, time.Time{}, time.Time{}
-	t.bufIdleAt = time.Time{}
+	t.bufIdleAt, t.ptoAt = time.Time{}, time.Time{}
 }
 
 // armFinWait2 bounds FIN-WAIT-2 once nobody can read from the connection
@@ -105,7 +107,7 @@ func (t *TCB) armKeepalive() {
 // armed.
 func (t *TCB) Deadline() time.Time {
 	var d time.Time
-	for _, at := range [...]time.Time{t.rtoAt, t.delackAt, t.persistAt, t.keepaliveAt, t.timeWaitAt, t.finWait2At, t.bufIdleAt} {
+	for _, at := range [...]time.Time{t.rtoAt, t.delackAt, t.persistAt, t.keepaliveAt, t.timeWaitAt, t.finWait2At, t.bufIdleAt, t.ptoAt} {
 		if !at.IsZero() && (d.IsZero() || at.Before(d)) {
 			d = at
 		}
@@ -132,6 +134,10 @@ func (t *TCB) OnTimer(now time.Time) {
 	if due(t.rtoAt, now) {
 		t.rtoAt = time.Time{}
 		t.onRTO()
+	}
+	if due(t.ptoAt, now) {
+		t.ptoAt = time.Time{}
+		t.onPTO()
 	}
 	if due(t.persistAt, now) {
 		t.persistAt = time.Time{}
@@ -169,6 +175,7 @@ func (t *TCB) onRTO() {
 		return
 	}
 	t.count(func(c *Counters) *atomic.Uint64 { return &c.RTOs })
+	t.resetTLP() // RFC 8985 §7.1: RTO recovery
 	t.rtoRetries++
 	// RFC 5681 §3.1 eq. 4 (inside cc), computed before SND.NXT is pulled
 	// back so that the flight size is what was outstanding.

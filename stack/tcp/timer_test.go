@@ -24,7 +24,7 @@ func TestRTO_IsMinRTOAfterSubMillisecondHandshake(t *testing.T) {
 }
 
 func TestRTO_RetransmitsFirstUnackedSegment(t *testing.T) {
-	h := established(t)
+	h := established(t, func(c *Config) { c.TailLossProbe = false })
 	if n := len(h.sent(2 * 1448)); n != 2 {
 		t.Fatalf("%d segments, want 2", n)
 	}
