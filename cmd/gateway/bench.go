@@ -1,6 +1,8 @@
 package main
 
 import (
+	"github.com/tungate/tungate/tun/faulty"
+
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +26,7 @@ type benchFlags struct {
 	idleConns     int
 	connClients   int
 	reusePorts    int
+	faults        string
 	jsonFile      string
 	htmlFile      string
 	cpuProfile    string
@@ -68,6 +71,7 @@ a usage error.`,
 	fs.IntVar(&f.idleConns, "idle-conns", bench.DefaultIdleConns, fmt.Sprintf("idle connections of the memory test (--quick: %d)", bench.QuickIdleConns))
 	fs.IntVar(&f.connClients, "connect-clients", 0, "concurrent clients of the connect test (default: 2 per CPU)")
 	fs.IntVar(&f.reusePorts, "reuse-ports", bench.DefaultReusePorts, fmt.Sprintf("client ports of the connect-reuse test, a range ending at 60999 (--quick: %d)", bench.QuickReusePorts))
+	fs.StringVar(&f.faults, "faults", "", "make each gateway inject seeded faults between its TUN and its stack, as gateway run --faults does; `SPEC` keys: "+faulty.SpecKeys)
 	fs.StringVar(&f.jsonFile, "json", "", "also write the results as JSON to this `file`")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "make each gateway write a CPU profile to `PREFIX`-<stack>-round<N>.prof")
 	fs.StringVar(&f.htmlFile, "html", "", "also write a self-contained HTML report with charts to this `file`")
@@ -88,6 +92,7 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 		Streams:    f.streams,
 		Progress:   a.stderr,
 		CPUProfile: f.cpuProfile,
+		Faults:     f.faults,
 	}
 	// Flags left alone take the defaults of the mode (full or quick).
 	fl := cmd.Flags()

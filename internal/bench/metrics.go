@@ -213,12 +213,17 @@ func settingsOf(o Options) Settings {
 		IdleConns:      Quantity{float64(o.IdleConns), "connections"},
 		ConnectWorkers: Quantity{float64(o.ConnectWorkers), "clients"},
 		ReusePorts:     Quantity{float64(o.ReusePorts), "ports"},
+		Faults:         o.Faults,
 		LatencyPayload: Quantity{float64(o.LatencyPayload), "bytes"},
 	}
 }
 
 func notes(o Options) []string {
-	return []string{
+	var faults []string
+	if o.Faults != "" {
+		faults = append(faults, "Faults ("+o.Faults+") were injected between each gateway's TUN and its stack; the kernel baseline ran without them, so compare the gateways with each other, not with it.")
+	}
+	return append(faults, []string{
 		"Each figure is the median over the rounds; the spread is the minimum and maximum.",
 		fmt.Sprintf("Timed tests run a %v warm-up, then measure for %v.", o.warmup(), o.Duration),
 		"MB/s is 10^6 bytes per second of payload, counted by the receiver.",
@@ -227,7 +232,7 @@ func notes(o Options) []string {
 		"Memory is the gateway's resident set size (VmRSS) before and after opening the idle connections, each of which exchanged one byte first.",
 		"The connect test's clients close first, as most clients do, and reuse ports from the kernel's ephemeral range.",
 		fmt.Sprintf("In connect-reuse the server closes first, so the gateway holds TIME-WAIT toward the client (60 s on both stacks); the clients' ephemeral range is cut to %d ports and the warm-up lasts until each has been used once (at most %v), so every measured SYN reuses a 4-tuple in the gateway's TIME-WAIT. A stack that cannot reopen a connection from TIME-WAIT drops those SYNs until it ends: its clients stall, which is counted, not failed. The gateway's RSS at the end includes the connections it holds in TIME-WAIT and the garbage collector's slack.", o.ReusePorts, maxReuseWarmup),
-	}
+	}...)
 }
 
 // hostInfo describes this machine.

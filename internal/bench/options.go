@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"github.com/tungate/tungate/tun/faulty"
+
 	"errors"
 	"fmt"
 	"io"
@@ -105,6 +107,11 @@ type Options struct {
 	// LatencyPayload is the size of each ping and pong of the latency
 	// test, in bytes.
 	LatencyPayload int
+	// Faults, when set, is a tun/faulty spec (loss, dup, reorder, delay,
+	// seed; see faulty.SpecKeys) that every gateway injects between its
+	// TUN and its stack, as `gateway run --faults` does. The kernel
+	// baseline has no gateway and runs without them.
+	Faults string
 	// CPUProfile, when set, makes every gateway process write a CPU
 	// profile to CPUProfile-<stack>-round<N>.prof.
 	CPUProfile string
@@ -210,6 +217,11 @@ func (o Options) Validate() error {
 		positive("connect workers", o.ConnectWorkers > 0), positive("latency payload", o.LatencyPayload > 0))
 	if lo := reusePortsEnd - o.ReusePorts + 1; o.ReusePorts < 16 || lo < 1024 {
 		errs = append(errs, fmt.Errorf("bench: reuse ports %d out of range 16–%d (the range ends at %d)", o.ReusePorts, reusePortsEnd-1023, reusePortsEnd))
+	}
+	if o.Faults != "" {
+		if _, err := faulty.ParseSpec(o.Faults); err != nil {
+			errs = append(errs, fmt.Errorf("bench: faults: %w", err))
+		}
 	}
 	if o.MTU < 576 || o.MTU > 65535 {
 		errs = append(errs, fmt.Errorf("bench: mtu %d out of range 576–65535", o.MTU))

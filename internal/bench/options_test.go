@@ -89,3 +89,22 @@ func TestOptions_WarmupIsAQuarterCappedAtASecond(t *testing.T) {
 		t.Errorf("warm-up of 10s: %v", w)
 	}
 }
+
+func TestOptions_FaultsAreCheckedAndGivenToEveryGateway(t *testing.T) {
+	bad := Options{Gateway: GatewayCommand{Path: "/gw"}, Faults: "loss=2"}.Validate()
+	if bad == nil || !strings.Contains(bad.Error(), "faults") || !strings.Contains(bad.Error(), "loss") {
+		t.Fatalf("bad spec: %v", bad)
+	}
+	o := Options{Gateway: GatewayCommand{Path: "/gw"}, Faults: "loss=0.01,seed=3", CPUProfile: "/tmp/p"}
+	if err := o.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	spec := gatewaySpecFor(o.withDefaults(), StackGVisor, 2)
+	want := []string{"--cpuprofile", "/tmp/p-gvisor-round2.prof", "--faults", "loss=0.01,seed=3"}
+	if !slices.Equal(spec.extra, want) || spec.stack != StackGVisor {
+		t.Fatalf("gateway flags %q, want %q", spec.extra, want)
+	}
+	if extra := gatewaySpecFor(Options{}.withDefaults(), StackCustom, 1).extra; len(extra) != 0 {
+		t.Fatalf("without faults or profile: %q", extra)
+	}
+}

@@ -53,6 +53,8 @@ type Settings struct {
 	ConnectWorkers Quantity `json:"connect_workers"`
 	ReusePorts     Quantity `json:"reuse_ports"`
 	LatencyPayload Quantity `json:"latency_payload"`
+	// Faults is the fault spec the gateways injected; empty: none.
+	Faults string `json:"faults,omitempty"`
 }
 
 // Result is one figure of one workload, for every stack.

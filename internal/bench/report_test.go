@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -236,5 +237,27 @@ func TestFormatQuantity_WholeNumbersHaveNoDecimals(t *testing.T) {
 	}
 	if got := formatQuantity(Quantity{0.4, "s"}); got != "0.400 s" {
 		t.Errorf("got %q", got)
+	}
+}
+
+func TestWriteTable_NamesTheInjectedFaults(t *testing.T) {
+	o := Options{Gateway: GatewayCommand{Path: "/gw"}, Tests: []string{TestUpload1}, Faults: "loss=0.01"}.withDefaults()
+	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	rec := newRecorder(o, start)
+	rec.add(StackCustom, TestUpload1, figures{mThroughput: 50})
+	rep := rec.report(start.Add(time.Minute), Host{Kernel: "6.1", CPUs: Quantity{2, "cpus"}, GoVersion: "go1.26"})
+	var buf bytes.Buffer
+	if err := WriteTable(&buf, rep); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "faults injected between each gateway's TUN and its stack: loss=0.01") {
+		t.Errorf("table does not name the faults:\n%s", buf.String())
+	}
+	if rep.Settings.Faults != "loss=0.01" || !slices.ContainsFunc(rep.Notes, func(n string) bool { return strings.Contains(n, "loss=0.01") }) {
+		t.Errorf("report settings %+v, notes %q", rep.Settings, rep.Notes)
+	}
+	buf.Reset()
+	if err := WriteTable(&buf, sampleReport(t)); err != nil || strings.Contains(buf.String(), "faults injected") {
+		t.Errorf("a run without faults mentions them (%v):\n%s", err, buf.String())
 	}
 }

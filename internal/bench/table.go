@@ -16,6 +16,9 @@ func WriteTable(w io.Writer, r *Report) error {
 	fmt.Fprintf(&b, "gateway bench: %s; %s, %s measured per test; MTU %s; %s; Linux %s; %s\n",
 		strings.Join(r.Settings.Stacks, " vs "), formatQuantity(r.Settings.Rounds), formatQuantity(r.Settings.Duration),
 		formatQuantity(r.Settings.MTU), formatQuantity(r.Host.CPUs), r.Host.Kernel, r.Host.GoVersion)
+	if r.Settings.Faults != "" {
+		fmt.Fprintf(&b, "faults injected between each gateway's TUN and its stack: %s (the kernel baseline runs without them)\n", r.Settings.Faults)
+	}
 	b.WriteString("each cell: median (min–max) over the rounds; ×kernel = median ÷ kernel's median\n\n")
 	writeRows(&b, tableRows(r))
 	if r.Interrupted {
@@ -24,7 +27,7 @@ func WriteTable(w io.Writer, r *Report) error {
 	if len(r.Failures) > 0 {
 		fmt.Fprintf(&b, "\n%d FAILURES:\n", len(r.Failures))
 		for _, f := range r.Failures {
-			fmt.Fprintf(&b, "  round %d  %-6s  %-10s  %s\n", f.Round, f.Stack, f.Test, indentTail(f.Error, "      "))
+			fmt.Fprintf(&b, "  round %d  %-6s  %-13s  %s\n", f.Round, f.Stack, f.Test, indentTail(f.Error, "      "))
 		}
 	}
 	if na := naReasons(r); len(na) > 0 {

@@ -37,11 +37,7 @@ func bringUp(ctx context.Context, lab *netlab.Lab, o Options, stack string, roun
 			return nil, fmt.Errorf("bench: kernel baseline: %w", err)
 		}
 	} else {
-		spec := gatewaySpec{cmd: o.Gateway, stack: stack, tun: benchTUN, mtu: o.MTU}
-		if o.CPUProfile != "" {
-			spec.extra = []string{"--cpuprofile", fmt.Sprintf("%s-%s-round%d.prof", o.CPUProfile, stack, round)}
-		}
-		gw, err := startGateway(ctx, lab, spec)
+		gw, err := startGateway(ctx, lab, gatewaySpecFor(o, stack, round))
 		if err != nil {
 			return nil, err
 		}
@@ -52,6 +48,18 @@ func bringUp(ctx context.Context, lab *netlab.Lab, o Options, stack string, roun
 		return nil, err
 	}
 	return t, nil
+}
+
+// gatewaySpecFor is how a round of the bench runs the gateway of stack.
+func gatewaySpecFor(o Options, stack string, round int) gatewaySpec {
+	spec := gatewaySpec{cmd: o.Gateway, stack: stack, tun: benchTUN, mtu: o.MTU}
+	if o.CPUProfile != "" {
+		spec.extra = append(spec.extra, "--cpuprofile", fmt.Sprintf("%s-%s-round%d.prof", o.CPUProfile, stack, round))
+	}
+	if o.Faults != "" {
+		spec.extra = append(spec.extra, "--faults", o.Faults)
+	}
+	return spec
 }
 
 // Close stops the gateway, if any.
