@@ -66,9 +66,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 			}
 			return n, nil
 		}
-		dl, dlCh := c.readDeadline, f.wait.deadline
+		dl, dlCh, ch := c.readDeadline, f.wait.deadline, f.wait.read
 		f.mu.Unlock()
-		if err := c.await(f.wait.read, dl, dlCh); err != nil {
+		if err := c.await(ch, dl, dlCh); err != nil {
 			return 0, c.opErr("read", err)
 		}
 	}
@@ -105,9 +105,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 			}
 			return written, nil
 		}
-		dl, dlCh := c.writeDeadline, f.wait.deadline
+		dl, dlCh, ch := c.writeDeadline, f.wait.deadline, f.wait.write
 		f.mu.Unlock()
-		if err := c.await(f.wait.write, dl, dlCh); err != nil {
+		if err := c.await(ch, dl, dlCh); err != nil {
 			return written, c.opErr("write", err)
 		}
 	}
@@ -154,7 +154,7 @@ func (c *Conn) awaitEstablished(ctx context.Context) error {
 	f := c.f
 	for {
 		f.mu.Lock()
-		st, err, gone := f.tcb.State(), f.tcb.Err(), f.gone
+		st, err, gone, ch := f.tcb.State(), f.tcb.Err(), f.gone, f.wait.state
 		f.mu.Unlock()
 		switch {
 		case st >= Established && st != TimeWait:
@@ -166,7 +166,7 @@ func (c *Conn) awaitEstablished(ctx context.Context) error {
 			return err
 		}
 		select {
-		case <-f.wait.state:
+		case <-ch:
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		case <-f.e.ctx.Done():
@@ -222,6 +222,9 @@ func (c *Conn) setDeadlines(t time.Time, read, write bool) error {
 	f := c.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if c.closed {
+		return c.opErr("set deadline", net.ErrClosed) // as net.TCPConn
+	}
 	if read {
 		c.readDeadline = t
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -334,25 +335,8 @@ func TestEngine_TimeWaitEndsAfter2MSL(t *testing.T) {
 
 func TestEngine_TimeWaitTableFullClosesAfterTheLastACK(t *testing.T) {
 	h := newPktHarness(t, func(o *Options) { o.MaxTimeWait = 2; o.TCB.MSL2 = 10 * time.Second })
-	activeClose := func(port uint16) {
-		t.Helper()
-		src := netip.AddrPortFrom(appAddr.Addr(), port)
-		h.send(seg{src: src, seq: 100, flags: packet.SYN})
-		r := h.request()
-		done := make(chan stack.Conn, 1)
-		go func() { c, _ := r.Accept(context.Background()); done <- c }()
-		sa := h.expectOne("SYN-ACK")
-		h.send(seg{src: src, seq: 101, ack: sa.seq + 1, flags: packet.ACK})
-		c := <-done
-		c.Close()
-		fin := h.expectOne("our FIN")
-		h.send(seg{src: src, seq: 101, ack: fin.seq + 1, flags: packet.ACK | packet.FIN})
-		if ack := h.expectOne("ACK of the app's FIN"); ack.flags != packet.ACK || ack.ack != 102 {
-			t.Fatalf("port %d: last ACK %+v", port, ack)
-		}
-	}
 	for port := uint16(5001); port <= 5003; port++ {
-		activeClose(port)
+		h.activeCloseFrom(port)
 	}
 	if st := h.e.Stats(); st.States["TIME-WAIT"] != 2 || len(st.States) != 1 || st.TimeWaitOverflows != 1 {
 		t.Fatalf("with the table full: states %v, overflows %d; want 2 TIME-WAIT and 1 overflow", st.States, st.TimeWaitOverflows)
@@ -365,7 +349,7 @@ func TestEngine_TimeWaitTableFullClosesAfterTheLastACK(t *testing.T) {
 	}
 	// 2·MSL frees both places for new TIME-WAIT connections.
 	h.advance(11 * time.Second)
-	activeClose(5004)
+	h.activeCloseFrom(5004)
 	if st := h.e.Stats(); st.States["TIME-WAIT"] != 1 || st.TimeWaitOverflows != 1 {
 		t.Fatalf("after 2MSL: states %v, overflows %d", st.States, st.TimeWaitOverflows)
 	}
@@ -447,5 +431,59 @@ func TestEngine_OutOfOrderBurstIsAckedSegmentBySegment(t *testing.T) {
 		if a.ack != nearWrap+1 {
 			t.Fatalf("ACK %d; want duplicate ACKs of the hole at %d", a.ack, nearWrap+1)
 		}
+	}
+}
+
+// activeCloseFrom opens a connection from port, closes it from our side
+// (the application closes its Conn) and lets the app's FIN take it into
+// TIME-WAIT.
+func (h *pktHarness) activeCloseFrom(port uint16) {
+	h.t.Helper()
+	src := netip.AddrPortFrom(appAddr.Addr(), port)
+	h.send(seg{src: src, seq: 100, flags: packet.SYN})
+	r := h.request()
+	done := make(chan stack.Conn, 1)
+	go func() { c, _ := r.Accept(context.Background()); done <- c }()
+	sa := h.expectOne("SYN-ACK")
+	h.send(seg{src: src, seq: 101, ack: sa.seq + 1, flags: packet.ACK})
+	c := <-done
+	c.Close()
+	fin := h.expectOne("our FIN")
+	h.send(seg{src: src, seq: 101, ack: fin.seq + 1, flags: packet.ACK | packet.FIN})
+	if ack := h.expectOne("ACK of the app's FIN"); ack.flags != packet.ACK || ack.ack != 102 {
+		h.t.Fatalf("port %d: last ACK %+v", port, ack)
+	}
+}
+
+func TestEngine_ClosedTimeWaitConnectionKeepsOnlyACompactRecord(t *testing.T) {
+	h := newPktHarness(t, nil)
+	h.activeCloseFrom(1000) // lazily built state goes into the baseline
+	const n = 1000
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	before := ms.HeapAlloc
+	for i := range n {
+		h.activeCloseFrom(uint16(2000 + i))
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	per := (float64(ms.HeapAlloc) - float64(before)) / n
+	if st := h.e.Stats(); st.States["TIME-WAIT"] != n+1 {
+		t.Fatalf("states %v", st.States)
+	}
+	h.e.mu.RLock()
+	f := h.e.flows[stack.FlowID{Src: netip.AddrPortFrom(appAddr.Addr(), 2000), Dst: dstAddr}]
+	h.e.mu.RUnlock()
+	f.mu.Lock()
+	frozen := f.tw != nil && f.tcb == nil
+	f.mu.Unlock()
+	if !frozen {
+		t.Fatal("a TIME-WAIT connection the application closed still holds its TCB")
+	}
+	t.Logf("%.0f heap bytes per TIME-WAIT connection", per)
+	// A whole TCB, its controller and the Conn's channels took ~2.9 KB.
+	if !raceEnabled && per > 2000 {
+		t.Errorf("%.0f heap bytes per TIME-WAIT connection, want at most 2000", per)
 	}
 }

@@ -9,8 +9,10 @@ import (
 )
 
 // flow is one entry of the engine's table: a SYN waiting for the
-// handler's decision (tcb nil) or a connection with its TCB, from
-// SYN-RECEIVED until the TCB is done (TIME-WAIT included).
+// handler's decision (tcb and tw nil) or a connection with its TCB, from
+// SYN-RECEIVED until the TCB is done (TIME-WAIT included; once the
+// application has closed, TIME-WAIT keeps a frozen record in tw instead,
+// see timewait.go).
 type flow struct {
 	id stack.FlowID
 	e  *Engine
@@ -18,13 +20,14 @@ type flow struct {
 	// mu guards every field below and all calls into tcb.
 	mu         sync.Mutex
 	tcb        *TCB
-	syn        Segment  // pending: the app's SYN (options; payload dropped)
-	req        *request // pending: the undecided request; nil once decided
-	gone       bool     // removed from the table; no more input
-	inPending  bool     // counted in Engine.pending
-	inSynRcvd  bool     // counted in Engine.synRcvd
-	inTimeWait bool     // counted in Engine.timeWait
-	deferred   bool     // in an outBatch's deferred list (see deferOutput)
+	tw         *twRecord // frozen TIME-WAIT (tcb nil); thawLocked before using tcb
+	syn        Segment   // pending: the app's SYN (options; payload dropped)
+	req        *request  // pending: the undecided request; nil once decided
+	gone       bool      // removed from the table; no more input
+	inPending  bool      // counted in Engine.pending
+	inSynRcvd  bool      // counted in Engine.synRcvd
+	inTimeWait bool      // counted in Engine.timeWait
+	deferred   bool      // in an outBatch's deferred list (see deferOutput)
 	wait       waiters
 	conn       *Conn
 
@@ -78,6 +81,7 @@ func (f *flow) input(seg *Segment, now time.Time, b *outBatch) bool {
 	if f.gone {
 		return false
 	}
+	f.thawLocked()
 	if f.tcb == nil {
 		f.inputPending(seg, b)
 		return true
@@ -148,6 +152,26 @@ func (f *flow) afterLocked(now time.Time, b *outBatch) {
 		return
 	}
 	f.e.timers.set(f, t.Deadline())
+	// Freeze only once the application has closed its Conn: its methods
+	// then no longer reach the TCB (they fail with net.ErrClosed first).
+	if f.inTimeWait && f.conn != nil && f.conn.closed {
+		if r := t.freezeTimeWait(); r != nil {
+			// A closed Conn's methods return before waiting: its
+			// channels go too, once whoever was blocked on them is
+			// woken to see the Conn closed (signalling a nil channel
+			// afterwards is a no-op).
+			f.wait.wakeAll()
+			f.tw, f.tcb, f.wait = r, nil, waiters{}
+		}
+	}
+}
+
+// thawLocked turns a frozen TIME-WAIT record back into a TCB before
+// anything calls into it; afterLocked freezes it again.
+func (f *flow) thawLocked() {
+	if f.tw != nil {
+		f.tcb, f.tw = f.tw.thaw(), nil
+	}
 }
 
 // enterTimeWaitLocked counts the flow in the engine's TIME-WAIT table,
@@ -201,6 +225,7 @@ func (f *flow) retireLocked() {
 func (f *flow) onTimer(now time.Time, b *outBatch) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.thawLocked()
 	if f.gone || f.tcb == nil {
 		return
 	}
@@ -215,6 +240,7 @@ func (f *flow) shutdown(b *outBatch) {
 	if f.gone {
 		return
 	}
+	f.thawLocked()
 	if f.tcb == nil {
 		if f.req != nil {
 			f.req.appGone = true

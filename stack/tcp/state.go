@@ -124,6 +124,7 @@ func (t *TCB) setState(to State, reason string) {
 		// RFC 9293 §3.10.7.4 eighth step: start the time-wait timer,
 		// turn off the other timers.
 		t.stopAllTimers()
+		t.resetTLP()
 		t.timeWaitAt = t.now.Add(t.cfg.MSL2)
 		t.releaseOnEnd()
 	case Closed:

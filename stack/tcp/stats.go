@@ -37,6 +37,8 @@ func (e *Engine) Stats() Stats {
 		f.mu.Lock()
 		switch {
 		case f.gone:
+		case f.tw != nil:
+			s.States[TimeWait.String()]++
 		case f.tcb == nil:
 			s.Pending++
 		default:
