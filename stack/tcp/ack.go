@@ -37,6 +37,10 @@ type recovery struct {
 	// past RescueRxt.
 	highRxt   Seq
 	rescueRxt Seq
+	// rtxMark is SND.MAX when the latest retransmission of this recovery
+	// went out; rtxMarked says one did (see lostRetransmissions).
+	rtxMark   Seq
+	rtxMarked bool
 }
 
 // initCC creates the congestion controller once the MSS is known. An
@@ -100,6 +104,7 @@ func (t *TCB) processAck(seg *Segment) {
 	if dup {
 		t.onDupAck()
 	}
+	t.lostRetransmissions()
 	if t.sacked() {
 		t.ptoAt = time.Time{} // RFC 8985 §7.2: SACKed data outstanding, no probe
 	}
@@ -218,7 +223,7 @@ func (t *TCB) onAckRecovery(acked uint32, sample time.Duration) bool {
 		// Full acknowledgment (RFC 6582 §3.2 step 3, RFC 6675 §5 (A)):
 		// cwnd = ssthresh, with a burst limit because little may be
 		// outstanding. RFC 6675 (A): the scoreboard above SND.UNA is kept.
-		t.inRecovery, t.sackRecovery = false, false
+		t.inRecovery, t.sackRecovery, t.rtxMarked = false, false, false
 		t.cc.onExitRecovery(t.now)
 		t.burst = maxBurst
 		return false
@@ -280,6 +285,30 @@ func (t *TCB) onDupAck() {
 	t.resetTLP() // RFC 8985 §7.1: fast recovery
 }
 
+// lostRetransmissions finds retransmissions of a SACK recovery that were
+// lost too. RFC 6675 sends a hole once (NextSeg () starts above HighRxt),
+// so a lost retransmission waits for the RTO. When more than
+// (DupThresh - 1) * SMSS bytes sent after the latest retransmission have
+// been SACKed while holes below HighRxt are still missing, those
+// retransmissions are deemed lost by the same rule IsLost () applies to
+// first transmissions (RFC 6675 §4), as RACK would by their send times
+// (RFC 8985 §6): HighRxt goes back to HighACK and NextSeg () rule (1)
+// sends them again. No second window reduction follows: the loss belongs
+// to the recovery already under way (RFC 5681 §3.2, RFC 6675 §5).
+func (t *TCB) lostRetransmissions() {
+	if !t.rtxMarked || !t.inRecovery || !t.sackRecovery || !t.sacked() || !t.sndUna.LessThan(t.highRxt) {
+		return
+	}
+	if t.sb.sackedIn(t.rtxMark, t.sndMax) <= uint32(dupThresh-1)*t.smss() {
+		return
+	}
+	if hs, _ := t.sb.hole(t.sndUna, t.highRxt); !hs.LessThan(t.highRxt) {
+		return // every retransmitted byte arrived
+	}
+	t.count(func(c *Counters) *atomic.Uint64 { return &c.LostRetransmits })
+	t.highRxt, t.rtxMarked = t.sndUna, false
+}
+
 // maybeEnterSACKRecovery is RFC 6675 §5 steps (1), (2) and (4) for a
 // duplicate ACK outside recovery. Step (3), Limited Transmit governed by
 // pipe, is sendRoom's.
@@ -312,7 +341,7 @@ func (t *TCB) maybeEnterSACKRecovery() {
 // (RFC 2018 §8, which RFC 6675 §5.1 keeps); later ACKs fill it again and
 // go-back-N skips what they SACK.
 func (t *TCB) exitRecoveryOnRTO() {
-	t.inRecovery, t.sackRecovery, t.dupAcks, t.rtxOne = false, false, 0, false
+	t.inRecovery, t.sackRecovery, t.dupAcks, t.rtxOne, t.rtxMarked = false, false, 0, false, false
 	t.recover = t.sndMax
 	if t.sb != nil {
 		t.sb.reset()

@@ -12,6 +12,7 @@ type Counters struct {
 	RSTsReceived             atomic.Uint64 // RSTs that reset a connection
 	Retransmits              atomic.Uint64 // data/FIN segments sent again
 	RetransmittedBytes       atomic.Uint64 // payload bytes in those segments
+	LostRetransmits          atomic.Uint64 // SACK recovery found its retransmissions lost and resent them
 	SynAckRetransmits        atomic.Uint64
 	FastRetransmits          atomic.Uint64
 	RTOs                     atomic.Uint64 // retransmission timer expiries

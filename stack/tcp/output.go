@@ -330,6 +330,7 @@ func (t *TCB) sackRecoverySend(emit func(*Segment)) {
 		if start.LessThan(end) {
 			n := t.sendRange(emit, start, min(mss, uint32(end-start)))
 			t.highRxt, t.rescueRxt = start.Add(n), start.Add(n)
+			t.rtxMark, t.rtxMarked = t.sndMax, true
 		}
 	}
 	smss := t.smss()
@@ -348,6 +349,9 @@ func (t *TCB) sackRecoverySend(emit func(*Segment)) {
 		}
 		retransmit := start.LessThan(t.sndMax)
 		n := t.sendRange(emit, start, length) // (C.1), (C.3)
+		if retransmit {
+			t.rtxMark, t.rtxMarked = t.sndMax, true
+		}
 		switch {
 		case rescue:
 			t.rescueRxt = t.recover // rule (4): RescueRxt = RecoveryPoint, HighRxt untouched

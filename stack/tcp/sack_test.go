@@ -392,3 +392,28 @@ func TestSACKRecovery_LossRightAfterRecoveryDoesNotRaiseCwnd(t *testing.T) {
 		t.Fatalf("cwnd %d after a new loss, was %d: a loss must not raise it", got, cwnd)
 	}
 }
+
+func TestSACKRecovery_LostRetransmissionIsSentAgainWithoutATimeout(t *testing.T) {
+	run := func(t *testing.T, lostCopies int) (rtos, lostRtx uint64) {
+		p := newPair(t, 11, nil)
+		p.links = [2]link{{delay: 5 * time.Millisecond}, {delay: 5 * time.Millisecond}}
+		sent := map[Seq]int{}
+		p.drop = func(from int, s *Segment) bool {
+			if from != 0 || len(s.Payload) == 0 || int(uint32(s.Seq-testISS-1))/segSize != 200 {
+				return false
+			}
+			sent[s.Seq]++
+			return sent[s.Seq] <= lostCopies // the original, then lostCopies-1 retransmissions
+		}
+		p.transfer(2<<20, 0, 10*time.Minute)
+		return p.stats[0].RTOs.Load(), p.stats[0].LostRetransmits.Load()
+	}
+	if rtos, lost := run(t, 1); rtos != 0 || lost != 0 {
+		t.Fatalf("one loss: %d RTOs, %d lost retransmissions", rtos, lost)
+	}
+	// The retransmission is lost too: data sent after it is SACKed, which
+	// shows it lost, and it goes out again at once.
+	if rtos, lost := run(t, 2); rtos != 0 || lost != 1 {
+		t.Fatalf("lost retransmission: %d RTOs, %d lost retransmissions detected; want 0 and 1", rtos, lost)
+	}
+}
