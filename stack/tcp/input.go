@@ -228,6 +228,9 @@ func (t *TCB) checkSequence(seg *Segment) bool {
 		t.drop(seg, dropTimeWaitFIN)
 		return false
 	}
+	if n := uint32(len(seg.Payload)); n > 0 && seg.Seq.Add(n).LessEq(t.rcvNxt) {
+		t.reportDuplicate(seg.Seq, seg.Seq.Add(n))
+	}
 	t.drop(seg, dropOutOfWindow)
 	return false
 }
@@ -364,6 +367,7 @@ func (t *TCB) trim(seg *Segment) (seq Seq, data []byte, fin bool) {
 			fin = false // the FIN is old too
 			cut = uint32(len(data))
 		}
+		t.reportDuplicate(seq, seq.Add(cut))
 		data, seq = data[cut:], t.rcvNxt
 	}
 	if room := uint32(t.rcvAdv - seq); uint32(len(data)) > room {

@@ -141,13 +141,35 @@ func (t *TCB) fillOptions(o *packet.TCPOptions) {
 	if t.tsOK {
 		o.TSVal, o.TSEcr, o.HasTS = t.tsNow(), t.tsRecent, true
 	}
-	if t.sackOK && t.ooo.count() > 0 {
+	if t.sackOK && (t.ooo.count() > 0 || t.dsackDue) {
 		blocks := o.SACKBlocks[:maxSACKBlocks]
 		if t.tsOK {
 			blocks = blocks[:maxSACKWithTS]
 		}
-		o.NumSACK = t.ooo.sack(blocks)
+		n := 0
+		if t.dsackDue {
+			// RFC 2883 §4: the duplicate comes first, in the first
+			// segment after it arrived only.
+			blocks[0] = packet.SACKBlock{Start: uint32(t.dsackStart), End: uint32(t.dsackEnd)}
+			n, t.dsackDue = 1, false
+		}
+		if t.ooo.count() > 0 {
+			n += t.ooo.sack(blocks[n:])
+		}
+		o.NumSACK = n
 	}
+}
+
+// reportDuplicate queues a D-SACK block (RFC 2883) for data in [start,
+// end) that had arrived before, and acknowledges at once: the sender
+// learns its retransmission was spurious (RFC 8985 §7.4.2, and the undo
+// and reordering estimates of the peer's stack).
+func (t *TCB) reportDuplicate(start, end Seq) {
+	if !t.sackOK || !start.LessThan(end) {
+		return
+	}
+	t.dsackDue, t.dsackStart, t.dsackEnd = true, start, end
+	t.ackNow = true
 }
 
 // optionsLen is how many option bytes the next data segment carries.
@@ -156,7 +178,11 @@ func (t *TCB) optionsLen() uint32 {
 	if t.tsOK {
 		n += tsOptLen
 	}
-	if k := t.ooo.count(); t.sackOK && k > 0 {
+	k := t.ooo.count()
+	if t.dsackDue {
+		k++
+	}
+	if t.sackOK && k > 0 {
 		k = min(k, maxSACKBlocks)
 		if t.tsOK {
 			k = min(k, maxSACKWithTS)

@@ -74,6 +74,7 @@ type reasmRun struct {
 	got    []byte
 	buf    []byte
 	n      int
+	dup    []packet.SACKBlock // the D-SACK block the last segment calls for (RFC 2883), if any
 }
 
 // reasmBuffers keeps the many TCBs of these tests small.
@@ -88,6 +89,10 @@ func newReasmRun(t *testing.T, stream []byte) *reasmRun {
 // segment feeds s and reports whether it lands beyond RCV.NXT.
 func (x *reasmRun) segment(s reasmSeg) (outOfOrder bool) {
 	outOfOrder = s.off > x.m.nxt
+	x.dup = nil
+	if s.off < x.m.nxt { // the part below RCV.NXT arrived before
+		x.dup = []packet.SACKBlock{{Start: uint32(x.base.Add(uint32(s.off))), End: uint32(x.base.Add(uint32(min(s.end, x.m.nxt))))}}
+	}
 	x.n++
 	seg := x.h.ack()
 	seg.Seq = x.base.Add(uint32(s.off))
@@ -101,12 +106,12 @@ func (x *reasmRun) check(step string, storedOOO bool) {
 	t := x.h.t
 	t.Helper()
 	out := x.h.take()
-	if storedOOO && len(out) == 0 {
-		t.Fatalf("%s: out-of-order segment not acknowledged at once (RFC 5681 §4.2)", step)
+	if (storedOOO || x.dup != nil) && len(out) == 0 {
+		t.Fatalf("%s: out-of-order or duplicate segment not acknowledged at once (RFC 5681 §4.2, RFC 2883)", step)
 	}
 	if len(out) > 0 {
 		a := out[len(out)-1]
-		want := x.m.blocks(x.base, maxSACKWithTS)
+		want := append(x.dup, x.m.blocks(x.base, maxSACKWithTS-len(x.dup))...)
 		got := a.Opts.SACKBlocks[:a.Opts.NumSACK]
 		if a.Ack != x.base.Add(uint32(x.m.nxt)) || !slices.Equal(got, want) {
 			t.Fatalf("%s: ACK %d SACK %v, want ACK %d SACK %v", step, a.Ack-x.base, got, x.m.nxt, want)

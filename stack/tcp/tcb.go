@@ -242,6 +242,10 @@ type TCB struct {
 	kaDue      bool // keepalive probe
 	forceSmall bool // the SWS override timer fired
 	rtxOne     bool // fast retransmit: resend one segment at SND.UNA
+	// A D-SACK block (RFC 2883) for the next ACK: data that arrived
+	// again, [dsackStart, dsackEnd).
+	dsackDue             bool
+	dsackStart, dsackEnd Seq
 
 	challengeWindow time.Time // start of the current RFC 5961 §7 second
 	challengeCount  int

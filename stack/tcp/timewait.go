@@ -46,7 +46,7 @@ func (t *TCB) freezeTimeWait() *twRecord {
 	if t.state != TimeWait || t.sndBuf.allocated() != 0 || t.sndBuf.len() != 0 ||
 		t.rcvBuf.allocated() != 0 || t.rcvBuf.len() != 0 || t.ooo != nil || t.sb != nil || t.scratch != nil ||
 		t.events != 0 || t.ackNow || t.ackPending != 0 || t.synDue || t.rstDue || t.probeDue || t.kaDue ||
-		t.forceSmall || t.rtxOne || t.tlpActive || t.tlpDue || t.tlpRearm {
+		t.forceSmall || t.rtxOne || t.dsackDue || t.tlpActive || t.tlpDue || t.tlpRearm {
 		return nil
 	}
 	tm := t.timers
