@@ -16,11 +16,20 @@ func sackBlocks(seg Segment, base Seq) [][2]uint32 {
 	return out
 }
 
-func TestDSACK_DuplicateBelowTheCumulativeACKIsReportedOnce(t *testing.T) {
-	h := established(t)
-	base := h.peerNxt
+// received100 is an ESTABLISHED harness that has received and
+// acknowledged the peer's first 100 bytes; base is their first sequence
+// number.
+func received100(t *testing.T, mod ...func(*Config)) (h *harness, base Seq) {
+	t.Helper()
+	h = established(t, mod...)
+	base = h.peerNxt
 	h.in(h.data(pattern(0, 100)))
 	h.take()
+	return h, base
+}
+
+func TestDSACK_DuplicateBelowTheCumulativeACKIsReportedOnce(t *testing.T) {
+	h, base := received100(t)
 	dup := h.ack()
 	dup.Seq, dup.Payload = base, pattern(0, 100) // the same 100 bytes again
 	h.in(dup)
@@ -36,10 +45,7 @@ func TestDSACK_DuplicateBelowTheCumulativeACKIsReportedOnce(t *testing.T) {
 }
 
 func TestDSACK_OverlapReportsTheOldPartAndKeepsTheNew(t *testing.T) {
-	h := established(t)
-	base := h.peerNxt
-	h.in(h.data(pattern(0, 100)))
-	h.take()
+	h, base := received100(t)
 	s := h.ack()
 	s.Seq, s.Payload = base.Add(60), pattern(60, 80) // [60,140): 40 old, 40 new
 	h.peerNxt = base.Add(140)
@@ -51,10 +57,7 @@ func TestDSACK_OverlapReportsTheOldPartAndKeepsTheNew(t *testing.T) {
 }
 
 func TestDSACK_ComesBeforeTheOutOfOrderBlocks(t *testing.T) {
-	h := established(t)
-	base := h.peerNxt
-	h.in(h.data(pattern(0, 100)))
-	h.take()
+	h, base := received100(t)
 	ooo := h.ack()
 	ooo.Seq, ooo.Payload = base.Add(200), pattern(200, 50)
 	h.in(ooo)
@@ -69,10 +72,7 @@ func TestDSACK_ComesBeforeTheOutOfOrderBlocks(t *testing.T) {
 }
 
 func TestDSACK_NotWithoutSACK(t *testing.T) {
-	h := established(t, func(c *Config) { c.SACK = false })
-	base := h.peerNxt
-	h.in(h.data(pattern(0, 100)))
-	h.take()
+	h, base := received100(t, func(c *Config) { c.SACK = false })
 	dup := h.ack()
 	dup.Seq, dup.Payload = base, pattern(0, 100)
 	h.in(dup)
