@@ -329,7 +329,7 @@ func (t *target) sample(l *connectLoop) (connectSample, error) {
 // connectFigures turns two samples into the figures of a connect test.
 func (t *target) connectFigures(a, b connectSample) figures {
 	n := float64(b.done - a.done)
-	f := figures{mRate: n / b.use.at.Sub(a.use.at).Seconds(), mStalled: float64(b.stalled - a.stalled)}
+	f := figures{mRate: n / b.use.at.Sub(a.use.at).Seconds()}
 	if n > 0 {
 		// Where the stacks differ: the kernel's share (two TCP connections
 		// and the TUN per relayed connection) is the same for both.
@@ -365,6 +365,7 @@ func (t *target) connect(ctx context.Context, o Options) (figures, error) {
 		return nil, err
 	}
 	f := t.connectFigures(a, b)
+	f[mStalled] = float64(l.stalled.Load() - a.stalled) // connects cut short at the end included
 	f[mFailed] = float64(l.failed.Load())
 	if n := l.failed.Load(); n > 0 {
 		return f, fmt.Errorf("%d of %d connections failed; first: %w", n, n+l.done.Load(), l.fail.get())
