@@ -231,7 +231,7 @@ func notes(o Options) []string {
 		"Machine CPU is the busy time of all CPUs (/proc/stat): clients, servers, gateway and the kernel's network processing, so it is comparable across stacks but includes anything else the machine ran meanwhile.",
 		"Memory is the gateway's resident set size (VmRSS) before and after opening the idle connections, each of which exchanged one byte first.",
 		"The connect test's clients close first, as most clients do, and reuse ports from the kernel's ephemeral range.",
-		fmt.Sprintf("In connect-reuse the server closes first, so the gateway holds TIME-WAIT toward the client (60 s on both stacks); the clients' ephemeral range is cut to %d ports and the warm-up lasts until each has been used once (at most %v), so every measured SYN reuses a 4-tuple in the gateway's TIME-WAIT. A stack that cannot reopen a connection from TIME-WAIT drops those SYNs until it ends: its clients stall, which is counted, not failed. The gateway's RSS at the end includes the connections it holds in TIME-WAIT and the garbage collector's slack.", o.ReusePorts, maxReuseWarmup),
+		fmt.Sprintf("In connect-reuse the server closes first, so the gateway holds TIME-WAIT toward the client (60 s on both stacks); the clients' ephemeral range is set to %d ports ending at 60999 (Linux's default range has 28232) and the warm-up lasts until each has been used once (at most %v), so every measured SYN reuses a 4-tuple in the gateway's TIME-WAIT. A stack that cannot reopen a connection from TIME-WAIT drops those SYNs until it ends: its clients stall, which is counted, not failed. The gateway's RSS at the end includes the connections it holds in TIME-WAIT and the garbage collector's slack.", o.ReusePorts, maxReuseWarmup),
 	}...)
 }
 
