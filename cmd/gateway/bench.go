@@ -51,8 +51,8 @@ in a loop), connect-reuse (the same with the server closing first, so that
 every SYN reuses a 4-tuple the gateway holds in TIME-WAIT), upload-1,
 download-1, upload-n, download-n (bulk throughput with CPU seconds per GB).
 --faults makes every gateway inject seeded loss, duplication, reordering
-or delay between its TUN and its stack. Every test runs for --rounds rounds; the table
-shows the median, the spread and the ratio to kernel.
+or delay between its TUN and its stack. Every test runs for --rounds
+rounds; the table shows the median, the spread and the ratio to kernel.
 
 Progress goes to standard error, the table to standard output. Needs root.
 Everything the bench starts is removed when it ends, also on Ctrl-C.
