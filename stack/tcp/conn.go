@@ -154,6 +154,12 @@ func (c *Conn) awaitEstablished(ctx context.Context) error {
 	f := c.f
 	for {
 		f.mu.Lock()
+		if c.closed {
+			// Closed before Accept returned it (only an engine-level
+			// caller can): the TCB may be frozen in TIME-WAIT by now.
+			f.mu.Unlock()
+			return net.ErrClosed
+		}
 		st, err, gone, ch := f.tcb.State(), f.tcb.Err(), f.gone, f.wait.state
 		f.mu.Unlock()
 		switch {
