@@ -487,3 +487,29 @@ func TestEngine_ClosedTimeWaitConnectionKeepsOnlyACompactRecord(t *testing.T) {
 		t.Errorf("%.0f heap bytes per TIME-WAIT connection, want at most 2000", per)
 	}
 }
+
+// A flow whose output was deferred to the end of a TUN read batch can be
+// frozen in TIME-WAIT before the batch ends (the app's Close and the
+// peer's FIN coming in between); the batch's deferred output must then
+// leave it alone.
+func TestEngine_DeferredOutputOfAFrozenFlowIsANoOp(t *testing.T) {
+	h := newPktHarness(t, nil)
+	h.activeCloseFrom(3000)
+	h.e.mu.RLock()
+	f := h.e.flows[stack.FlowID{Src: netip.AddrPortFrom(appAddr.Addr(), 3000), Dst: dstAddr}]
+	h.e.mu.RUnlock()
+	b := h.e.getBatch()
+	f.mu.Lock()
+	if f.tw == nil {
+		f.mu.Unlock()
+		t.Fatal("the flow is not frozen")
+	}
+	b.deferOutput(f)
+	f.mu.Unlock()
+	b.runDeferred(h.clock())
+	h.e.putBatch(b)
+	h.expectNone("output of a frozen flow")
+	if st := h.e.Stats(); st.States["TIME-WAIT"] != 1 {
+		t.Fatalf("states %v", st.States)
+	}
+}

@@ -132,6 +132,11 @@ func (f *flow) inputPending(seg *Segment, b *outBatch) {
 // wakes waiters, re-arms the timer and retires a finished TCB.
 func (f *flow) afterLocked(now time.Time, b *outBatch) {
 	t := f.tcb
+	if t == nil {
+		// Frozen in TIME-WAIT since its output was deferred (runDeferred):
+		// a frozen record has nothing due.
+		return
+	}
 	b.cur = f.id
 	t.Output(now, b.emitFn)
 	if !f.inTimeWait && t.State() == TimeWait {
