@@ -326,10 +326,28 @@ func (t *target) sample(l *connectLoop) (connectSample, error) {
 	return s, err
 }
 
-// connectFigures turns two samples into the figures of a connect test.
-func (t *target) connectFigures(a, b connectSample) figures {
+// measureConnects runs warm, measures for d, stops the clients and
+// returns the figures: the rate and the CPU per connection of the measured
+// time, the connects that stalled in it (those cut short at the end
+// included: a stack that answers no SYN completes nothing) and the
+// connections that failed in the whole run.
+func (t *target) measureConnects(ctx context.Context, l *connectLoop, warm func() error, d time.Duration) (figures, error) {
+	err := warm()
+	a, errA := t.sample(l)
+	if err == nil {
+		err = sleepCtx(ctx, d)
+	}
+	b, errB := t.sample(l)
+	l.Stop()
+	if err = errors.Join(err, errA, errB); err != nil {
+		return nil, err
+	}
 	n := float64(b.done - a.done)
-	f := figures{mRate: n / b.use.at.Sub(a.use.at).Seconds()}
+	f := figures{
+		mRate:    n / b.use.at.Sub(a.use.at).Seconds(),
+		mStalled: float64(l.stalled.Load() - a.stalled),
+		mFailed:  float64(l.failed.Load()),
+	}
 	if n > 0 {
 		// Where the stacks differ: the kernel's share (two TCP connections
 		// and the TUN per relayed connection) is the same for both.
@@ -338,7 +356,7 @@ func (t *target) connectFigures(a, b connectSample) figures {
 			f[mGatewayCPUConn] = (b.use.gateway - a.use.gateway).Seconds() / n * 1e6
 		}
 	}
-	return f
+	return f, nil
 }
 
 // connect runs ConnectWorkers clients, each in a loop: connect, send a
@@ -354,19 +372,10 @@ func (t *target) connect(ctx context.Context, o Options) (figures, error) {
 		return t.oneRequest(ctx, srv.Addr(), false)
 	})
 	defer l.Stop()
-	err = sleepCtx(ctx, o.warmup())
-	a, errA := t.sample(l)
-	if err == nil {
-		err = sleepCtx(ctx, o.Duration)
-	}
-	b, errB := t.sample(l)
-	l.Stop()
-	if err = errors.Join(err, errA, errB); err != nil {
+	f, err := t.measureConnects(ctx, l, func() error { return sleepCtx(ctx, o.warmup()) }, o.Duration)
+	if err != nil {
 		return nil, err
 	}
-	f := t.connectFigures(a, b)
-	f[mStalled] = float64(l.stalled.Load() - a.stalled) // connects cut short at the end included
-	f[mFailed] = float64(l.failed.Load())
 	if n := l.failed.Load(); n > 0 {
 		return f, fmt.Errorf("%d of %d connections failed; first: %w", n, n+l.done.Load(), l.fail.get())
 	}
@@ -411,21 +420,10 @@ func (t *target) connectReuse(ctx context.Context, o Options) (figures, error) {
 		return took, err
 	})
 	defer l.Stop()
-	err = t.cyclePorts(ctx, l, int64(o.ReusePorts))
-	a, errA := t.sample(l)
-	if err == nil {
-		err = sleepCtx(ctx, o.Duration)
-	}
-	b, errB := t.sample(l)
-	l.Stop()
-	if err = errors.Join(err, errA, errB); err != nil {
+	f, err := t.measureConnects(ctx, l, func() error { return t.cyclePorts(ctx, l, int64(o.ReusePorts)) }, o.Duration)
+	if err != nil {
 		return nil, err
 	}
-	f := t.connectFigures(a, b)
-	// Connects cut short at the end count as stalls if they had waited
-	// long enough: a stack that answers no SYN at all completes nothing.
-	f[mStalled] = float64(l.stalled.Load() - a.stalled)
-	f[mFailed] = float64(l.failed.Load())
 	if t.gw != nil {
 		rss, err := processRSS(t.gw.Pid())
 		if err != nil {
