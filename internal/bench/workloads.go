@@ -505,26 +505,24 @@ func (t *target) oneRequest(ctx context.Context, addr string, serverCloses bool)
 // serveOneRequest reads the request, answers, and waits for the client to
 // close first.
 func serveOneRequest(c *net.TCPConn) {
-	_ = c.SetDeadline(time.Now().Add(2 * dialTimeout))
-	req := make([]byte, len(connectRequest))
-	if _, err := io.ReadFull(c, req); err != nil {
-		return
+	if answerRequest(c) == nil {
+		_, _ = io.Copy(io.Discard, c)
 	}
-	if _, err := c.Write(connectReply); err != nil {
-		return
-	}
-	_, _ = io.Copy(io.Discard, c)
 }
 
-// serveOneRequestAndClose reads the request, answers and closes at once:
-// the server closes first.
-func serveOneRequestAndClose(c *net.TCPConn) {
+// serveOneRequestAndClose reads the request, answers and closes at once
+// (the server's caller closes c): the server closes first.
+func serveOneRequestAndClose(c *net.TCPConn) { _ = answerRequest(c) }
+
+// answerRequest reads the connect tests' request and writes the reply.
+func answerRequest(c *net.TCPConn) error {
 	_ = c.SetDeadline(time.Now().Add(2 * dialTimeout))
 	req := make([]byte, len(connectRequest))
 	if _, err := io.ReadFull(c, req); err != nil {
-		return
+		return err
 	}
-	_, _ = c.Write(connectReply)
+	_, err := c.Write(connectReply)
+	return err
 }
 
 // memory opens IdleConns connections through the gateway, each after a
