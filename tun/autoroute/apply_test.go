@@ -286,4 +286,3 @@ func TestAcquire_SecondHolderIsRefusedUntilRelease(t *testing.T) {
 	}
 	b.Release()
 }
-
