@@ -33,6 +33,14 @@ const (
 	CongestionNewReno = "newreno"
 )
 
+// Defaults of auto_route (tun.route_table, tun.rule_priority,
+// tun.route_mark): numbers no distribution's tools use.
+const (
+	DefaultRouteTable   = 2022
+	DefaultRulePriority = 9000
+	DefaultRouteMark    = 0x2022
+)
+
 // Log formats (log.format).
 const (
 	LogText = "text"
@@ -63,6 +71,30 @@ type TUN struct {
 	// Routes are sent into the device. Empty by default: the gateway never
 	// takes over the host's default route unless told to.
 	Routes []netip.Prefix `mapstructure:"routes"`
+
+	// AutoRoute captures the machine's traffic into the TUN with policy
+	// routing (tun/autoroute): routes in RouteTable, rules at RulePriority
+	// … +9, all removed again on exit. The main table is not changed.
+	AutoRoute    bool `mapstructure:"auto_route"`
+	RouteTable   int  `mapstructure:"route_table"`
+	RulePriority int  `mapstructure:"rule_priority"`
+	// RouteMark is the SO_MARK of the gateway's own sockets under
+	// auto_route when upstream.fwmark is 0; marked sockets skip the
+	// capture, so the gateway never captures itself.
+	RouteMark uint32 `mapstructure:"route_mark"`
+	// RouteInclude are the captured prefixes; RouteExclude, and with
+	// ExcludePrivate the private and link-local ranges, stay on the
+	// host's other routes.
+	RouteInclude   []netip.Prefix `mapstructure:"route_include"`
+	RouteExclude   []netip.Prefix `mapstructure:"route_exclude"`
+	ExcludePrivate bool           `mapstructure:"exclude_private"`
+	// IncludeUID limits the capture to these users' sockets; ExcludeUID
+	// exempts users. Each item is a uid ("1000") or a range ("1000-1999").
+	IncludeUID []string `mapstructure:"include_uid"`
+	ExcludeUID []string `mapstructure:"exclude_uid"`
+	// StrictRoute sends DNS to any server into the TUN and makes captured
+	// traffic fail instead of leaking when the TUN is gone.
+	StrictRoute bool `mapstructure:"strict_route"`
 }
 
 // Stack selects and tunes the userspace TCP/IP stack.
@@ -184,6 +216,20 @@ func Default() *Config {
 				netip.MustParsePrefix("2001:2::1/64"),
 			},
 			Routes: []netip.Prefix{},
+
+			AutoRoute:    false,
+			RouteTable:   DefaultRouteTable,
+			RulePriority: DefaultRulePriority,
+			RouteMark:    DefaultRouteMark,
+			RouteInclude: []netip.Prefix{
+				netip.MustParsePrefix("0.0.0.0/0"),
+				netip.MustParsePrefix("::/0"),
+			},
+			RouteExclude:   []netip.Prefix{},
+			ExcludePrivate: true,
+			IncludeUID:     []string{},
+			ExcludeUID:     []string{},
+			StrictRoute:    false,
 		},
 		Stack: Stack{
 			Kind: StackCustom,

@@ -12,6 +12,12 @@ func flagKeys() map[string]string {
 		"mtu":              "tun.mtu",
 		"tun-address":      "tun.addresses",
 		"route":            "tun.routes",
+		"auto-route":       "tun.auto_route",
+		"strict-route":     "tun.strict_route",
+		"route-include":    "tun.route_include",
+		"route-exclude":    "tun.route_exclude",
+		"include-uid":      "tun.include_uid",
+		"exclude-uid":      "tun.exclude_uid",
 		"upstream":         "upstream.kind",
 		"upstream-address": "upstream.address",
 		"fwmark":           "upstream.fwmark",
@@ -34,6 +40,12 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	fs.Int("mtu", d.TUN.MTU, "MTU of the TUN interface (tun.mtu)")
 	fs.StringSlice("tun-address", prefixStrings(d.TUN.Addresses), "address/prefix-length of the TUN; repeat or comma-separate (tun.addresses)")
 	fs.StringSlice("route", prefixStrings(d.TUN.Routes), "prefix to route into the TUN; repeat or comma-separate (tun.routes)")
+	fs.Bool("auto-route", d.TUN.AutoRoute, "capture all traffic into the TUN with policy routing, removed again on exit (tun.auto_route)")
+	fs.Bool("strict-route", d.TUN.StrictRoute, "with --auto-route: DNS to any server goes into the TUN, and captured traffic fails rather than leaks when the TUN is gone (tun.strict_route)")
+	fs.StringSlice("route-include", prefixStrings(d.TUN.RouteInclude), "with --auto-route: prefixes to capture (tun.route_include)")
+	fs.StringSlice("route-exclude", prefixStrings(d.TUN.RouteExclude), "with --auto-route: prefixes never captured (tun.route_exclude)")
+	fs.StringSlice("include-uid", d.TUN.IncludeUID, "with --auto-route: capture only these users' sockets, uid or uid-uid (tun.include_uid)")
+	fs.StringSlice("exclude-uid", d.TUN.ExcludeUID, "with --auto-route: never capture these users' sockets, uid or uid-uid (tun.exclude_uid)")
 	fs.String("upstream", d.Upstream.Kind, "how flows leave the gateway: direct, socks5 or http (upstream.kind)")
 	fs.String("upstream-address", d.Upstream.Address, "host:port of the socks5 or http proxy (upstream.address)")
 	fs.Uint32("fwmark", d.Upstream.Fwmark, "SO_MARK for upstream sockets, 0 for none (upstream.fwmark)")

@@ -149,10 +149,18 @@ func TestLoad_FlagsSetEveryMappedKey(t *testing.T) {
 		"--route=198.19.0.0/24", "--upstream=socks5", "--upstream-address=127.0.0.1:1080",
 		"--fwmark=0x10", "--bind-interface=veth0", "--connect-timeout=1m",
 		"--log-level=debug", "--log-format=json",
+		"--auto-route", "--strict-route", "--route-include=198.19.0.0/16", "--route-exclude=198.19.0.5/32,2001:2::/48",
+		"--include-uid=1000,2000-2999", "--exclude-uid=0",
 	)})
 	want := Default()
 	want.Stack.Kind = StackCustom
-	want.TUN = TUN{Name: "tg1", MTU: 1400, Addresses: prefixes("198.18.0.1/24", "2001:2::1/64", "198.18.1.1/24"), Routes: prefixes("198.19.0.0/24")}
+	want.TUN.Name, want.TUN.MTU = "tg1", 1400
+	want.TUN.Addresses = prefixes("198.18.0.1/24", "2001:2::1/64", "198.18.1.1/24")
+	want.TUN.Routes = prefixes("198.19.0.0/24")
+	want.TUN.AutoRoute, want.TUN.StrictRoute = true, true
+	want.TUN.RouteInclude = prefixes("198.19.0.0/16")
+	want.TUN.RouteExclude = prefixes("198.19.0.5/32", "2001:2::/48")
+	want.TUN.IncludeUID, want.TUN.ExcludeUID = []string{"1000", "2000-2999"}, []string{"0"}
 	want.Upstream = Upstream{Kind: UpstreamSOCKS5, Address: "127.0.0.1:1080", Fwmark: 16, BindInterface: "veth0", ConnectTimeout: time.Minute}
 	want.Log = Log{Level: "debug", Format: LogJSON}
 	if !reflect.DeepEqual(cfg, want) {

@@ -32,6 +32,7 @@ const (
 func (c *Config) Validate() error {
 	var ps problems
 	c.TUN.validate(&ps)
+	c.TUN.validateAutoRoute(&ps, &c.Upstream)
 	c.Stack.validate(&ps)
 	c.Upstream.validate(&ps, c.TUN.Name)
 	c.Proxy.validate(&ps)

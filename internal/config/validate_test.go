@@ -16,6 +16,8 @@ func prefixes(ss ...string) []netip.Prefix {
 	return out
 }
 
+func autoRoute(c *Config) { c.TUN.AutoRoute = true }
+
 func socks5(c *Config) {
 	c.Upstream.Kind = UpstreamSOCKS5
 	c.Upstream.Address = "127.0.0.1:1080"
@@ -58,6 +60,36 @@ func TestValidate_RejectsEachInvalidSetting(t *testing.T) {
 		{"zero prefix", func(c *Config) { c.TUN.Addresses = []netip.Prefix{{}} }, "tun.addresses[0]", "not a valid"},
 		{"route with host bits", func(c *Config) { c.TUN.Routes = prefixes("198.19.0.1/24") }, "tun.routes[0]", "did you mean 198.19.0.0/24?"},
 		{"duplicate route", func(c *Config) { c.TUN.Routes = prefixes("198.19.0.0/24", "198.19.0.0/24") }, "tun.routes[1]", "duplicates tun.routes[0]"},
+		{"main route table", func(c *Config) { autoRoute(c); c.TUN.RouteTable = 254 }, "tun.route_table", "reserved"},
+		{"zero route table", func(c *Config) { autoRoute(c); c.TUN.RouteTable = 0 }, "tun.route_table", "out of range"},
+		{"rule priority past main", func(c *Config) { autoRoute(c); c.TUN.RulePriority = 32760 }, "tun.rule_priority", "out of range [1, 32756]"},
+		{"zero rule priority", func(c *Config) { c.TUN.RulePriority = 0 }, "tun.rule_priority", "out of range"},
+		{"no mark under auto_route", func(c *Config) { autoRoute(c); c.TUN.RouteMark = 0 }, "tun.route_mark", "need a mark"},
+		{"empty include", func(c *Config) { autoRoute(c); c.TUN.RouteInclude = nil }, "tun.route_include", "capture nothing"},
+		{"include with host bits", func(c *Config) { autoRoute(c); c.TUN.RouteInclude = prefixes("198.19.0.1/24") }, "tun.route_include[0]", "did you mean 198.19.0.0/24?"},
+		{"exclude with host bits", func(c *Config) { autoRoute(c); c.TUN.RouteExclude = prefixes("198.19.0.1/24") }, "tun.route_exclude[0]", "did you mean"},
+		{"duplicate exclude", func(c *Config) { autoRoute(c); c.TUN.RouteExclude = prefixes("198.19.0.0/24", "198.19.0.0/24") }, "tun.route_exclude[1]", "duplicates tun.route_exclude[0]"},
+		{"include inside exclude", func(c *Config) {
+			autoRoute(c)
+			c.TUN.RouteInclude = prefixes("198.19.0.0/24")
+			c.TUN.RouteExclude = prefixes("198.18.0.0/15")
+		}, "tun.route_include[0]", "lies inside 198.18.0.0/15, excluded by tun.route_exclude[0]"},
+		{"include equals exclude", func(c *Config) {
+			autoRoute(c)
+			c.TUN.RouteInclude = prefixes("::/0")
+			c.TUN.RouteExclude = prefixes("::/0")
+		}, "tun.route_include[0]", "capture nothing"},
+		{"include inside private", func(c *Config) { autoRoute(c); c.TUN.RouteInclude = prefixes("10.1.0.0/16") }, "tun.route_include[0]", "tun.exclude_private: false"},
+		{"bad uid", func(c *Config) { autoRoute(c); c.TUN.IncludeUID = []string{"alice"} }, "tun.include_uid[0]", "not a uid"},
+		{"reversed uid range", func(c *Config) { autoRoute(c); c.TUN.ExcludeUID = []string{"0", "2000-1000"} }, "tun.exclude_uid[1]", "starts above its end"},
+		{"uid in both", func(c *Config) {
+			autoRoute(c)
+			c.TUN.IncludeUID = []string{"1000-1999"}
+			c.TUN.ExcludeUID = []string{"1500"}
+		}, "tun.include_uid[0]", "overlaps tun.exclude_uid[0]"},
+		{"strict without auto_route", func(c *Config) { c.TUN.StrictRoute = true }, "tun.strict_route", "tun.auto_route is false"},
+		{"exclude without auto_route", func(c *Config) { c.TUN.RouteExclude = prefixes("198.19.0.0/24") }, "tun.route_exclude", "tun.auto_route is false"},
+		{"exclude_uid without auto_route", func(c *Config) { c.TUN.ExcludeUID = []string{"0"} }, "tun.exclude_uid", "tun.auto_route is false"},
 		{"unknown stack", func(c *Config) { c.Stack.Kind = "lwip" }, "stack.kind", `"lwip" is not one of gvisor, custom`},
 		{"small receive buffer", func(c *Config) { c.Stack.GVisor.ReceiveBufferSize = 100 }, "stack.gvisor.receive_buffer_size", "out of range"},
 		{"negative send buffer", func(c *Config) { c.Stack.GVisor.SendBufferSize = -1 }, "stack.gvisor.send_buffer_size", "out of range"},
@@ -131,6 +163,23 @@ func TestValidate_AcceptsValidVariants(t *testing.T) {
 		{"IPv4 only with small MTU", func(c *Config) { c.TUN.Addresses = prefixes("198.18.0.1/15"); c.TUN.MTU = 576 }},
 		{"max fwmark", func(c *Config) { c.Upstream.Fwmark = 1<<32 - 1 }},
 		{"debug json log", func(c *Config) { c.Log = Log{Level: "debug", Format: LogJSON} }},
+		{"auto_route defaults", autoRoute},
+		{"auto_route without route_mark but with fwmark", func(c *Config) { autoRoute(c); c.TUN.RouteMark = 0; c.Upstream.Fwmark = 7 }},
+		{"auto_route exclude inside include", func(c *Config) {
+			autoRoute(c)
+			c.TUN.RouteExclude = prefixes("198.19.0.5/32", "2001:2:0:1::5/128")
+		}},
+		{"auto_route private include without private excludes", func(c *Config) {
+			autoRoute(c)
+			c.TUN.RouteInclude = prefixes("10.1.0.0/16")
+			c.TUN.ExcludePrivate = false
+		}},
+		{"auto_route uids", func(c *Config) {
+			autoRoute(c)
+			c.TUN.IncludeUID = []string{"1000", " 2000 - 2999 "}
+			c.TUN.ExcludeUID = []string{"0"}
+			c.TUN.StrictRoute = true
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -140,6 +189,21 @@ func TestValidate_AcceptsValidVariants(t *testing.T) {
 				t.Fatalf("Validate() = %v", err)
 			}
 		})
+	}
+}
+
+func TestSocketMark_AutoRouteMarksTheGatewaysSockets(t *testing.T) {
+	c := Default()
+	if m := c.SocketMark(); m != 0 {
+		t.Errorf("without auto_route: mark %#x, want none", m)
+	}
+	autoRoute(c)
+	if m, k := c.SocketMark(), c.MarkKey(); m != DefaultRouteMark || k != "tun.route_mark" {
+		t.Errorf("auto_route: mark %#x from %s, want tun.route_mark %#x", m, k, DefaultRouteMark)
+	}
+	c.Upstream.Fwmark = 7
+	if m, k := c.SocketMark(), c.MarkKey(); m != 7 || k != "upstream.fwmark" {
+		t.Errorf("auto_route with upstream.fwmark: mark %#x from %s, want 7 from upstream.fwmark", m, k)
 	}
 }
 
