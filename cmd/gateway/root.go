@@ -100,6 +100,7 @@ configuration error.`,
 	root.AddCommand(a.newBenchCmd())
 	root.AddCommand(a.newDemoCmd())
 	root.AddCommand(a.newConformanceCmd())
+	root.AddCommand(a.newRouteCmd(), a.newCleanupCmd())
 	return root
 }
 

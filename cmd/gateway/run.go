@@ -70,6 +70,12 @@ func (a *app) runGateway(cmd *cobra.Command, f runFlags) error {
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return nil // shut down as asked
 	}
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		// The host's state refused the configuration (auto_route's table,
+		// priorities or mark in use): a configuration error.
+		return &exitError{code: exitUsage, err: err}
+	}
 	return err
 }
 

@@ -41,9 +41,16 @@ type Options struct {
 }
 
 // Run brings the gateway up from cfg on a new TUN device and serves until
-// ctx is done, then shuts down cleanly: connections closed, TUN removed.
-func Run(ctx context.Context, cfg *config.Config, opts Options) error {
+// ctx is done, then shuts down cleanly: connections closed, TUN removed,
+// and with tun.auto_route every rule and route it added removed again.
+// Conflicts of auto_route with the host's rules are *config.Error.
+func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	log := logger(opts.Logger)
+	// Under auto_route the gateway's own sockets carry the mark that lets
+	// them skip the capture.
+	marked := *cfg
+	marked.Upstream.Fwmark = cfg.SocketMark()
+	cfg = &marked
 	if opts.Trace != "" && cfg.Stack.Kind != config.StackCustom {
 		return fmt.Errorf("gateway: --trace needs stack.kind custom (the gVisor stack has no trace hooks)")
 	}
@@ -64,6 +71,19 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}, log)
 	if err != nil {
 		return err
+	}
+	if cfg.TUN.AutoRoute {
+		ar, err := startAutoRoute(ctx, cfg, dev.Index(), log)
+		if err != nil {
+			dev.Close()
+			return err
+		}
+		// After Serve: the last RSTs to the apps still go through the TUN.
+		defer func() {
+			if rerr := ar.Close(); rerr != nil {
+				err = errors.Join(err, fmt.Errorf("gateway: auto-route: %w", rerr))
+			}
+		}()
 	}
 	var d tun.Device = dev
 	var fd *faulty.Device
