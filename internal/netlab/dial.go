@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -214,22 +215,68 @@ func (n *NS) DialContext(ctx context.Context, network, addr string) (net.Conn, e
 // errors.Is finds syscall.ECONNREFUSED, context.DeadlineExceeded or
 // net.ErrClosed (after the Lab is closed).
 func (d *Dialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	return d.dialWith(ctx, network, addr, d.NS.sockets.socket)
+}
+
+// DialAsUID is (&Dialer{NS: n}).DialContext with a socket owned by uid:
+// its sk_uid, which policy rules with `uidrange` match, is uid instead of
+// the process's, as if a process running as uid had dialled. The process
+// keeps its identity (root) and no other goroutine is affected: the socket
+// is created on a throwaway thread of the namespace whose filesystem uid
+// (the value the kernel copies into sk_uid) is set to uid. Such dials
+// bypass the socket pool and cost a thread hand-off each. uid 4294967295
+// ((uid_t)-1) is rejected.
+func (n *NS) DialAsUID(ctx context.Context, uid uint32, network, addr string) (net.Conn, error) {
+	d := Dialer{NS: n}
+	return d.dialWith(ctx, network, addr, func(_ context.Context, kind int) (int, error) {
+		return n.socketAsUID(uid, kind)
+	})
+}
+
+// socketAsUID creates a descriptor like the socket factory's, on a thread of
+// the namespace whose fsuid is uid; the thread dies afterwards (see Do), so
+// the changed fsuid never reaches other goroutines.
+func (n *NS) socketAsUID(uid uint32, kind int) (int, error) {
+	if uid == math.MaxUint32 {
+		return -1, fmt.Errorf("socket as uid %d: not a valid uid", uid)
+	}
+	fd := -1
+	err := n.Do(func() error {
+		// setfsuid(2) reports no errors; asking with the invalid uid -1
+		// returns the current fsuid without changing it.
+		unix.SetfsuidRetUid(int(uid))
+		if got, _ := unix.SetfsuidRetUid(-1); got != int(uid) {
+			return fmt.Errorf("socket as uid %d: setfsuid left fsuid %d", uid, got)
+		}
+		var err error
+		fd, err = newSocket(kind)
+		return err
+	})
+	return fd, err
+}
+
+// dialWith is DialContext with the descriptor taken from socket.
+func (d *Dialer) dialWith(ctx context.Context, network, addr string, socket socketFunc) (net.Conn, error) {
 	target, err := parseTarget(network, addr)
 	if err != nil {
 		return nil, fmt.Errorf("netlab: %s: %w", d.NS.Name, &net.OpError{Op: "dial", Net: network, Err: err})
 	}
-	c, err := d.dial(ctx, target)
+	c, err := d.dial(ctx, target, socket)
 	if err != nil {
 		return nil, fmt.Errorf("netlab: %s: %w", d.NS.Name, &net.OpError{Op: "dial", Net: network, Addr: target.netAddr(), Err: err})
 	}
 	return c, nil
 }
 
-func (d *Dialer) dial(ctx context.Context, t target) (net.Conn, error) {
+// socketFunc returns a new non-blocking, close-on-exec descriptor of a
+// socket kind, created in the dialer's namespace and owned by the caller.
+type socketFunc func(ctx context.Context, kind int) (int, error)
+
+func (d *Dialer) dial(ctx context.Context, t target, socket socketFunc) (net.Conn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	fd, err := d.NS.sockets.socket(ctx, t.kind())
+	fd, err := socket(ctx, t.kind())
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package netlab
 import (
 	"context"
 	"errors"
+	"math"
 	"net"
 	"net/netip"
 	"sync"
@@ -14,10 +15,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func families() []struct{ name, server, refuse, blackhole, client string } {
-	return []struct{ name, server, refuse, blackhole, client string }{
-		{"ipv4", ServerAddr4, RefuseAddr4, BlackholeAddr4, ClientVethAddr4},
-		{"ipv6", ServerAddr6, RefuseAddr6, BlackholeAddr6, ClientVethAddr6},
+// family holds one IP family's addresses of the topology. offLink is an
+// address in the lab's ranges that nobody owns and no connected route
+// covers, so only a default route leads to it.
+type family struct {
+	name, digit                                     string // "ipv4", "4"
+	server, alt, refuse, blackhole, client, offLink string
+}
+
+func families() []family {
+	return []family{
+		{"ipv4", "4", ServerAddr4, AltServerAddr4, RefuseAddr4, BlackholeAddr4, ClientVethAddr4, "198.18.77.7"},
+		{"ipv6", "6", ServerAddr6, AltServerAddr6, RefuseAddr6, BlackholeAddr6, ClientVethAddr6, "2001:2:0:77::7"},
 	}
 }
 
@@ -65,6 +74,35 @@ func TestDial_RefusingAddressIsRefusedQuickly(t *testing.T) {
 			}
 			if d := time.Since(start); d > time.Second {
 				t.Errorf("refusal took %v, want well under 1s", d)
+			}
+		})
+	}
+}
+
+func TestDial_AltServerAddressServesItsOwnListeners(t *testing.T) {
+	l := newTestLab(t)
+	for _, fam := range families() {
+		t.Run(fam.name, func(t *testing.T) {
+			ctx := testContext(t, 5*time.Second)
+			addr := listenEcho(t, l, fam.alt)
+			c, err := l.Client().DialContext(ctx, "tcp", addr)
+			if err != nil {
+				t.Fatalf("dial %s: %v", addr, err)
+			}
+			defer c.Close()
+			if got := c.RemoteAddr().String(); got != addr {
+				t.Errorf("RemoteAddr = %s, want %s", got, addr)
+			}
+			assertEcho(t, c)
+
+			// A listener on the main server address does not answer on the
+			// second one: they are distinct destinations.
+			_, port, _ := net.SplitHostPort(listenEcho(t, l, fam.server))
+			if c, err := l.Client().DialContext(ctx, "tcp", net.JoinHostPort(fam.alt, port)); !errors.Is(err, syscall.ECONNREFUSED) {
+				if err == nil {
+					c.Close()
+				}
+				t.Errorf("dial %s port %s of the server address = %v, want ECONNREFUSED", fam.alt, port, err)
 			}
 		})
 	}
@@ -208,6 +246,105 @@ func socketMark(t testing.TB, c syscall.Conn) int {
 		t.Fatal(serr)
 	}
 	return mark
+}
+
+// Policy routing by socket owner, for TestDialAsUID: sockets of uidRouted
+// look up uidTable, where the servers are unreachable.
+const (
+	uidRouted   = 4242
+	uidTable    = 4242
+	uidPriority = 50
+)
+
+// blockServersForUID makes C's servers unreachable for sockets owned by uid
+// only: "uidrange uid-uid lookup uidTable" with unreachable host routes to
+// ServerAddr4 and ServerAddr6 in that table. The Lab's Close removes them.
+func blockServersForUID(t testing.TB, l *Lab, uid uint32) {
+	t.Helper()
+	h := l.Client().Netlink()
+	for _, fam := range []struct {
+		family int
+		dst    string
+	}{{netlink.FAMILY_V4, ServerAddr4 + "/32"}, {netlink.FAMILY_V6, ServerAddr6 + "/128"}} {
+		_, dst, err := net.ParseCIDR(fam.dst)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.RouteAdd(&netlink.Route{Dst: dst, Table: uidTable, Type: unix.RTN_UNREACHABLE}); err != nil {
+			t.Fatalf("unreachable %s table %d: %v", fam.dst, uidTable, err)
+		}
+		r := netlink.NewRule()
+		r.Family = fam.family
+		r.Priority = uidPriority
+		r.Table = uidTable
+		r.UIDRange = netlink.NewRuleUIDRange(uid, uid)
+		if err := h.RuleAdd(r); err != nil {
+			t.Fatalf("add rule %s: %v", r, err)
+		}
+	}
+}
+
+func TestDialAsUID_SocketIsOwnedByUIDForPolicyRouting(t *testing.T) {
+	l := newTestLab(t)
+	blockServersForUID(t, l, uidRouted)
+	for _, fam := range families() {
+		t.Run(fam.name, func(t *testing.T) {
+			ctx := testContext(t, 5*time.Second)
+			addrs := map[string]string{
+				"tcp": listenEcho(t, l, fam.server),
+				"udp": net.JoinHostPort(fam.server, "9"),
+			}
+			for _, proto := range []string{"tcp", "udp"} {
+				network, addr := proto+fam.digit, addrs[proto]
+				c, err := l.Client().DialAsUID(ctx, uidRouted, network, addr)
+				if err == nil {
+					c.Close()
+					t.Fatalf("DialAsUID(%d, %s, %s) succeeded despite the uidrange rule", uidRouted, network, addr)
+				}
+				// An unreachable route answers EHOSTUNREACH in both families.
+				var opErr *net.OpError
+				if !errors.Is(err, syscall.EHOSTUNREACH) || !errors.As(err, &opErr) || opErr.Op != "dial" {
+					t.Errorf("DialAsUID(%d, %s, %s) = %v, want a dial *net.OpError with EHOSTUNREACH", uidRouted, network, addr, err)
+				}
+
+				// Neither another uid nor the process's own (root) is routed
+				// by the rule.
+				other, err := l.Client().DialAsUID(ctx, uidRouted+1, proto, addr)
+				if err != nil {
+					t.Fatalf("DialAsUID(%d, %s, %s): %v", uidRouted+1, proto, addr, err)
+				}
+				defer other.Close()
+				own, err := l.Client().DialContext(ctx, network, addr)
+				if err != nil {
+					t.Fatalf("DialContext(%s, %s) after DialAsUID: %v", network, addr, err)
+				}
+				defer own.Close()
+				if proto == "tcp" {
+					if _, ok := other.(*net.TCPConn); !ok {
+						t.Errorf("conn is %T, want *net.TCPConn", other)
+					}
+					assertEcho(t, other)
+					assertEcho(t, own)
+				} else if _, ok := other.(*net.UDPConn); !ok {
+					t.Errorf("conn is %T, want *net.UDPConn", other)
+				}
+			}
+		})
+	}
+}
+
+func TestDialAsUID_RejectsInvalidUIDAndNetwork(t *testing.T) {
+	l := newTestLab(t)
+	ctx := testContext(t, 5*time.Second)
+	addr := listenEcho(t, l, ServerAddr4)
+	if c, err := l.Client().DialAsUID(ctx, math.MaxUint32, "tcp", addr); err == nil {
+		c.Close()
+		t.Error("DialAsUID with uid (uid_t)-1 succeeded")
+	}
+	if c, err := l.Client().DialAsUID(ctx, 1000, "ip4", addr); err == nil {
+		c.Close()
+		t.Error(`DialAsUID over network "ip4" succeeded`)
+	}
 }
 
 func TestDial_ManyConcurrentDialsSucceed(t *testing.T) {

@@ -6,7 +6,10 @@
 //	ns C (client + gateway)                  ns S (servers)
 //	  vc-ID 198.19.0.1/24 2001:2:0:1::1/64 ═══ vs-ID 198.19.0.2/24 2001:2:0:1::2/64
 //	                                            + 198.19.0.3, 2001:2:0:1::3 (refusing)
+//	                                            + 198.19.0.5, 2001:2:0:1::5 (second server)
 //	  198.19.0.4, 2001:2:0:1::4 (blackhole: permanent neighbour, unowned MAC)
+//	  with Options.DefaultRoute:
+//	  default via 198.19.0.2 / 2001:2:0:1::2 dev vc-ID (main table)
 //
 // RouteViaTUN sends every unmarked packet of C into a TUN device, while
 // sockets carrying SO_MARK Fwmark keep using the main table and leave over the
@@ -14,7 +17,9 @@
 // still reaches the servers in S.
 //
 // Every address lies in the benchmark ranges 198.18.0.0/15 and 2001:2::/48;
-// nothing a Lab does can reach beyond its own namespaces.
+// nothing a Lab does can reach beyond its own namespaces: the veth is their
+// only link, and S never forwards (ip_forward and IPv6 forwarding are 0
+// there), so what C sends along a default route ends in S.
 package netlab
 
 import (
@@ -34,10 +39,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Addresses of the topology. Clients in C reach servers on ServerAddr4/6;
-// RefuseAddr4/6 are owned by S but nothing listens there, so S answers every
-// SYN with a RST; BlackholeAddr4/6 resolve to a MAC nobody owns, so packets
-// leave C and are silently dropped by S.
+// Addresses of the topology. Clients in C reach servers on ServerAddr4/6
+// and AltServerAddr4/6 (a second address of S, for tests that need two
+// distinct destinations); RefuseAddr4/6 are owned by S but nothing listens
+// there, so S answers every SYN with a RST; BlackholeAddr4/6 resolve to a
+// MAC nobody owns, so packets leave C and are silently dropped by S.
 const (
 	ClientVethAddr4 = "198.19.0.1"
 	ClientVethAddr6 = "2001:2:0:1::1"
@@ -47,6 +53,8 @@ const (
 	RefuseAddr6     = "2001:2:0:1::3"
 	BlackholeAddr4  = "198.19.0.4"
 	BlackholeAddr6  = "2001:2:0:1::4"
+	AltServerAddr4  = "198.19.0.5"
+	AltServerAddr6  = "2001:2:0:1::5"
 
 	// VethPrefixLen4 and VethPrefixLen6 are the prefix lengths of the veth
 	// link's subnets (198.19.0.0/24 and 2001:2:0:1::/64).
@@ -96,6 +104,17 @@ type Options struct {
 	MTU int
 	// Logger receives debug lines about setup and teardown; nil discards.
 	Logger *slog.Logger
+	// DefaultRoute gives C default routes in its main table via S over the
+	// veth (default via ServerAddr4 and via ServerAddr6, dev ClientVeth), as
+	// on a machine whose default route is its LAN interface. Without it C
+	// only has routes to the veth's subnets, and dialling anything else fails
+	// with ENETUNREACH. S does not forward, so packets along these routes to
+	// addresses S does not own are dropped there. RouteViaTUN's rules are
+	// looked up before the main table, so they still send unmarked traffic
+	// into the TUN; marked sockets now also reach off-link addresses (into
+	// S). The kernel deletes these routes, like every route through the
+	// veth, when the veth is set down; New installs them only once.
+	DefaultRoute bool
 }
 
 // Lab is a client namespace C and a server namespace S joined by a veth
@@ -105,6 +124,8 @@ type Lab struct {
 	prefix string
 	mtu    int
 	log    *slog.Logger
+
+	defaultRoute bool // Options.DefaultRoute
 
 	client *NS
 	server *NS
@@ -145,7 +166,7 @@ func New(opts Options) (*Lab, error) {
 }
 
 func newLab(opts Options) (*Lab, error) {
-	l := &Lab{prefix: opts.Name, mtu: opts.MTU, log: opts.Logger}
+	l := &Lab{prefix: opts.Name, mtu: opts.MTU, log: opts.Logger, defaultRoute: opts.DefaultRoute}
 	if l.prefix == "" {
 		l.prefix = DefaultPrefix
 	}
@@ -175,11 +196,16 @@ func (l *Lab) build() error {
 	if err := l.client.writeSysctls(nsSysctls()); err != nil {
 		return err
 	}
-	if err := l.server.writeSysctls(nsSysctls()); err != nil {
+	if err := l.server.writeSysctls(append(nsSysctls(), serverSysctls()...)); err != nil {
 		return err
 	}
 	if err := l.wire(); err != nil {
 		return err
+	}
+	if l.defaultRoute {
+		if err := l.addDefaultRoutes(); err != nil {
+			return err
+		}
 	}
 	if err := l.client.startSockets(); err != nil {
 		return err
@@ -335,14 +361,17 @@ func clientAddrs() []string {
 	}
 }
 
-// serverAddrs includes the refusing addresses as host routes so that S
-// answers for them (RST) without them being reachable by other means.
+// serverAddrs includes the refusing and the second server addresses as host
+// addresses (/32, /128): they lie inside the veth's subnets, which C already
+// reaches on-link, so S only needs to own them to answer (RST or accept).
 func serverAddrs() []string {
 	return []string{
 		fmt.Sprintf("%s/%d", ServerAddr4, VethPrefixLen4),
 		fmt.Sprintf("%s/%d", ServerAddr6, VethPrefixLen6),
 		RefuseAddr4 + "/32",
 		RefuseAddr6 + "/128",
+		AltServerAddr4 + "/32",
+		AltServerAddr6 + "/128",
 	}
 }
 

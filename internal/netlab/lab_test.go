@@ -232,6 +232,12 @@ func TestClosedLab_RefusesDoDialListenAndRouting(t *testing.T) {
 	if _, err := l.Client().DialContext(testContext(t, 5*time.Second), "tcp", ServerAddr4+":80"); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("DialContext after Close = %v, want net.ErrClosed", err)
 	}
+	if _, err := l.Client().DialAsUID(testContext(t, 5*time.Second), 1000, "tcp", ServerAddr4+":80"); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("DialAsUID after Close = %v, want net.ErrClosed", err)
+	}
+	if _, err := l.Client().RoutingSnapshot(); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("RoutingSnapshot after Close = %v, want net.ErrClosed", err)
+	}
 	if _, err := l.Server().Listen("tcp", ServerAddr4+":0"); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Listen after Close = %v, want net.ErrClosed", err)
 	}

@@ -173,6 +173,19 @@ func nsSysctls() []sysctl {
 	}
 }
 
+// serverSysctls keep S from forwarding whatever C sends along a default
+// route. They are set explicitly because a new namespace copies IPv4's
+// conf/all settings, ip_forward among them, from the initial namespace
+// (net.core.devconf_inherit_init_net=0, the default): on a host that
+// forwards, S would too. IPv6 starts from defaults, set anyway for clarity.
+func serverSysctls() []sysctl {
+	return []sysctl{
+		{"net/ipv4/ip_forward", "0"},
+		{"net/ipv6/conf/all/forwarding", "0"},
+		{"net/ipv6/conf/default/forwarding", "0"},
+	}
+}
+
 // writeSysctls sets the namespace's own copies of the settings; /proc/sys/net
 // shows the namespace of the thread that opens it, hence Do.
 func (n *NS) writeSysctls(settings []sysctl) error {

@@ -150,3 +150,38 @@ func bypassRules() []*netlink.Rule {
 	}
 	return rules
 }
+
+// addDefaultRoutes installs Options.DefaultRoute's routes in C's main table.
+// It runs after wire has waited for the veth: both families refuse a
+// gateway no route leads to (ENETUNREACH, EHOSTUNREACH for IPv6), and the
+// veth's connected routes exist only while it is up. For IPv6 the gateway is
+// S's global address on the connected /64, which works like a link-local
+// one would.
+func (l *Lab) addDefaultRoutes() error {
+	link, err := l.client.nl.LinkByName(l.vethC)
+	if err != nil {
+		return fmt.Errorf("netlab: %s: find %s: %w", l.client.Name, l.vethC, err)
+	}
+	for _, r := range defaultRoutes(link.Attrs().Index) {
+		if err := l.client.nl.RouteAdd(r); err != nil {
+			return fmt.Errorf("netlab: %s: route default via %s dev %s: %w", l.client.Name, r.Gw, l.vethC, err)
+		}
+	}
+	l.log.Debug("netlab: default routes via S", "ns", l.client.Name, "dev", l.vethC)
+	return nil
+}
+
+func defaultRoutes(linkIndex int) []*netlink.Route {
+	return []*netlink.Route{
+		{
+			LinkIndex: linkIndex,
+			Dst:       &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+			Gw:        net.ParseIP(ServerAddr4).To4(),
+		},
+		{
+			LinkIndex: linkIndex,
+			Dst:       &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)},
+			Gw:        net.ParseIP(ServerAddr6),
+		},
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,16 +68,16 @@ func openTUN(t testing.TB, l *Lab, name string, up bool) *os.File {
 	return tun
 }
 
-// readUDPFromTUN reads packets from the TUN until a UDP datagram to dst with
-// the payload arrives.
-func readUDPFromTUN(t testing.TB, tun *os.File, dst netip.AddrPort, payload string) {
+// readUDPFrom reads IP packets from f (a TUN or a packet socket) until a
+// UDP datagram to dst with the payload arrives.
+func readUDPFrom(t testing.TB, f *os.File, dst netip.AddrPort, payload string) {
 	t.Helper()
-	tun.SetReadDeadline(time.Now().Add(3 * time.Second))
+	f.SetReadDeadline(time.Now().Add(3 * time.Second))
 	buf := make([]byte, 65536)
 	for {
-		n, err := tun.Read(buf)
+		n, err := f.Read(buf)
 		if err != nil {
-			t.Fatalf("no UDP datagram to %s on the TUN: %v", dst, err)
+			t.Fatalf("no UDP datagram to %s on %s: %v", dst, f.Name(), err)
 		}
 		if to, data, ok := parseUDP(buf[:n]); ok && to == dst && string(data) == payload {
 			return
@@ -124,7 +125,7 @@ func TestRouteViaTUN_UnmarkedTrafficEntersTUNMarkedUsesVeth(t *testing.T) {
 			if _, err := c.Write([]byte("unmarked " + fam.name)); err != nil {
 				t.Fatal(err)
 			}
-			readUDPFromTUN(t, tun, dst, "unmarked "+fam.name)
+			readUDPFrom(t, tun, dst, "unmarked "+fam.name)
 
 			assertUDPReachesServer(t, l, marked, fam.server)
 			mc, err := marked.DialContext(ctx, "tcp", listenEcho(t, l, fam.server))
@@ -203,7 +204,7 @@ func TestRouteViaTUN_WaitsForTUNToAppear(t *testing.T) {
 	if _, err := c.Write([]byte("late tun")); err != nil {
 		t.Fatal(err)
 	}
-	readUDPFromTUN(t, tun, dst, "late tun")
+	readUDPFrom(t, tun, dst, "late tun")
 }
 
 func TestRouteViaTUN_GivesUpWhenTUNStaysDownOrMissing(t *testing.T) {
@@ -232,3 +233,86 @@ func assertNoTableRules(t testing.TB, l *Lab) {
 		}
 	}
 }
+
+func TestNew_DefaultRouteSendsOffLinkTrafficToSAndNoFurther(t *testing.T) {
+	l := newTestLabOpts(t, Options{Name: testPrefix, DefaultRoute: true})
+	link, err := l.Client().Netlink().LinkByName(l.ClientVeth())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
+		if v, err := l.Server().Sysctl(key); err != nil || v != "0" {
+			t.Errorf("S %s = %q, %v; want 0 (S must not forward)", key, v, err)
+		}
+	}
+	for _, fam := range families() {
+		t.Run(fam.name, func(t *testing.T) {
+			routes, err := l.Client().Netlink().RouteGet(net.ParseIP(fam.offLink))
+			if err != nil {
+				t.Fatalf("route get %s in C: %v", fam.offLink, err)
+			}
+			if len(routes) != 1 || !routes[0].Gw.Equal(net.ParseIP(fam.server)) || routes[0].LinkIndex != link.Attrs().Index {
+				t.Errorf("route to %s = %v, want via %s dev %s", fam.offLink, routes, fam.server, l.ClientVeth())
+			}
+
+			// The datagram must really leave C towards S's MAC, which needs
+			// neighbour resolution of the gateway (ND for IPv6).
+			capture := captureOnServerVeth(t, l)
+			dst := netip.AddrPortFrom(netip.MustParseAddr(fam.offLink), 9)
+			c, err := l.Client().DialContext(testContext(t, 5*time.Second), "udp", dst.String())
+			if err != nil {
+				t.Fatalf("dial %s along the default route: %v", dst, err)
+			}
+			defer c.Close()
+			if _, err := c.Write([]byte("off-link " + fam.name)); err != nil {
+				t.Fatal(err)
+			}
+			readUDPFrom(t, capture, dst, "off-link "+fam.name)
+		})
+	}
+}
+
+func TestNew_WithoutDefaultRouteOffLinkIsUnreachable(t *testing.T) {
+	l := newTestLab(t)
+	for _, fam := range families() {
+		c, err := l.Client().DialContext(testContext(t, 5*time.Second), "udp", net.JoinHostPort(fam.offLink, "9"))
+		if err == nil {
+			c.Close()
+		}
+		if !errors.Is(err, syscall.ENETUNREACH) {
+			t.Errorf("%s: dial %s = %v, want ENETUNREACH", fam.name, fam.offLink, err)
+		}
+	}
+}
+
+// captureOnServerVeth opens a packet socket on S's veth that reads IP
+// packets as they arrive, without link-layer header (so readUDPFrom can
+// parse them); it is closed when the test ends.
+func captureOnServerVeth(t testing.TB, l *Lab) *os.File {
+	t.Helper()
+	link, err := l.Server().Netlink().LinkByName(l.ServerVeth())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proto := int(htons(unix.ETH_P_ALL))
+	var f *os.File
+	err = l.Server().Do(func() error {
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
+		if err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: link.Attrs().Index}); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		f = os.NewFile(uintptr(fd), "packet socket on "+l.ServerVeth())
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("packet socket on %s: %v", l.ServerVeth(), err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }

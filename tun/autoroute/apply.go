@@ -66,7 +66,9 @@ func Check(h *netlink.Handle, p *Plan, mark uint32) error {
 			}
 			return &ConflictError{FieldPriority, fmt.Sprintf("priorities %d–%d are needed, and %d is already used by %s (%s)",
 				p.Priority, p.Priority+BlockSize-1, r.Priority, by, desc)}
-		case mark != 0 && r.Mark == mark:
+		case mark != 0 && r.Mark == mark && r.Protocol != Protocol:
+			// Another tungate's mark rule means what ours means: its
+			// sockets skip its capture. Anyone else's is a collision.
 			return &ConflictError{FieldMark, fmt.Sprintf("mark %#x is already used by a rule tungate did not add (%s)", mark, desc)}
 		}
 	}

@@ -248,6 +248,11 @@ func TestCheck_NamesTheConflictingField(t *testing.T) {
 	if err := Check(l.h, p, 0x2022); err != nil {
 		t.Errorf("Check on a clean namespace: %v", err)
 	}
+	// Another tungate's block elsewhere, with the same mark, is no conflict.
+	run(t, "ip", "-n", ns, "rule", "add", "priority", "8000", "fwmark", "0x2022", "goto", "8009", "table", "3000", "protocol", fmt.Sprint(Protocol))
+	if err := Check(l.h, p, 0x2022); err != nil {
+		t.Errorf("Check with another tungate's mark rule: %v", err)
+	}
 }
 
 func TestInstall_FailureHalfwayRemovesWhatItAdded(t *testing.T) {
