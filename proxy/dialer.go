@@ -48,11 +48,28 @@ func NewDirect(o DirectOptions) Dialer {
 	// per connection.
 	dd := &direct{d: net.Dialer{KeepAlive: -1}}
 	if o.Fwmark != 0 || o.BindInterface != "" {
-		dd.d.Control = func(network, address string, c syscall.RawConn) error {
-			return controlSocket(c, o)
-		}
+		dd.d.Control = o.control
+		// The lookups of host names this dialer connects to are the
+		// gateway's own traffic too: marked and bound like the rest, so
+		// that policy routing keeps them out of the TUN.
+		dd.d.Resolver = o.Resolver()
 	}
 	return dd
+}
+
+// Resolver returns a resolver whose DNS sockets are marked and bound as o
+// says (Go's own resolver, reading /etc/resolv.conf); with neither set, the
+// default resolver.
+func (o DirectOptions) Resolver() *net.Resolver {
+	if o.Fwmark == 0 && o.BindInterface == "" {
+		return net.DefaultResolver
+	}
+	d := net.Dialer{Control: o.control}
+	return &net.Resolver{PreferGo: true, Dial: d.DialContext}
+}
+
+func (o DirectOptions) control(network, address string, c syscall.RawConn) error {
+	return controlSocket(c, o)
 }
 
 func (d *direct) DialContext(ctx context.Context, network, address string) (net.Conn, error) {

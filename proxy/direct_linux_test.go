@@ -57,6 +57,38 @@ func TestDirect_MarksAndBindsTCPAndUDPSockets(t *testing.T) {
 	}
 }
 
+func TestDirectOptions_ResolverMarksItsDNSSockets(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: SO_MARK needs CAP_NET_ADMIN")
+	}
+	r := proxy.DirectOptions{Fwmark: 0x2a}.Resolver()
+	if r == net.DefaultResolver || r.Dial == nil {
+		t.Fatal("a marking DirectOptions gives the default resolver")
+	}
+	udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	for _, tc := range []struct{ network, addr string }{
+		{"udp", udp.LocalAddr().String()},
+		{"tcp", listenTCP(t).Addr().String()},
+	} {
+		c, err := r.Dial(context.Background(), tc.network, tc.addr)
+		if err != nil {
+			t.Fatalf("resolver dial %s: %v", tc.network, err)
+		}
+		mark, _ := sockopts(t, c)
+		c.Close()
+		if mark != 0x2a {
+			t.Errorf("resolver's %s socket: mark %#x, want 0x2a", tc.network, mark)
+		}
+	}
+	if (proxy.DirectOptions{}).Resolver() != net.DefaultResolver {
+		t.Error("unmarked DirectOptions: want the default resolver")
+	}
+}
+
 func TestDirect_UnsetOptionsLeaveSocketUnmarked(t *testing.T) {
 	c, err := proxy.NewDirect(proxy.DirectOptions{}).DialContext(context.Background(), "tcp", listenTCP(t).Addr().String())
 	if err != nil {

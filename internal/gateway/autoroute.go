@@ -43,7 +43,8 @@ func AutoRoutePlan(cfg *config.Config, upstreams []netip.Addr) (*autoroute.Plan,
 
 // UpstreamAddrs are the addresses of the configured upstream proxy: its IP
 // literal, or what its host name resolves to now, before anything is
-// captured. A direct upstream has none. A name that does not resolve is
+// captured, looked up with the upstream sockets' mark. A direct upstream
+// has none. A name that does not resolve is
 // not an error here (the gateway's marked sockets skip the capture anyway);
 // the returned error says so for the log.
 func UpstreamAddrs(ctx context.Context, up config.Upstream) ([]netip.Addr, error) {
@@ -59,7 +60,7 @@ func UpstreamAddrs(ctx context.Context, up config.Upstream) ([]netip.Addr, error
 	}
 	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	addrs, err := directOptions(up).Resolver().LookupNetIP(ctx, "ip", host)
 	if err != nil {
 		return nil, fmt.Errorf("resolve upstream.address %q: %w", host, err)
 	}
