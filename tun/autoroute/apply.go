@@ -57,6 +57,11 @@ func Check(h *netlink.Handle, p *Plan, mark uint32) error {
 		}
 		desc := describeRule(&r)
 		switch {
+		case r.Table == p.Table && r.Protocol == Protocol:
+			// Outside the block: left by a run with another rule_priority
+			// (a live one would hold the table's lock).
+			return &ConflictError{FieldTable, fmt.Sprintf("table %d is used by a rule an earlier tungate run with another tun.rule_priority left behind (%s); "+
+				"remove it with gateway cleanup and that priority", p.Table, desc)}
 		case r.Table == p.Table:
 			return &ConflictError{FieldTable, fmt.Sprintf("table %d is already used by a rule tungate did not add (%s)", p.Table, desc)}
 		case r.Priority >= p.Priority && r.Priority < p.Priority+BlockSize:

@@ -232,6 +232,7 @@ func TestCheck_NamesTheConflictingField(t *testing.T) {
 		{[]string{"-6", "rule", "add", "priority", "9009", "lookup", "main"}, []string{"-6", "rule", "del", "priority", "9009"}, FieldPriority},
 		{[]string{"rule", "add", "priority", "200", "fwmark", "0x2022", "lookup", "main"}, []string{"rule", "del", "priority", "200"}, FieldMark},
 		{[]string{"rule", "add", "priority", "9003", "lookup", "3000", "protocol", fmt.Sprint(Protocol)}, []string{"rule", "del", "priority", "9003"}, FieldPriority},
+		{[]string{"rule", "add", "priority", "7000", "lookup", "2022", "protocol", fmt.Sprint(Protocol)}, []string{"rule", "del", "priority", "7000"}, FieldTable},
 	} {
 		run(t, "ip", append([]string{"-n", ns}, c.add...)...)
 		before := l.state(t)
