@@ -253,15 +253,6 @@ var (
 
 func hostPort(host string, port string) string { return net.JoinHostPort(host, port) }
 
-func portOf(t *testing.T, addr string) string {
-	t.Helper()
-	_, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return port
-}
-
 // TestAutoRoute_CapturesTCPAndUDP: with --auto-route alone, the client's
 // kernel TCP and UDP to a server, IPv4 and IPv6, leave through the TUN
 // (their source is the TUN's address) and work; both stacks.
