@@ -20,7 +20,7 @@ func TestRoutePlan_PrintsTheDefaultPlanWithoutAutoRouteSet(t *testing.T) {
 	for _, want := range []string{
 		"SO_MARK 0x2022 (tun.route_mark)",
 		"ip -4 rule add priority 9000 fwmark 0x2022 goto 9009 table 2022 protocol 116",
-		"ip -6 rule add priority 9005 lookup 2022 protocol 116",
+		"ip -6 rule add priority 9007 lookup 2022 protocol 116",
 		"ip -4 route add 0.0.0.0/0 dev tungate0 table 2022 protocol 116",
 		"ip -6 route add ::/0 dev tungate0 table 2022 protocol 116",
 	} {

@@ -88,6 +88,9 @@ func (t *TUN) validateAutoRoute(ps *problems, up *Upstream) {
 		checkDuplicate(ps, key, "tun.route_exclude", t.RouteExclude[:i], p)
 	}
 	t.checkIncludeNotExcluded(ps)
+	if t.AutoRoute {
+		t.checkIncludeHasSource(ps)
+	}
 	include := t.checkUIDs(ps, "tun.include_uid", t.IncludeUID)
 	exclude := t.checkUIDs(ps, "tun.exclude_uid", t.ExcludeUID)
 	for i, a := range include {
@@ -129,6 +132,23 @@ func (t *TUN) checkIncludeNotExcluded(ps *problems) {
 				break
 			}
 		}
+	}
+}
+
+// checkIncludeHasSource rejects capturing a family the TUN has no address
+// of: the captured sockets would take another interface's address as their
+// source and leave by it after the first packet.
+func (t *TUN) checkIncludeHasSource(ps *problems) {
+	for i, in := range t.RouteInclude {
+		v6 := in.Addr().Is6()
+		if !in.IsValid() || slices.ContainsFunc(t.Addresses, func(a netip.Prefix) bool { return a.Addr().Is6() == v6 }) {
+			continue
+		}
+		fam := "IPv4"
+		if v6 {
+			fam = "IPv6"
+		}
+		ps.add(fmt.Sprintf("tun.route_include[%d]", i), "%s is %s but tun.addresses has no %s address to be the captured flows' source; add one or remove the prefix", in, fam, fam)
 	}
 }
 

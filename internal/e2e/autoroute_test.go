@@ -337,6 +337,38 @@ func TestAutoRoute_ExcludedPrefixAndUIDBypass(t *testing.T) {
 	}
 }
 
+// TestAutoRoute_InboundConnectionsStillWork: a connection that comes in
+// over the veth (ssh to the machine, a forwarded port) is answered from the
+// veth's address, and its replies are not captured into the TUN.
+func TestAutoRoute_InboundConnectionsStillWork(t *testing.T) {
+	lab, _ := autoRouteLab(t)
+	p := startAutoRoute(t, lab, nil)
+	defer p.term(t)
+	for _, host := range []string{netlab.ClientVethAddr4, netlab.ClientVethAddr6} {
+		ln, err := lab.Client().Listen("tcp", hostPort(host, "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			_, _ = io.Copy(c, c)
+		}()
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		conn, err := lab.Server().DialContext(ctx, "tcp", ln.Addr().String())
+		cancel()
+		if err != nil {
+			t.Errorf("inbound connection to %s: %v", ln.Addr(), err)
+			continue
+		}
+		roundTrip(t, conn, "tcp")
+	}
+}
+
 // TestAutoRoute_StrictSendsDNSToExcludedServerIntoTUN: with strict_route,
 // DNS to an excluded address still goes into the TUN, other traffic to it
 // does not.

@@ -213,6 +213,9 @@ func (r *Rule) netlink() *netlink.Rule {
 	nr.Table = r.Table
 	nr.Protocol = Protocol
 	nr.Mark = r.Mark
+	if r.Src.IsValid() {
+		nr.Src = ipNet(r.Src)
+	}
 	if r.Dst.IsValid() {
 		nr.Dst = ipNet(r.Dst)
 	}

@@ -22,7 +22,12 @@
 //	P+2  to PREFIX goto P+9              loopback, the TUN's addresses, upstream proxies
 //	P+3  ipproto udp|tcp dport 53 lookup T    strict_route: DNS into the TUN, whatever the destination
 //	P+4  to PREFIX goto P+9              tun.route_exclude and the private defaults
-//	P+5  [uidrange A-B] lookup T         the capture (per tun.include_uid range, or everyone)
+//	P+5  from ADDR [uidrange A-B] lookup T  the capture (per tun.include_uid range, or everyone):
+//	                                     ADDR is the TUN's (a captured flow) or, IPv4, 0.0.0.0
+//	                                     (a new socket, before it has a source)
+//	P+6  from ::/1, 8000::/1 goto P+9    IPv6: a flow from another local address is not captured
+//	P+7  [uidrange A-B] lookup T         IPv6: a new socket (IPv6 rules by source only match
+//	                                     lookups that have one)
 //	P+9  nop                             end of the block: the host's own rules, then main
 //
 // Table T holds one route into the TUN per included prefix. A destination it
@@ -60,7 +65,10 @@ const (
 	offStrictDNS  = 3
 	offExclude    = 4
 	offCapture    = 5
-	offEnd        = BlockSize - 1
+	// IPv6 only, see addCapture6.
+	offOtherSource = 6
+	offCaptureNew6 = 7
+	offEnd         = BlockSize - 1
 )
 
 // strictMetric is the metric of strict_route's unreachable routes: behind
@@ -160,6 +168,7 @@ type Rule struct {
 	Goto  int
 	// Selectors; zero values select everything.
 	Mark     uint32
+	Src      netip.Prefix
 	Dst      netip.Prefix
 	UIDRange *UIDRange
 	IPProto  string // "udp" or "tcp", with Dport
@@ -199,6 +208,9 @@ func NewPlan(cfg Config) (*Plan, error) {
 		include := ofFamily(cfg.Include, v6)
 		if len(include) == 0 {
 			continue
+		}
+		if len(ofFamily(cfg.TUNAddresses, v6)) == 0 {
+			return nil, fmt.Errorf("autoroute: %s is to be captured but the TUN has no %s address to be its source", include[0], family(v6))
 		}
 		p.addRules(cfg, v6)
 		for _, dst := range include {
@@ -270,16 +282,62 @@ func (p *Plan) addRules(cfg Config, v6 bool) {
 		p.Rules = append(p.Rules, r)
 	}
 	for _, u := range uidSelectors(cfg.IncludeUID) {
-		why := "the capture"
+		why := ""
 		if u != nil {
-			why = "the capture (tun.include_uid)"
+			why = ", tun.include_uid"
 		}
-		r := lookup(offCapture, why)
-		r.UIDRange = u
-		p.Rules = append(p.Rules, r)
+		for _, src := range captureSources(cfg, v6) {
+			r := lookup(offCapture, src.Why+why)
+			r.UIDRange, r.Src = u, src.Prefix
+			p.Rules = append(p.Rules, r)
+		}
+	}
+	if v6 {
+		p.addCapture6(cfg, jump, lookup)
 	}
 	p.Rules = append(p.Rules, Rule{IPv6: v6, Priority: end, Action: Nop, Table: cfg.Table,
 		Why: "end of the block: the host's other rules, then main"})
+}
+
+// addCapture6 adds what IPv6 needs besides the rules by source: IPv6 rules
+// with a source match only lookups that have one (source selection comes
+// after a new socket's first lookup), so a new socket is captured by a rule
+// without a source, once the flows from local addresses other than the
+// TUN's have left the block.
+func (p *Plan) addCapture6(cfg Config, jump, lookup func(int, string) Rule) {
+	for _, half := range []string{"::/1", "8000::/1"} {
+		r := jump(offOtherSource, "not captured: a reply from another local address (port forwarding, ssh to the machine)")
+		r.Src = netip.MustParsePrefix(half)
+		p.Rules = append(p.Rules, r)
+	}
+	for _, u := range uidSelectors(cfg.IncludeUID) {
+		why := "the capture: new sockets"
+		if u != nil {
+			why += ", tun.include_uid"
+		}
+		r := lookup(offCaptureNew6, why)
+		r.UIDRange = u
+		p.Rules = append(p.Rules, r)
+	}
+}
+
+// captureSources are the source addresses the capture matches: the TUN's
+// own (the later lookups of a captured flow) and, for IPv4, none yet (a new
+// socket's first lookup, which then picks the TUN's address as its source;
+// IPv6 has its own rule for those, see addCapture6). A packet from any other
+// local address, such as the reply of a connection that came in over
+// another interface (port forwarding, ssh to the machine), is not captured.
+func captureSources(cfg Config, v6 bool) []Excluded {
+	var out []Excluded
+	if !v6 {
+		out = append(out, Excluded{host(netip.IPv4Unspecified()), "the capture: new sockets"})
+	}
+	for _, a := range cfg.TUNAddresses {
+		if a.Addr().Is6() == v6 {
+			out = appendNew(out, Excluded{host(a.Addr()), "the capture: flows from the TUN's address"})
+		}
+	}
+	return out
 }
 
 // uidSelectors is one selector per include_uid range, or a single "any".
@@ -334,6 +392,13 @@ func appendNew(list []Excluded, x Excluded) []Excluded {
 	return append(list, x)
 }
 
+func family(v6 bool) string {
+	if v6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
 func host(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
 
 func ofFamily(ps []netip.Prefix, v6 bool) []netip.Prefix {
@@ -369,6 +434,9 @@ func (r *Rule) command() string {
 	s := fmt.Sprintf("ip %s rule add priority %d", fam, r.Priority)
 	if r.Mark != 0 {
 		s += fmt.Sprintf(" fwmark %#x", r.Mark)
+	}
+	if r.Src.IsValid() {
+		s += " from " + r.Src.String()
 	}
 	if r.Dst.IsValid() {
 		s += " to " + r.Dst.String()

@@ -34,6 +34,7 @@ func mustPlan(t *testing.T, cfg Config) *Plan {
 
 // flow is what the kernel's rule walk looks at.
 type flow struct {
+	src   string // "" for a socket not bound yet
 	dst   string
 	uid   uint32
 	mark  uint32
@@ -50,9 +51,17 @@ func captured(t *testing.T, p *Plan, f flow) bool {
 	t.Helper()
 	dst := netip.MustParseAddr(f.dst)
 	v6 := dst.Is6()
+	src := netip.IPv4Unspecified()
+	if v6 {
+		src = netip.IPv6Unspecified()
+	}
+	if f.src != "" {
+		src = netip.MustParseAddr(f.src)
+	}
+	hasSrc := f.src != "" || !v6
 	skipTo := 0
 	for _, r := range p.Rules {
-		if r.IPv6 != v6 || r.Priority < skipTo || !r.matches(dst, f) {
+		if r.IPv6 != v6 || r.Priority < skipTo || !r.matches(src, hasSrc, dst, f) {
 			continue
 		}
 		switch r.Action {
@@ -68,8 +77,12 @@ func captured(t *testing.T, p *Plan, f flow) bool {
 	return false
 }
 
-func (r *Rule) matches(dst netip.Addr, f flow) bool {
+// matches is the kernel's rule match. An IPv6 rule with a source matches
+// only a lookup that has one (fib6_rule_match without FIB_RULE_FIND_SADDR);
+// an IPv4 one compares the source, 0.0.0.0 when there is none yet.
+func (r *Rule) matches(src netip.Addr, hasSrc bool, dst netip.Addr, f flow) bool {
 	return (r.Mark == 0 || r.Mark == f.mark) &&
+		(!r.Src.IsValid() || hasSrc && r.Src.Contains(src)) &&
 		(!r.Dst.IsValid() || r.Dst.Contains(dst)) &&
 		(r.UIDRange == nil || r.UIDRange.Start <= f.uid && f.uid <= r.UIDRange.End) &&
 		(r.IPProto == "" || r.IPProto == f.proto && r.Dport == f.dport)
@@ -117,6 +130,33 @@ func TestPlan_DefaultCapturesEverythingButPrivateAndLocal(t *testing.T) {
 			t.Errorf("%+v: captured %v, want %v", c.f, got, c.want)
 		}
 	}
+}
+
+func TestPlan_OnlyNewSocketsAndTheTUNsFlowsAreCaptured(t *testing.T) {
+	p := mustPlan(t, defaultConfig())
+	for _, c := range []struct {
+		f    flow
+		want bool
+	}{
+		{flow{src: "198.18.0.1", dst: "198.19.0.2"}, true},        // a captured flow's later lookup
+		{flow{src: "2001:2::1", dst: "2001:2:0:1::2"}, true},      // the same, IPv6
+		{flow{src: "198.19.0.1", dst: "198.19.0.2"}, false},       // a reply from another interface's address
+		{flow{src: "2001:2:0:1::1", dst: "2001:2:0:1::2"}, false}, // the same, IPv6
+	} {
+		if got := captured(t, p, c.f); got != c.want {
+			t.Errorf("%+v: captured %v, want %v", c.f, got, c.want)
+		}
+	}
+}
+
+func TestPlan_FamilyWithoutTUNAddressIsRefused(t *testing.T) {
+	cfg := defaultConfig()
+	cfg.TUNAddresses = cfg.TUNAddresses[:1]
+	if _, err := NewPlan(cfg); err == nil || !strings.Contains(err.Error(), "no IPv6 address") {
+		t.Errorf("NewPlan with ::/0 and no IPv6 TUN address: %v", err)
+	}
+	cfg.Include = cfg.Include[:1]
+	mustPlan(t, cfg)
 }
 
 func TestPlan_OtherMarksAreCaptured(t *testing.T) {
@@ -324,7 +364,12 @@ func TestPlan_StringIsIPCommands(t *testing.T) {
 		"ip -4 rule add priority 9003 ipproto udp dport 53 lookup 2022 protocol 116",
 		"ip -4 rule add priority 9004 to 10.0.0.0/8 goto 9009 table 2022 protocol 116",
 		"ip -6 rule add priority 9004 to fc00::/7 goto 9009 table 2022 protocol 116",
-		"ip -4 rule add priority 9005 lookup 2022 protocol 116",
+		"ip -4 rule add priority 9005 from 0.0.0.0/32 lookup 2022 protocol 116",
+		"ip -4 rule add priority 9005 from 198.18.0.1/32 lookup 2022 protocol 116",
+		"ip -6 rule add priority 9005 from 2001:2::1/128 lookup 2022 protocol 116",
+		"ip -6 rule add priority 9006 from ::/1 goto 9009 table 2022 protocol 116",
+		"ip -6 rule add priority 9006 from 8000::/1 goto 9009 table 2022 protocol 116",
+		"ip -6 rule add priority 9007 lookup 2022 protocol 116",
 		"ip -4 rule add priority 9009 nop table 2022 protocol 116",
 		"ip -4 route add 0.0.0.0/0 dev tungate0 table 2022 protocol 116",
 		"ip -6 route add ::/0 dev tungate0 table 2022 protocol 116",
