@@ -455,6 +455,40 @@ func TestAutoRoute_SIGKILLThenRestartCleansUp(t *testing.T) {
 	}
 }
 
+// TestAutoRoute_ErrorAfterSetupRemovesEverything: a failure after the
+// capture is installed (here the --pcap file cannot be created) ends the
+// run with the routing as before.
+func TestAutoRoute_ErrorAfterSetupRemovesEverything(t *testing.T) {
+	lab, before := autoRouteLab(t)
+	p := runGateway(t, lab, nil, "--auto-route", "--pcap", "/nonexistent-dir/capture.pcap")
+	if err := p.wait(20 * time.Second); p.exitCode() != 1 {
+		t.Fatalf("gateway exit %d (%v), want 1\n%s", p.exitCode(), err, p.out)
+	}
+	if !strings.Contains(p.out.String(), "auto-route: installed") {
+		t.Fatalf("the run failed before installing the capture; nothing tested:\n%s", p.out)
+	}
+	if after := snapshot(t, lab); after != before {
+		t.Errorf("routing after a failed run differs:\n%s", diffLines(before, after))
+	}
+}
+
+// TestAutoRoute_CleanupLeavesARunningGatewayAlone: `gateway cleanup` for
+// the table of a running gateway refuses and removes nothing.
+func TestAutoRoute_CleanupLeavesARunningGatewayAlone(t *testing.T) {
+	lab, _ := autoRouteLab(t)
+	p := startAutoRoute(t, lab, nil)
+	defer p.term(t)
+	during := snapshot(t, lab)
+	out, err := lab.Client().Command(context.Background(), gatewayBin, "cleanup").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(string(out), "in use by a running gateway") {
+		t.Errorf("gateway cleanup beside a running gateway: %v, %q; want exit 1, in use", err, out)
+	}
+	if after := snapshot(t, lab); after != during {
+		t.Errorf("cleanup changed a running gateway's routing:\n%s", diffLines(during, after))
+	}
+}
+
 // TestAutoRoute_TwoGatewaysSideBySide: two gateways with their own TUN,
 // table and priorities; stopping one leaves the other's capture intact.
 func TestAutoRoute_TwoGatewaysSideBySide(t *testing.T) {
