@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -53,11 +54,29 @@ func runMain(m *testing.M) int {
 	return code
 }
 
+// lockedBuffer collects a process's output while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // env is one running gateway in its own topology.
 type env struct {
 	lab    *netlab.Lab
 	cmd    *exec.Cmd
-	logBuf *bytes.Buffer
+	logBuf *lockedBuffer // the gateway's output, read while it runs
 	done   chan error
 }
 
@@ -79,7 +98,7 @@ func startGateway(t *testing.T, kind string, extraArgs ...string) *env {
 	if err != nil {
 		t.Fatalf("netlab: %v", err)
 	}
-	e := &env{lab: lab, logBuf: new(bytes.Buffer), done: make(chan error, 1)}
+	e := &env{lab: lab, logBuf: new(lockedBuffer), done: make(chan error, 1)}
 	t.Cleanup(func() { e.stop(t) })
 
 	args := append([]string{"run",
