@@ -34,6 +34,11 @@ func (a *app) newRunCmd() *cobra.Command {
 relays flows until SIGINT or SIGTERM, then shuts down cleanly. A second
 signal during shutdown exits at once.
 
+With --auto-route (tun.auto_route) it also captures the machine's traffic
+into the TUN by policy routing, and removes every rule and route it added
+when it stops; "gateway route plan" shows them, "gateway cleanup" removes
+what a killed run left behind (the next run does that by itself too).
+
 Settings come from, highest precedence first: the flags below that were
 given, TUNGATE_* environment variables (TUNGATE_TUN_MTU for tun.mtu), the
 --config file, and the built-in defaults. See configs/gateway.yaml.`,
