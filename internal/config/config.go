@@ -55,8 +55,12 @@ type Config struct {
 	TUN      TUN      `mapstructure:"tun"`
 	Stack    Stack    `mapstructure:"stack"`
 	Upstream Upstream `mapstructure:"upstream"`
-	Proxy    Proxy    `mapstructure:"proxy"`
-	Log      Log      `mapstructure:"log"`
+	// Outbounds are named upstreams besides the built-ins (upstream,
+	// direct, reject, drop) for route.rules to choose from.
+	Outbounds []Outbound `mapstructure:"outbounds"`
+	Route     Route      `mapstructure:"route"`
+	Proxy     Proxy      `mapstructure:"proxy"`
+	Log       Log        `mapstructure:"log"`
 }
 
 // TUN describes the TUN device the gateway creates.
@@ -267,6 +271,11 @@ func Default() *Config {
 		Upstream: Upstream{
 			Kind:           UpstreamDirect,
 			ConnectTimeout: 10 * time.Second,
+		},
+		Outbounds: []Outbound{},
+		Route: Route{
+			Rules: []Rule{},
+			Final: OutboundUpstream,
 		},
 		Proxy: Proxy{
 			IdleTimeout:      5 * time.Minute,

@@ -64,6 +64,13 @@ func (s *schema) isList(key string) bool {
 	return ok && t.Kind() == reflect.Slice
 }
 
+// isMappingList reports whether the key holds a list of mappings
+// (outbounds, route.rules).
+func (s *schema) isMappingList(key string) bool {
+	t, ok := s.leafType[key]
+	return ok && t.Kind() == reflect.Slice && isSection(t.Elem())
+}
+
 func joinKey(prefix, name string) string {
 	if prefix == "" {
 		return name
@@ -101,6 +108,12 @@ func fieldByKey(v reflect.Value, key string) reflect.Value {
 	return v
 }
 
+// field is one key of a mapping in a list, as plain returns it.
+type field struct {
+	name  string
+	value any
+}
+
 func plain(v reflect.Value) any {
 	switch {
 	case v.Type() == durationType:
@@ -115,6 +128,16 @@ func plain(v reflect.Value) any {
 		out := make([]any, v.Len())
 		for i := range out {
 			out[i] = plain(v.Index(i))
+		}
+		return out
+	case v.Kind() == reflect.Struct:
+		// An item of a list of mappings (outbounds, route.rules): its set
+		// fields, in declaration order.
+		var out []field
+		for i := range v.NumField() {
+			if f := v.Field(i); !f.IsZero() {
+				out = append(out, field{v.Type().Field(i).Tag.Get("mapstructure"), plain(f)})
+			}
 		}
 		return out
 	default:

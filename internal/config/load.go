@@ -186,6 +186,11 @@ func (l *loader) readEnv() {
 			l.unknownEnv(name, names)
 			continue
 		}
+		if l.schema.isMappingList(key) {
+			l.problems = append(l.problems, Problem{Key: key, Source: name,
+				Message: "is a list of mappings, which the environment cannot express; set it in the config file"})
+			continue
+		}
 		var v any = value
 		if l.schema.isList(key) {
 			v = splitList(value)
@@ -250,16 +255,16 @@ func (l *loader) decode() (*Config, error) {
 		dc.DecodeHook = decodeHook
 		dc.WeaklyTypedInput = false
 	})
-	failed := map[string]bool{}
+	var failed []string
 	if err != nil {
 		for _, p := range decodeProblems(err) {
-			failed[baseKey(p.Key)] = true
+			failed = append(failed, itemKey(p.Key))
 			l.problems = append(l.problems, p)
 		}
 	}
 	if verr, ok := cfg.Validate().(*Error); ok {
 		for _, p := range verr.Problems {
-			if !failed[baseKey(p.Key)] {
+			if !slices.ContainsFunc(failed, func(base string) bool { return under(p.Key, base) || under(base, itemKey(p.Key)) }) {
 				l.problems = append(l.problems, p)
 			}
 		}

@@ -73,10 +73,25 @@ func (ps problems) err() error {
 }
 
 // baseKey strips list indexes from a problem key: tun.addresses[1] →
-// tun.addresses.
+// tun.addresses, route.rules[1].port → route.rules.
 func baseKey(key string) string {
 	if i := strings.IndexByte(key, '['); i >= 0 {
 		return key[:i]
 	}
 	return key
+}
+
+// itemKey is what a decode failure at key invalidates: the list item it is
+// in ("route.rules[1]" for "route.rules[1].port[0]"), or the key itself.
+// Validate's problems at or below it would only restate the failure.
+func itemKey(key string) string {
+	if i := strings.IndexByte(key, ']'); i >= 0 {
+		return key[:i+1]
+	}
+	return key
+}
+
+// under reports whether key is base or lies below it.
+func under(key, base string) bool {
+	return key == base || strings.HasPrefix(key, base+".") || strings.HasPrefix(key, base+"[")
 }

@@ -35,6 +35,8 @@ func (c *Config) Validate() error {
 	c.TUN.validateAutoRoute(&ps, &c.Upstream)
 	c.Stack.validate(&ps)
 	c.Upstream.validate(&ps, c.TUN.Name)
+	c.validateOutbounds(&ps)
+	c.validateRoute(&ps)
 	c.Proxy.validate(&ps)
 	c.Log.validate(&ps)
 	c.validateLoops(&ps)
@@ -95,53 +97,57 @@ func (c *Custom) validate(ps *problems) {
 	checkRange(ps, "stack.custom.pending_backlog", c.PendingBacklog, 1, maxInFlight)
 }
 
-func (u *Upstream) validate(ps *problems, tunName string) {
-	checkOneOf(ps, "upstream.kind", u.Kind, UpstreamDirect, UpstreamSOCKS5, UpstreamHTTP)
+func (u *Upstream) validate(ps *problems, tunName string) { u.validateAt(ps, "upstream", tunName) }
+
+// validateAt checks the upstream fields under the key prefix (upstream,
+// outbounds[N]).
+func (u *Upstream) validateAt(ps *problems, prefix, tunName string) {
+	checkOneOf(ps, prefix+".kind", u.Kind, UpstreamDirect, UpstreamSOCKS5, UpstreamHTTP)
 	switch u.Kind {
 	case UpstreamDirect:
-		u.validateDirect(ps)
+		u.validateDirect(ps, prefix)
 	case UpstreamSOCKS5, UpstreamHTTP:
-		u.validateProxied(ps)
+		u.validateProxied(ps, prefix)
 	}
 	if u.BindInterface != "" {
-		checkIfName(ps, "upstream.bind_interface", u.BindInterface)
+		checkIfName(ps, prefix+".bind_interface", u.BindInterface)
 		if u.BindInterface == tunName {
-			ps.add("upstream.bind_interface", "%q is the gateway's own TUN (tun.name); upstream connections would loop back into it", u.BindInterface)
+			ps.add(prefix+".bind_interface", "%q is the gateway's own TUN (tun.name); upstream connections would loop back into it", u.BindInterface)
 		}
 	}
-	checkPositive(ps, "upstream.connect_timeout", u.ConnectTimeout)
+	checkPositive(ps, prefix+".connect_timeout", u.ConnectTimeout)
 }
 
 // validateDirect rejects settings that a direct upstream would silently
 // ignore: they are almost always left over from a proxy setup.
-func (u *Upstream) validateDirect(ps *problems) {
-	const why = "is set but upstream.kind is direct, which connects to each destination itself; remove it or use socks5 or http"
+func (u *Upstream) validateDirect(ps *problems, prefix string) {
+	why := "is set but " + prefix + ".kind is direct, which connects to each destination itself; remove it or use socks5 or http"
 	if u.Address != "" {
-		ps.add("upstream.address", "%q %s", u.Address, why)
+		ps.add(prefix+".address", "%q %s", u.Address, why)
 	}
 	if u.Username != "" {
-		ps.add("upstream.username", "%s", why)
+		ps.add(prefix+".username", "%s", why)
 	}
 	if u.Password != "" {
-		ps.add("upstream.password", "%s", why)
+		ps.add(prefix+".password", "%s", why)
 	}
 }
 
-func (u *Upstream) validateProxied(ps *problems) {
+func (u *Upstream) validateProxied(ps *problems, prefix string) {
 	if u.Address == "" {
-		ps.add("upstream.address", "is required when upstream.kind is %s (host:port of the proxy)", u.Kind)
+		ps.add(prefix+".address", "is required when %s.kind is %s (host:port of the proxy)", prefix, u.Kind)
 	} else if msg := checkHostPort(u.Address); msg != "" {
-		ps.add("upstream.address", "%q %s", u.Address, msg)
+		ps.add(prefix+".address", "%q %s", u.Address, msg)
 	}
 	if u.Password != "" && u.Username == "" {
-		ps.add("upstream.password", "is set without upstream.username")
+		ps.add(prefix+".password", "is set without %s.username", prefix)
 	}
 	if u.Kind == UpstreamSOCKS5 {
 		if len(u.Username) > socks5CredentialMax {
-			ps.add("upstream.username", "is %d bytes, more than the SOCKS5 limit of %d (RFC 1929)", len(u.Username), socks5CredentialMax)
+			ps.add(prefix+".username", "is %d bytes, more than the SOCKS5 limit of %d (RFC 1929)", len(u.Username), socks5CredentialMax)
 		}
 		if len(u.Password) > socks5CredentialMax {
-			ps.add("upstream.password", "is %d bytes, more than the SOCKS5 limit of %d (RFC 1929)", len(u.Password), socks5CredentialMax)
+			ps.add(prefix+".password", "is %d bytes, more than the SOCKS5 limit of %d (RFC 1929)", len(u.Password), socks5CredentialMax)
 		}
 	}
 }

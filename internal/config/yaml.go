@@ -20,6 +20,7 @@ func (c *Config) WriteYAML(w io.Writer) error {
 	if c.Upstream.Password != "" {
 		values["upstream.password"] = Redacted
 	}
+	redactOutbounds(values["outbounds"])
 	bw := bufio.NewWriter(w)
 	var open []string // the sections of the previous key
 	for _, lf := range s.leaves {
@@ -46,10 +47,33 @@ func writeValue(w io.Writer, depth int, name string, v any) {
 	case isList:
 		fmt.Fprintf(w, "%s%s:\n", indent(depth), name)
 		for _, item := range list {
+			if fields, ok := item.([]field); ok {
+				writeMapping(w, depth+1, fields)
+				continue
+			}
 			fmt.Fprintf(w, "%s  - %s\n", indent(depth), scalar(item))
 		}
 	default:
 		fmt.Fprintf(w, "%s%s: %s\n", indent(depth), name, scalar(v))
+	}
+}
+
+// writeMapping writes one mapping of a list, its lists in flow style.
+func writeMapping(w io.Writer, depth int, fields []field) {
+	for i, f := range fields {
+		lead := "  "
+		if i == 0 {
+			lead = "- "
+		}
+		v := scalar(f.value)
+		if list, ok := f.value.([]any); ok {
+			items := make([]string, len(list))
+			for j, item := range list {
+				items[j] = scalar(item)
+			}
+			v = "[" + strings.Join(items, ", ") + "]"
+		}
+		fmt.Fprintf(w, "%s%s%s: %s\n", indent(depth-1), lead, f.name, v)
 	}
 }
 
@@ -63,3 +87,16 @@ func scalar(v any) string {
 }
 
 func indent(depth int) string { return strings.Repeat("  ", depth) }
+
+// redactOutbounds replaces the outbounds' passwords in plain values.
+func redactOutbounds(v any) {
+	list, _ := v.([]any)
+	for _, item := range list {
+		fields, _ := item.([]field)
+		for i := range fields {
+			if fields[i].name == "password" {
+				fields[i].value = Redacted
+			}
+		}
+	}
+}
