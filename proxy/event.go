@@ -53,6 +53,9 @@ const (
 	// EventClose: the relay is over and both connections are closed. Up
 	// and Down hold the bytes relayed.
 	EventClose
+	// EventRoute: the flow's outbound was chosen; Route says which and
+	// by which rule.
+	EventRoute
 )
 
 func (k EventKind) String() string {
@@ -77,6 +80,8 @@ func (k EventKind) String() string {
 		return "timeout"
 	case EventClose:
 		return "close"
+	case EventRoute:
+		return "route"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
@@ -94,6 +99,8 @@ type Event struct {
 	// Up and Down count the bytes relayed app→upstream and
 	// upstream→app, for EventClose.
 	Up, Down uint64
+	// Route is the flow's outbound, for EventRoute.
+	Route Route
 }
 
 // Observer receives the Events of every TCP flow. It is called

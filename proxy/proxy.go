@@ -70,6 +70,10 @@ type Options struct {
 	// is dialed; a non-nil error refuses it: a RST for TCP, a drop for
 	// UDP. It is called concurrently.
 	Policy func(stack.FlowID) error
+	// Router, when set, chooses each flow's outbound (after Policy):
+	// its dialer, or reject or drop. Without it every flow uses Dialer or
+	// UDPDialer.
+	Router Router
 	// Logger receives per-flow debug logs; nil discards them.
 	Logger *slog.Logger
 	// Observer, when set, receives the Events of every TCP flow.
@@ -87,6 +91,7 @@ type Proxy struct {
 	halfCloseTimeout  time.Duration
 	udpIdleTimeout    time.Duration
 	policy            func(stack.FlowID) error
+	router            Router
 	log               *slog.Logger
 	observer          Observer
 	clock             Clock
@@ -121,6 +126,7 @@ func New(o Options) *Proxy {
 		halfCloseTimeout: orDefault(o.HalfCloseTimeout, DefaultHalfCloseTimeout),
 		udpIdleTimeout:   orDefault(o.UDPIdleTimeout, DefaultUDPIdleTimeout),
 		policy:           o.Policy,
+		router:           o.Router,
 		log:              o.Logger,
 		observer:         o.Observer,
 		clock:            o.Clock,

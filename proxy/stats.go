@@ -11,6 +11,9 @@ type Stats struct {
 	TCPActive int64
 	// TCPPolicyRejected counts flows refused by Options.Policy.
 	TCPPolicyRejected uint64
+	// TCPRouteRejected and TCPRouteDropped count flows whose Route said
+	// reject (a RST) or drop (no answer).
+	TCPRouteRejected, TCPRouteDropped uint64
 	// TCPRefused counts upstream connects refused (ECONNREFUSED, also a
 	// refusal reported by a SOCKS5 or HTTP proxy).
 	TCPRefused uint64
@@ -37,7 +40,7 @@ type Stats struct {
 	UDPSessions uint64
 	UDPActive   int64
 	// UDPDropped counts UDP flows not relayed: UDP disabled, refused by
-	// policy or dial failed.
+	// policy or by their Route (reject, drop), or dial failed.
 	UDPDropped uint64
 	// UDPPacketsUp/Down and UDPBytesUp/Down count datagrams and payload
 	// bytes app→upstream and upstream→app.
@@ -52,6 +55,7 @@ type Stats struct {
 type counters struct {
 	tcpAccepted, tcpPolicyRejected, tcpRefused, tcpTimedOut atomic.Uint64
 	tcpDialFailed, tcpAcceptFailed                          atomic.Uint64
+	tcpRouteRejected, tcpRouteDropped                       atomic.Uint64
 	tcpActive                                               atomic.Int64
 	bytesUp, bytesDown                                      atomic.Uint64
 	resetsFromApp, resetsFromUpstream                       atomic.Uint64
@@ -68,6 +72,8 @@ func (c *counters) snapshot() Stats {
 		TCPAccepted:        c.tcpAccepted.Load(),
 		TCPActive:          c.tcpActive.Load(),
 		TCPPolicyRejected:  c.tcpPolicyRejected.Load(),
+		TCPRouteRejected:   c.tcpRouteRejected.Load(),
+		TCPRouteDropped:    c.tcpRouteDropped.Load(),
 		TCPRefused:         c.tcpRefused.Load(),
 		TCPTimedOut:        c.tcpTimedOut.Load(),
 		TCPDialFailed:      c.tcpDialFailed.Load(),

@@ -34,7 +34,20 @@ func (p *Proxy) HandleTCP(ctx context.Context, req stack.Request) {
 			return
 		}
 	}
-	up, err := p.dialTCP(ctx, id)
+	rt := p.route(id, "tcp")
+	p.emit(Event{Flow: id, Kind: EventRoute, Route: rt})
+	switch rt.Action {
+	case ActionReject:
+		p.stats.tcpRouteRejected.Add(1)
+		p.reject(req, id, fmt.Errorf("proxy: %v: reject", rt))
+		return
+	case ActionDrop:
+		p.stats.tcpRouteDropped.Add(1)
+		p.log.Debug("tcp dropped", "flow", id, "route", rt.String())
+		req.Reject(false)
+		return
+	}
+	up, err := p.dialTCP(ctx, id, rt)
 	if err != nil {
 		p.countDialFailure(err)
 		p.reject(req, id, err)
@@ -51,20 +64,22 @@ func (p *Proxy) HandleTCP(ctx context.Context, req stack.Request) {
 	p.relay(ctx, id, conn, up)
 }
 
-// dialTCP connects upstream to id.Dst within the connect timeout.
-func (p *Proxy) dialTCP(ctx context.Context, id stack.FlowID) (net.Conn, error) {
-	timeout := &timeoutError{msg: fmt.Sprintf("connect timeout after %v", p.connectTimeout)}
-	dctx, release := p.withTimeout(ctx, p.connectTimeout, timeout)
+// dialTCP connects upstream to id.Dst through rt within the connect
+// timeout.
+func (p *Proxy) dialTCP(ctx context.Context, id stack.FlowID, rt Route) (net.Conn, error) {
+	limit := p.connectTimeoutOf(rt)
+	timeout := &timeoutError{msg: fmt.Sprintf("connect timeout after %v", limit)}
+	dctx, release := p.withTimeout(ctx, limit, timeout)
 	defer release()
 	p.emit(Event{Flow: id, Kind: EventDialStart})
-	up, err := p.dialer.DialContext(dctx, "tcp", id.Dst.String())
+	up, err := rt.Dialer.DialContext(dctx, "tcp", id.Dst.String())
 	if err != nil {
 		if context.Cause(dctx) == timeout && !errors.Is(err, timeout) {
 			// The dialer reported the cancellation in its own words;
 			// say that it was the timeout.
 			err = fmt.Errorf("%w: %w", timeout, err)
 		}
-		err = fmt.Errorf("proxy: dial %s: %w", id.Dst, err)
+		err = fmt.Errorf("proxy: dial %s via %s: %w", id.Dst, rt.Outbound, err)
 	}
 	p.emit(Event{Flow: id, Kind: EventDialDone, Err: err})
 	return up, err

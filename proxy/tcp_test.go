@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -37,11 +38,11 @@ func TestHandleTCP_AnswersSYNOnlyAfterUpstreamConnected(t *testing.T) {
 	}
 	transfer(t, req.App(), up, "hello")
 	var kinds []proxy.EventKind
-	for _, e := range h.events.all()[:3] {
+	for _, e := range h.events.all()[:4] {
 		kinds = append(kinds, e.Kind)
 	}
-	want := []proxy.EventKind{proxy.EventDialStart, proxy.EventDialDone, proxy.EventAccept}
-	if len(kinds) != 3 || kinds[0] != want[0] || kinds[1] != want[1] || kinds[2] != want[2] {
+	want := []proxy.EventKind{proxy.EventRoute, proxy.EventDialStart, proxy.EventDialDone, proxy.EventAccept}
+	if !slices.Equal(kinds, want) {
 		t.Fatalf("first events = %v, want %v", kinds, want)
 	}
 	if got := h.p.Stats(); got.TCPAccepted != 1 || got.TCPActive != 1 {

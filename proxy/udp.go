@@ -42,7 +42,7 @@ func (p *Proxy) HandleUDP(ctx context.Context, conn stack.PacketConn) {
 }
 
 func (p *Proxy) dialUDP(ctx context.Context, id stack.FlowID) (net.Conn, error) {
-	if p.udpDialer == nil {
+	if p.udpDialer == nil && p.router == nil {
 		return nil, errors.New("proxy: udp disabled")
 	}
 	if p.policy != nil {
@@ -50,10 +50,15 @@ func (p *Proxy) dialUDP(ctx context.Context, id stack.FlowID) (net.Conn, error) 
 			return nil, fmt.Errorf("proxy: policy: %w", err)
 		}
 	}
-	timeout := &timeoutError{msg: fmt.Sprintf("udp dial timeout after %v", p.connectTimeout)}
-	dctx, release := p.withTimeout(ctx, p.connectTimeout, timeout)
+	rt := p.route(id, "udp")
+	if rt.Action != ActionDial || rt.Dialer == nil {
+		return nil, fmt.Errorf("proxy: %v: %s", rt, map[Action]string{ActionDial: "no udp", ActionReject: "reject", ActionDrop: "drop"}[rt.Action])
+	}
+	limit := p.connectTimeoutOf(rt)
+	timeout := &timeoutError{msg: fmt.Sprintf("udp dial timeout after %v", limit)}
+	dctx, release := p.withTimeout(ctx, limit, timeout)
 	defer release()
-	up, err := p.udpDialer.DialContext(dctx, "udp", id.Dst.String())
+	up, err := rt.Dialer.DialContext(dctx, "udp", id.Dst.String())
 	if err != nil {
 		return nil, fmt.Errorf("proxy: dial udp %s: %w", id.Dst, err)
 	}

@@ -1,0 +1,69 @@
+package proxy
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/tungate/tungate/stack"
+)
+
+// Action is what a Route does with a flow.
+type Action uint8
+
+const (
+	// ActionDial relays the flow through Route.Dialer.
+	ActionDial Action = iota
+	// ActionReject refuses it: a RST to a TCP app's SYN (connection
+	// refused at once); a UDP flow is dropped.
+	ActionReject
+	// ActionDrop answers nothing: the SYN or datagram is dropped and the
+	// app's own timeouts apply.
+	ActionDrop
+)
+
+// Route is the outbound chosen for one flow.
+type Route struct {
+	// Outbound names it, for logs and traces.
+	Outbound string
+	// Rule is the index of the rule that chose it, -1 for the final
+	// outbound or when there are no rules.
+	Rule   int
+	Action Action
+	// Dialer opens the upstream for ActionDial.
+	Dialer Dialer
+	// ConnectTimeout, when positive and shorter than the proxy's, bounds
+	// this flow's dial instead (a per-outbound timeout).
+	ConnectTimeout time.Duration
+}
+
+func (r Route) String() string {
+	if r.Rule < 0 {
+		return fmt.Sprintf("outbound %s (final)", r.Outbound)
+	}
+	return fmt.Sprintf("outbound %s (rule %d)", r.Outbound, r.Rule)
+}
+
+// Router chooses the Route of each new flow; network is "tcp" or "udp".
+// It is called concurrently and must be quick.
+type Router func(id stack.FlowID, network string) Route
+
+// route returns the flow's Route: the Router's, or the dialers of Options.
+func (p *Proxy) route(id stack.FlowID, network string) Route {
+	if p.router != nil {
+		return p.router(id, network)
+	}
+	d := p.dialer
+	if network == "udp" {
+		d = p.udpDialer
+	}
+	return Route{Outbound: "default", Rule: -1, Dialer: d}
+}
+
+// connectTimeout is the dial timeout of rt: its own when it has one
+// shorter than the proxy's.
+func (p *Proxy) connectTimeoutOf(rt Route) time.Duration {
+	if rt.ConnectTimeout > 0 && (p.connectTimeout <= 0 || rt.ConnectTimeout < p.connectTimeout) {
+		return rt.ConnectTimeout
+	}
+	return p.connectTimeout
+}
