@@ -31,8 +31,8 @@ type Route struct {
 	Action Action
 	// Dialer opens the upstream for ActionDial.
 	Dialer Dialer
-	// ConnectTimeout, when positive and shorter than the proxy's, bounds
-	// this flow's dial instead (a per-outbound timeout).
+	// ConnectTimeout, when positive, bounds this flow's dial instead of
+	// Options.ConnectTimeout (a per-outbound timeout).
 	ConnectTimeout time.Duration
 }
 
@@ -59,10 +59,10 @@ func (p *Proxy) route(id stack.FlowID, network string) Route {
 	return Route{Outbound: "default", Rule: -1, Dialer: d}
 }
 
-// connectTimeout is the dial timeout of rt: its own when it has one
-// shorter than the proxy's.
+// connectTimeoutOf is the dial timeout of rt: its own when it has one,
+// else the proxy's.
 func (p *Proxy) connectTimeoutOf(rt Route) time.Duration {
-	if rt.ConnectTimeout > 0 && (p.connectTimeout <= 0 || rt.ConnectTimeout < p.connectTimeout) {
+	if rt.ConnectTimeout > 0 {
 		return rt.ConnectTimeout
 	}
 	return p.connectTimeout

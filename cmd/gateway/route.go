@@ -44,10 +44,9 @@ It changes nothing on the host, and needs no privileges. The plan is that of
 				return err
 			}
 			fmt.Fprintf(a.stdout, "# gateway run --auto-route installs, for TUN %s:\n", cfg.TUN.Name)
-			ups, rerr := gateway.UpstreamAddrs(cmd.Context(), cfg.Upstream)
-			if rerr != nil {
-				fmt.Fprintf(a.stdout, "# %v: at start, the addresses it resolves to are excluded too\n", rerr)
-			}
+			ups := gateway.ProxyAddrs(cmd.Context(), cfg, func(err error) {
+				fmt.Fprintf(a.stdout, "# %v: at start, the addresses it resolves to are excluded too\n", err)
+			})
 			p, err := gateway.AutoRoutePlan(cfg, ups)
 			if err != nil {
 				return err

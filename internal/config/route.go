@@ -153,6 +153,9 @@ func (c *Config) validateOutbounds(ps *problems) {
 		}
 		up := o.Upstream(c.Upstream.ConnectTimeout)
 		up.validateAt(ps, key, c.TUN.Name)
+		if c.TUN.AutoRoute && o.Fwmark != 0 && o.Fwmark != c.SocketMark() {
+			ps.add(key+".fwmark", "%#x differs from %s %#x, the mark tun.auto_route exempts from the capture: this outbound's connections would loop into the TUN; leave it 0", o.Fwmark, c.MarkKey(), c.SocketMark())
+		}
 	}
 }
 

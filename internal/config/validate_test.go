@@ -81,6 +81,10 @@ func TestValidate_RejectsEachInvalidSetting(t *testing.T) {
 		}, "tun.route_include[0]", "capture nothing"},
 		{"include inside private", func(c *Config) { autoRoute(c); c.TUN.RouteInclude = prefixes("10.1.0.0/16") }, "tun.route_include[0]", "tun.exclude_private: false"},
 		{"include a family the TUN has no address of", func(c *Config) { autoRoute(c); c.TUN.Addresses = prefixes("198.18.0.1/15") }, "tun.route_include[1]", "no IPv6 address"},
+		{"outbound mark under auto_route", func(c *Config) {
+			autoRoute(c)
+			c.Outbounds = []Outbound{{Name: "x", Kind: UpstreamDirect, Fwmark: 7}}
+		}, "outbounds[0].fwmark", "would loop into the TUN"},
 		{"bad uid", func(c *Config) { autoRoute(c); c.TUN.IncludeUID = []string{"alice"} }, "tun.include_uid[0]", "not a uid"},
 		{"reversed uid range", func(c *Config) { autoRoute(c); c.TUN.ExcludeUID = []string{"0", "2000-1000"} }, "tun.exclude_uid[1]", "starts above its end"},
 		{"uid in both", func(c *Config) {

@@ -70,14 +70,31 @@ func UpstreamAddrs(ctx context.Context, up config.Upstream) ([]netip.Addr, error
 	return addrs, nil
 }
 
+// ProxyAddrs are the addresses of every proxy cfg names: the upstream
+// block's and the outbounds'. Lookups that fail are reported to warn.
+func ProxyAddrs(ctx context.Context, cfg *config.Config, warn func(error)) []netip.Addr {
+	ups := []config.Upstream{cfg.Upstream}
+	for _, o := range cfg.Outbounds {
+		ups = append(ups, o.Upstream(cfg.Upstream.ConnectTimeout))
+	}
+	var out []netip.Addr
+	for _, up := range ups {
+		addrs, err := UpstreamAddrs(ctx, up)
+		if err != nil {
+			warn(err)
+		}
+		out = append(out, addrs...)
+	}
+	return out
+}
+
 // startAutoRoute installs the capture into the TUN with index tunIndex.
 // Conflicts with the host's rules and tables are configuration errors
 // naming the key.
 func startAutoRoute(ctx context.Context, cfg *config.Config, tunIndex int, log *slog.Logger) (*autoroute.Session, error) {
-	ups, err := UpstreamAddrs(ctx, cfg.Upstream)
-	if err != nil {
-		log.Warn("auto-route: the upstream proxy's address is not excluded explicitly (the gateway's marked sockets still skip the capture)", "err", err)
-	}
+	ups := ProxyAddrs(ctx, cfg, func(err error) {
+		log.Warn("auto-route: an upstream proxy's address is not excluded explicitly (the gateway's marked sockets still skip the capture)", "err", err)
+	})
 	p, err := AutoRoutePlan(cfg, ups)
 	if err != nil {
 		return nil, err

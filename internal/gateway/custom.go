@@ -54,6 +54,8 @@ func traceObserver(tr *tcp.Tracer) proxy.Observer {
 			return
 		}
 		switch ev.Kind {
+		case proxy.EventRoute:
+			tr.Upstream(ev.Flow, ev.Route.String())
 		case proxy.EventDialStart:
 			tr.Upstream(ev.Flow, "dial "+ev.Flow.Dst.String())
 		case proxy.EventDialDone:

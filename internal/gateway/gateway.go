@@ -120,13 +120,15 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 // closes dev before returning.
 func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options) error {
 	log := logger(opts.Logger)
-	dialer := opts.Dialer
-	if dialer == nil {
-		var err error
-		if dialer, err = Dialer(cfg.Upstream); err != nil {
-			dev.Close()
-			return err
-		}
+	obs, err := outbounds(cfg, opts.Dialer)
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	rules, err := cfg.RuleSet()
+	if err != nil {
+		dev.Close()
+		return fmt.Errorf("gateway: route.rules: %w", err)
 	}
 	var tr *tcp.Tracer
 	if opts.Trace != "" {
@@ -147,8 +149,7 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 		observer = traceObserver(tr)
 	}
 	px := proxy.New(proxy.Options{
-		Dialer:           dialer,
-		UDPDialer:        proxy.NewDirect(directOptions(cfg.Upstream)),
+		Router:           router(rules, obs, log),
 		ConnectTimeout:   cfg.Upstream.ConnectTimeout,
 		IdleTimeout:      cfg.Proxy.IdleTimeout,
 		HalfCloseTimeout: cfg.Proxy.HalfCloseTimeout,

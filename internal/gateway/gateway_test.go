@@ -9,16 +9,23 @@ import (
 
 	"github.com/tungate/tungate/internal/config"
 	"github.com/tungate/tungate/internal/packet"
+	"github.com/tungate/tungate/proxy"
 	"github.com/tungate/tungate/tun/tuntest"
 )
 
 // serve runs Serve on an in-memory device until the test ends.
 func serve(t *testing.T, cfg *config.Config) *tuntest.Device {
 	t.Helper()
+	return serveWith(t, cfg, loopbackDialer{})
+}
+
+// serveWith is serve with d as the upstream block's dialer.
+func serveWith(t *testing.T, cfg *config.Config, d proxy.Dialer) *tuntest.Device {
+	t.Helper()
 	dev := tuntest.New(cfg.TUN.MTU)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, cfg, dev, Options{Dialer: loopbackDialer{}}) }()
+	go func() { done <- Serve(ctx, cfg, dev, Options{Dialer: d}) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
