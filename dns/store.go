@@ -10,6 +10,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // bucket holds one record per domain: the IPv4 and IPv6 addresses
@@ -30,7 +31,7 @@ func OpenStore(path string) (Store, error) {
 	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, bolterrors.ErrTimeout) {
 			return nil, fmt.Errorf("dns: cache file %s is in use by another process", path)
 		}
 		return nil, fmt.Errorf("dns: open cache file %s: %w", path, err)
