@@ -59,6 +59,7 @@ type Config struct {
 	// direct, reject, drop) for route.rules to choose from.
 	Outbounds []Outbound `mapstructure:"outbounds"`
 	Route     Route      `mapstructure:"route"`
+	DNS       DNS        `mapstructure:"dns"`
 	Proxy     Proxy      `mapstructure:"proxy"`
 	Log       Log        `mapstructure:"log"`
 }
@@ -276,6 +277,15 @@ func Default() *Config {
 		Route: Route{
 			Rules: []Rule{},
 			Final: OutboundUpstream,
+		},
+		DNS: DNS{
+			Hijack:        false,
+			Mode:          DNSFakeIP,
+			FakeIPRange:   DefaultFakeIPRange,
+			FakeIP6Range:  DefaultFakeIP6Range,
+			Servers:       []string{},
+			CacheFile:     DefaultDNSCacheFile,
+			DomainExclude: []string{},
 		},
 		Proxy: Proxy{
 			IdleTimeout:      5 * time.Minute,

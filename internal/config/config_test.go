@@ -119,7 +119,7 @@ func TestWriteYAML_FollowsSchemaOrder(t *testing.T) {
 			tops = append(tops, strings.TrimSpace(line))
 		}
 	}
-	want := []string{"tun:", "stack:", "upstream:", "outbounds: []", "route:", "proxy:", "log:"}
+	want := []string{"tun:", "stack:", "upstream:", "outbounds: []", "route:", "dns:", "proxy:", "log:"}
 	if !slices.Equal(tops, want) {
 		t.Fatalf("top-level lines = %q, want %q", tops, want)
 	}

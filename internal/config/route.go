@@ -169,8 +169,8 @@ func (c *Config) validateRoute(ps *problems) {
 			ps.add(key+"."+p.Key, "%s", p.Message)
 			failed[i] = true
 		}
-		if len(r.Domain)+len(r.DomainSuffix)+len(r.DomainKeyword) > 0 {
-			ps.add(key, "domain matchers need the DNS side of the gateway (fake IPs, forwarded answers), which this version does not have yet; match ip_cidr, port, network or source_cidr")
+		if len(r.Domain)+len(r.DomainSuffix)+len(r.DomainKeyword) > 0 && !c.DNS.Hijack {
+			ps.add(key, "domain matchers need dns.hijack: the gateway knows a flow's domain only from the DNS answers it gave")
 		}
 		rules[i] = r
 	}

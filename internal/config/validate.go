@@ -37,6 +37,7 @@ func (c *Config) Validate() error {
 	c.Upstream.validate(&ps, c.TUN.Name)
 	c.validateOutbounds(&ps)
 	c.validateRoute(&ps)
+	c.validateDNS(&ps)
 	c.Proxy.validate(&ps)
 	c.Log.validate(&ps)
 	c.validateLoops(&ps)

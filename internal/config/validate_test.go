@@ -18,6 +18,11 @@ func prefixes(ss ...string) []netip.Prefix {
 
 func autoRoute(c *Config) { c.TUN.AutoRoute = true }
 
+func hijack(c *Config) {
+	c.DNS.Hijack = true
+	c.DNS.Servers = []string{"198.19.0.2:53"}
+}
+
 func socks5(c *Config) {
 	c.Upstream.Kind = UpstreamSOCKS5
 	c.Upstream.Address = "127.0.0.1:1080"
@@ -85,6 +90,17 @@ func TestValidate_RejectsEachInvalidSetting(t *testing.T) {
 			autoRoute(c)
 			c.Outbounds = []Outbound{{Name: "x", Kind: UpstreamDirect, Fwmark: 7}}
 		}, "outbounds[0].fwmark", "would loop into the TUN"},
+		{"dns hijack without servers", func(c *Config) { c.DNS.Hijack = true }, "dns.servers", "is required"},
+		{"dns server by name", func(c *Config) { hijack(c); c.DNS.Servers = []string{"dns.test:53"} }, "dns.servers[0]", "must be an IP address"},
+		{"dns server without port", func(c *Config) { hijack(c); c.DNS.Servers = []string{"198.19.0.2"} }, "dns.servers[0]", "not host:port"},
+		{"dns server a fake address", func(c *Config) { hijack(c); c.DNS.Servers = []string{"198.18.200.1:53"} }, "dns.servers[0]", "loop"},
+		{"dns server the tun", func(c *Config) { hijack(c); c.DNS.Servers = []string{"198.18.0.1:53"} }, "dns.servers[0]", "TUN's own address"},
+		{"dns mode", func(c *Config) { c.DNS.Mode = "redir" }, "dns.mode", "not one of fake-ip, forward"},
+		{"fake range v6 in v4 key", func(c *Config) { c.DNS.FakeIPRange = netip.MustParsePrefix("2001:2::/64") }, "dns.fake_ip_range", "not an IPv4 prefix"},
+		{"fake range tiny", func(c *Config) { c.DNS.FakeIPRange = netip.MustParsePrefix("198.18.128.0/31") }, "dns.fake_ip_range", "too small"},
+		{"fake range not routed", func(c *Config) { hijack(c); c.DNS.FakeIPRange = netip.MustParsePrefix("198.51.100.0/24") }, "dns.fake_ip_range", "never reach the gateway"},
+		{"dns servers without hijack", func(c *Config) { c.DNS.Servers = []string{"198.19.0.2:53"} }, "dns.servers", "dns.hijack is false"},
+		{"bad domain exclude", func(c *Config) { hijack(c); c.DNS.DomainExclude = []string{"a b"} }, "dns.domain_exclude[0]", "not a domain name"},
 		{"bad uid", func(c *Config) { autoRoute(c); c.TUN.IncludeUID = []string{"alice"} }, "tun.include_uid[0]", "not a uid"},
 		{"reversed uid range", func(c *Config) { autoRoute(c); c.TUN.ExcludeUID = []string{"0", "2000-1000"} }, "tun.exclude_uid[1]", "starts above its end"},
 		{"uid in both", func(c *Config) {
@@ -178,6 +194,17 @@ func TestValidate_AcceptsValidVariants(t *testing.T) {
 			autoRoute(c)
 			c.TUN.RouteInclude = prefixes("10.1.0.0/16")
 			c.TUN.ExcludePrivate = false
+		}},
+		{"dns hijack", hijack},
+		{"dns hijack forward mode with domain rules", func(c *Config) {
+			hijack(c)
+			c.DNS.Mode = DNSForward
+			c.Route.Rules = []Rule{{DomainSuffix: []string{"example"}, Outbound: OutboundReject}}
+		}},
+		{"fake range routed by auto_route", func(c *Config) {
+			hijack(c)
+			autoRoute(c)
+			c.DNS.FakeIPRange = netip.MustParsePrefix("198.51.100.0/24")
 		}},
 		{"auto_route IPv4 only", func(c *Config) {
 			autoRoute(c)
