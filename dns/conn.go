@@ -120,6 +120,17 @@ func (c *packetConn) Close() error {
 	return nil
 }
 
+// ReadFrom and WriteTo make the conn a net.PacketConn too, which is how
+// Go's resolver tells a datagram conn (no length prefix) from a stream.
+func (c *packetConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, err := c.Read(b)
+	return n, c.RemoteAddr(), err
+}
+
+func (c *packetConn) WriteTo(b []byte, _ net.Addr) (int, error) { return c.Write(b) }
+
+var _ net.PacketConn = (*packetConn)(nil)
+
 type dnsAddr string
 
 func (a dnsAddr) Network() string { return "udp" }

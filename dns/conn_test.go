@@ -93,3 +93,13 @@ func TestDial_TCPStreamOfFramedMessages(t *testing.T) {
 		}
 	}
 }
+
+func TestDial_ServesGosResolver(t *testing.T) {
+	u := startUpstream(t)
+	s := newServer(t, ModeForward, []string{u.addr}, nil)
+	r := &net.Resolver{PreferGo: true, Dial: s.DialContext}
+	addrs, err := r.LookupNetIP(context.Background(), "ip4", "name.test")
+	if err != nil || len(addrs) != 1 || addrs[0].String() != "198.19.0.7" {
+		t.Errorf("LookupNetIP: %v, %v; want 198.19.0.7", addrs, err)
+	}
+}

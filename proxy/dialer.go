@@ -30,6 +30,10 @@ type DirectOptions struct {
 	// BindInterface binds every socket to this interface
 	// (SO_BINDTODEVICE); empty means none. Needs CAP_NET_RAW.
 	BindInterface string
+	// Resolver, when set, looks up the host names the dialer connects
+	// to (the gateway's own DNS servers); nil uses the system's, through
+	// sockets marked and bound as above.
+	Resolver *net.Resolver
 }
 
 // direct dials with the kernel's sockets.
@@ -49,18 +53,25 @@ func NewDirect(o DirectOptions) Dialer {
 	dd := &direct{d: net.Dialer{KeepAlive: -1}}
 	if o.Fwmark != 0 || o.BindInterface != "" {
 		dd.d.Control = o.control
-		// The lookups of host names this dialer connects to are the
-		// gateway's own traffic too: marked and bound like the rest, so
-		// that policy routing keeps them out of the TUN.
-		dd.d.Resolver = o.Resolver()
 	}
+	// The lookups of host names this dialer connects to are the gateway's
+	// own traffic too: marked and bound like the rest, so that policy
+	// routing keeps them out of the TUN.
+	dd.d.Resolver = o.resolver()
 	return dd
 }
 
-// Resolver returns a resolver whose DNS sockets are marked and bound as o
-// says (Go's own resolver, reading /etc/resolv.conf); with neither set, the
-// default resolver.
-func (o DirectOptions) Resolver() *net.Resolver {
+func (o DirectOptions) resolver() *net.Resolver {
+	if o.Resolver != nil {
+		return o.Resolver
+	}
+	return o.SystemResolver()
+}
+
+// SystemResolver returns a resolver of the system's servers (Go's own,
+// reading /etc/resolv.conf) whose sockets are marked and bound as o says;
+// with neither set, the default resolver.
+func (o DirectOptions) SystemResolver() *net.Resolver {
 	if o.Fwmark == 0 && o.BindInterface == "" {
 		return net.DefaultResolver
 	}

@@ -57,11 +57,11 @@ func TestDirect_MarksAndBindsTCPAndUDPSockets(t *testing.T) {
 	}
 }
 
-func TestDirectOptions_ResolverMarksItsDNSSockets(t *testing.T) {
+func TestDirectOptions_SystemResolverMarksItsDNSSockets(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: SO_MARK needs CAP_NET_ADMIN")
 	}
-	r := proxy.DirectOptions{Fwmark: 0x2a}.Resolver()
+	r := proxy.DirectOptions{Fwmark: 0x2a}.SystemResolver()
 	if r == net.DefaultResolver || r.Dial == nil {
 		t.Fatal("a marking DirectOptions gives the default resolver")
 	}
@@ -84,7 +84,7 @@ func TestDirectOptions_ResolverMarksItsDNSSockets(t *testing.T) {
 			t.Errorf("resolver's %s socket: mark %#x, want 0x2a", tc.network, mark)
 		}
 	}
-	if (proxy.DirectOptions{}).Resolver() != net.DefaultResolver {
+	if (proxy.DirectOptions{}).SystemResolver() != net.DefaultResolver {
 		t.Error("unmarked DirectOptions: want the default resolver")
 	}
 }

@@ -31,16 +31,32 @@ type Route struct {
 	Action Action
 	// Dialer opens the upstream for ActionDial.
 	Dialer Dialer
+	// Address, when set, is what the dialer connects to instead of the
+	// flow's destination: "name:port" for a fake address, so that a
+	// proxy resolves the name itself.
+	Address string
 	// ConnectTimeout, when positive, bounds this flow's dial instead of
 	// Options.ConnectTimeout (a per-outbound timeout).
 	ConnectTimeout time.Duration
 }
 
 func (r Route) String() string {
+	s := fmt.Sprintf("outbound %s (rule %d)", r.Outbound, r.Rule)
 	if r.Rule < 0 {
-		return fmt.Sprintf("outbound %s (final)", r.Outbound)
+		s = fmt.Sprintf("outbound %s (final)", r.Outbound)
 	}
-	return fmt.Sprintf("outbound %s (rule %d)", r.Outbound, r.Rule)
+	if r.Address != "" {
+		s += " to " + r.Address
+	}
+	return s
+}
+
+// target is the address rt dials for the flow id.
+func (rt Route) target(id stack.FlowID) string {
+	if rt.Address != "" {
+		return rt.Address
+	}
+	return id.Dst.String()
 }
 
 // Router chooses the Route of each new flow; network is "tcp" or "udp".

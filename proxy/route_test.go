@@ -149,3 +149,28 @@ func TestRouter_OutboundConnectTimeoutEndsTheDial(t *testing.T) {
 		t.Errorf("stats %+v, want one timeout", s)
 	}
 }
+
+func TestRouter_AddressReplacesTheDestination(t *testing.T) {
+	ln := listenTCP(t)
+	var got string
+	d := dialFunc(func(ctx context.Context, network, address string) (net.Conn, error) {
+		got = address
+		return proxy.NewDirect(proxy.DirectOptions{}).DialContext(ctx, network, ln.Addr().String())
+	})
+	h := newHarness(t, proxy.Options{
+		Router: func(stack.FlowID, string) proxy.Route {
+			return proxy.Route{Outbound: "p", Rule: 0, Dialer: d, Address: "www.example.test:443"}
+		},
+	})
+	req, _ := h.handleTCP("198.18.200.9:443")
+	up := acceptTCP(t, ln)
+	defer up.Close()
+	waitClosed(t, req.Decided(), "decision")
+	if got != "www.example.test:443" {
+		t.Errorf("dialed %q, want the route's address", got)
+	}
+	ev, _ := h.events.first(proxy.EventRoute)
+	if s := ev.Route.String(); s != "outbound p (rule 0) to www.example.test:443" {
+		t.Errorf("route event %q", s)
+	}
+}

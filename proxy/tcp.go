@@ -72,14 +72,14 @@ func (p *Proxy) dialTCP(ctx context.Context, id stack.FlowID, rt Route) (net.Con
 	dctx, release := p.withTimeout(ctx, limit, timeout)
 	defer release()
 	p.emit(Event{Flow: id, Kind: EventDialStart})
-	up, err := rt.Dialer.DialContext(dctx, "tcp", id.Dst.String())
+	up, err := rt.Dialer.DialContext(dctx, "tcp", rt.target(id))
 	if err != nil {
 		if context.Cause(dctx) == timeout && !errors.Is(err, timeout) {
 			// The dialer reported the cancellation in its own words;
 			// say that it was the timeout.
 			err = fmt.Errorf("%w: %w", timeout, err)
 		}
-		err = fmt.Errorf("proxy: dial %s via %s: %w", id.Dst, rt.Outbound, err)
+		err = fmt.Errorf("proxy: dial %s via %s: %w", rt.target(id), rt.Outbound, err)
 	}
 	p.emit(Event{Flow: id, Kind: EventDialDone, Err: err})
 	return up, err

@@ -58,9 +58,9 @@ func (p *Proxy) dialUDP(ctx context.Context, id stack.FlowID) (net.Conn, error) 
 	timeout := &timeoutError{msg: fmt.Sprintf("udp dial timeout after %v", limit)}
 	dctx, release := p.withTimeout(ctx, limit, timeout)
 	defer release()
-	up, err := rt.Dialer.DialContext(dctx, "udp", id.Dst.String())
+	up, err := rt.Dialer.DialContext(dctx, "udp", rt.target(id))
 	if err != nil {
-		return nil, fmt.Errorf("proxy: dial udp %s: %w", id.Dst, err)
+		return nil, fmt.Errorf("proxy: dial udp %s via %s: %w", rt.target(id), rt.Outbound, err)
 	}
 	return up, nil
 }

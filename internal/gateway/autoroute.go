@@ -60,7 +60,7 @@ func UpstreamAddrs(ctx context.Context, up config.Upstream) ([]netip.Addr, error
 	}
 	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
 	defer cancel()
-	addrs, err := directOptions(up).Resolver().LookupNetIP(ctx, "ip", host)
+	addrs, err := directOptions(up).SystemResolver().LookupNetIP(ctx, "ip", host)
 	if err != nil {
 		return nil, fmt.Errorf("resolve upstream.address %q: %w", host, err)
 	}
