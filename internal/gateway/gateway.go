@@ -120,7 +120,21 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 // closes dev before returning.
 func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options) error {
 	log := logger(opts.Logger)
-	obs, err := outbounds(cfg, opts.Dialer)
+	ds, err := newDNS(cfg, log)
+	if err != nil {
+		dev.Close()
+		return err
+	}
+	defer func() {
+		if cerr := ds.Close(); cerr != nil {
+			log.Warn("dns: closing the cache file", "err", cerr)
+		}
+	}()
+	var resolver *net.Resolver
+	if ds != nil {
+		resolver = ds.resolver
+	}
+	obs, err := outbounds(cfg, opts.Dialer, resolver)
 	if err != nil {
 		dev.Close()
 		return err
@@ -149,7 +163,7 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 		observer = traceObserver(tr)
 	}
 	px := proxy.New(proxy.Options{
-		Router:           router(rules, obs, log),
+		Router:           router(rules, obs, ds, log),
 		ConnectTimeout:   cfg.Upstream.ConnectTimeout,
 		IdleTimeout:      cfg.Proxy.IdleTimeout,
 		HalfCloseTimeout: cfg.Proxy.HalfCloseTimeout,
@@ -187,6 +201,7 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 			runErr = fmt.Errorf("gateway: %w", err)
 		}
 	}
+	ds.logStats(log)
 	logStats(log, px, st, &ts)
 	return runErr
 }
@@ -216,8 +231,11 @@ func NewStack(cfg *config.Config, w stack.PacketWriter, h stack.Handler, tr *tcp
 }
 
 // Dialer builds the TCP upstream dialer that cfg describes.
-func Dialer(cfg config.Upstream) (proxy.Dialer, error) {
-	direct := proxy.NewDirect(directOptions(cfg))
+func Dialer(cfg config.Upstream) (proxy.Dialer, error) { return dialer(cfg, directOptions(cfg)) }
+
+// dialer is Dialer with the direct dialer's options (its resolver) given.
+func dialer(cfg config.Upstream, do proxy.DirectOptions) (proxy.Dialer, error) {
+	direct := proxy.NewDirect(do)
 	switch cfg.Kind {
 	case "direct":
 		return direct, nil

@@ -3,6 +3,8 @@ package gateway
 import (
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/tungate/tungate/internal/config"
@@ -22,14 +24,20 @@ type outbound struct {
 // outbounds builds every outbound cfg names: the built-ins and the
 // outbounds list. upstream, when not nil, replaces the upstream block's TCP
 // dialer (Options.Dialer).
-func outbounds(cfg *config.Config, upstream proxy.Dialer) (map[string]*outbound, error) {
+// resolver, when not nil, is what direct dialers look names up with.
+func outbounds(cfg *config.Config, upstream proxy.Dialer, resolver *net.Resolver) (map[string]*outbound, error) {
+	withResolver := func(up config.Upstream) proxy.DirectOptions {
+		o := directOptions(up)
+		o.Resolver = resolver
+		return o
+	}
 	if upstream == nil {
 		var err error
-		if upstream, err = Dialer(cfg.Upstream); err != nil {
+		if upstream, err = dialer(cfg.Upstream, withResolver(cfg.Upstream)); err != nil {
 			return nil, err
 		}
 	}
-	direct := proxy.NewDirect(directOptions(cfg.Upstream))
+	direct := proxy.NewDirect(withResolver(cfg.Upstream))
 	m := map[string]*outbound{
 		config.OutboundUpstream: {tcp: upstream, udp: direct},
 		config.OutboundDirect:   {tcp: direct, udp: direct},
@@ -43,29 +51,49 @@ func outbounds(cfg *config.Config, upstream proxy.Dialer) (map[string]*outbound,
 			// its rules exempt; cfg.Upstream.Fwmark carries it.
 			up.Fwmark = cfg.Upstream.Fwmark
 		}
-		d, err := Dialer(up)
+		d, err := dialer(up, withResolver(up))
 		if err != nil {
 			return nil, fmt.Errorf("gateway: outbound %q: %w", o.Name, err)
 		}
-		m[o.Name] = &outbound{tcp: d, udp: proxy.NewDirect(directOptions(up)), timeout: o.ConnectTimeout}
+		m[o.Name] = &outbound{tcp: d, udp: proxy.NewDirect(withResolver(up)), timeout: o.ConnectTimeout}
 	}
 	return m, nil
 }
 
-// router chooses each flow's outbound by route.rules.
-func router(set *rule.Set, obs map[string]*outbound, log *slog.Logger) proxy.Router {
+// router chooses each flow's outbound: the DNS server for hijacked
+// queries (d not nil), else by route.rules, with the flow's domain when
+// the DNS side knows it. A flow to a fake address is dialed by name.
+func router(set *rule.Set, obs map[string]*outbound, d *dnsSide, log *slog.Logger) proxy.Router {
 	return func(id stack.FlowID, network string) proxy.Route {
+		if d != nil && id.Dst.Port() == 53 {
+			log.Debug("flow routed", "flow", id, "network", network, "outbound", "dns (hijacked)")
+			return proxy.Route{Outbound: "dns", Rule: -1, Dialer: d.server}
+		}
 		f := rule.Flow{Network: rule.NetworkTCP, Src: id.Src, Dst: id.Dst}
 		if network == "udp" {
 			f.Network = rule.NetworkUDP
 		}
+		var address string
+		if d != nil {
+			name, fake, known := d.domain(id.Dst.Addr())
+			if fake && !known {
+				d.unknownFake.Add(1)
+				log.Debug("flow to an unknown fake address refused", "flow", id, "network", network)
+				return proxy.Route{Outbound: config.OutboundReject, Rule: -1, Action: proxy.ActionReject}
+			}
+			f.Domain = name
+			if fake {
+				address = net.JoinHostPort(name, strconv.Itoa(int(id.Dst.Port())))
+			}
+		}
 		res := set.Match(&f)
 		ob := obs[res.Outbound] // Compile checked every name
-		rt := proxy.Route{Outbound: res.Outbound, Rule: res.Rule, Action: ob.action, Dialer: ob.tcp, ConnectTimeout: ob.timeout}
+		rt := proxy.Route{Outbound: res.Outbound, Rule: res.Rule, Action: ob.action, Dialer: ob.tcp,
+			Address: address, ConnectTimeout: ob.timeout}
 		if network == "udp" {
 			rt.Dialer = ob.udp
 		}
-		log.Debug("flow routed", "flow", id, "network", network, "rule", res.Rule, "outbound", res.Outbound)
+		log.Debug("flow routed", "flow", id, "network", network, "domain", f.Domain, "rule", res.Rule, "outbound", res.Outbound)
 		return rt
 	}
 }

@@ -35,7 +35,7 @@ func routedConfig(t *testing.T) *config.Config {
 
 func TestRouter_FollowsTheRules(t *testing.T) {
 	cfg := routedConfig(t)
-	obs, err := outbounds(cfg, nil)
+	obs, err := outbounds(cfg, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +43,7 @@ func TestRouter_FollowsTheRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	route := router(set, obs, slog.New(slog.DiscardHandler))
+	route := router(set, obs, nil, slog.New(slog.DiscardHandler))
 	flow := func(dst string) stack.FlowID {
 		return stack.FlowID{Src: netip.MustParseAddrPort("198.18.0.1:40000"), Dst: netip.MustParseAddrPort(dst)}
 	}
