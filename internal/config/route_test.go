@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -143,4 +144,22 @@ func problemList(t *testing.T, err error) []Problem {
 		t.Fatalf("error %T %v, want *Error", err, err)
 	}
 	return e.Problems
+}
+
+// TestExamples_Load: every example in configs/ is a valid configuration.
+func TestExamples_Load(t *testing.T) {
+	paths, err := filepath.Glob("../../configs/*.yaml")
+	if err != nil || len(paths) < 2 {
+		t.Fatalf("examples %v (%v)", paths, err)
+	}
+	for _, p := range paths {
+		cfg, err := Load(LoadOptions{File: p, Environ: []string{}})
+		if err != nil {
+			t.Errorf("%s: %v", p, err)
+			continue
+		}
+		if filepath.Base(p) == "vpn.yaml" && (!cfg.TUN.AutoRoute || !cfg.DNS.Hijack || len(cfg.Route.Rules) != 2 || cfg.Route.Final != OutboundDirect) {
+			t.Errorf("vpn.yaml loads as %+v", cfg)
+		}
+	}
 }

@@ -137,24 +137,9 @@ func (d *dnsLab) curl(t *testing.T, url string) (body, remote string, err error)
 	return strings.TrimSpace(body), strings.TrimSpace(remote), err
 }
 
-const dnsConfig = `tun:
-  strict_route: true
-outbounds:
-  - name: socks
-    kind: socks5
-    address: %s:%s
-route:
-  rules:
-    - domain: [blocked.example]
-      outbound: reject
-    - domain_suffix: [example]
-      outbound: socks
-  final: direct
-dns:
-  hijack: true
-  servers: [%s:53]
-  cache_file: %s
-`
+// vpnExample is the example of configs/: the test runs it as users would,
+// with the cache file moved into the test's directory.
+const vpnExample = "../../configs/vpn.yaml"
 
 // TestDNS_FakeIPRulesAndSOCKS5WithRemoteResolution is the VPN mode end to
 // end: auto_route captures, dns.hijack answers the lookups the client
@@ -164,13 +149,8 @@ dns:
 // restart.
 func TestDNS_FakeIPRulesAndSOCKS5WithRemoteResolution(t *testing.T) {
 	d := newDNSLab(t)
-	cache := filepath.Join(t.TempDir(), "dns.db")
-	path := filepath.Join(t.TempDir(), "vpn.yaml")
-	cfg := fmt.Sprintf(dnsConfig, netlab.AltServerAddr4, socksPort, netlab.ServerAddr4, cache)
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p := startAutoRoute(t, d.lab, nil, "--config", path)
+	env := []string{"TUNGATE_DNS_CACHE_FILE=" + filepath.Join(t.TempDir(), "dns.db")}
+	p := startAutoRoute(t, d.lab, env, "--config", vpnExample)
 
 	body, fake, err := d.curl(t, "http://name.test/")
 	if err != nil || body != "seen from "+netlab.ClientVethAddr4 {
@@ -196,7 +176,7 @@ func TestDNS_FakeIPRulesAndSOCKS5WithRemoteResolution(t *testing.T) {
 	}
 
 	p.term(t)
-	p = startAutoRoute(t, d.lab, nil, "--config", path)
+	p = startAutoRoute(t, d.lab, env, "--config", vpnExample)
 	defer p.term(t)
 	_, again, err := d.curl(t, "http://name.test/")
 	if err != nil || again != fake {
