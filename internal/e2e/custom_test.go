@@ -281,6 +281,7 @@ func TestTraceLadder(t *testing.T) {
 	logs := e.logs()
 	for _, want := range []string{
 		"SYN held while the handler decides",
+		"outbound upstream (final)",
 		"dial 198.19.0.2:18080",
 		"connected",
 		"app ◄── gw  S. ",
