@@ -40,6 +40,10 @@ const (
 	// DefaultUDPIdleTimeout ends a UDP session without datagrams either
 	// way for this long.
 	DefaultUDPIdleTimeout = 60 * time.Second
+	// DefaultSniffTimeout is how long a sniffed flow waits for the app's
+	// first bytes: clients of TLS and HTTP send at once; a protocol in
+	// which the server speaks first waits this long once.
+	DefaultSniffTimeout = 300 * time.Millisecond
 )
 
 // Options configure a Proxy. For the timeouts, zero means the default and
@@ -74,6 +78,9 @@ type Options struct {
 	// its dialer, or reject or drop. Without it every flow uses Dialer or
 	// UDPDialer.
 	Router Router
+	// SniffTimeout bounds the wait for a sniffed flow's first bytes;
+	// zero means DefaultSniffTimeout.
+	SniffTimeout time.Duration
 	// Logger receives per-flow debug logs; nil discards them.
 	Logger *slog.Logger
 	// Observer, when set, receives the Events of every TCP flow.
@@ -92,6 +99,7 @@ type Proxy struct {
 	udpIdleTimeout    time.Duration
 	policy            func(stack.FlowID) error
 	router            Router
+	sniffTimeout      time.Duration
 	log               *slog.Logger
 	observer          Observer
 	clock             Clock
@@ -127,6 +135,7 @@ func New(o Options) *Proxy {
 		udpIdleTimeout:   orDefault(o.UDPIdleTimeout, DefaultUDPIdleTimeout),
 		policy:           o.Policy,
 		router:           o.Router,
+		sniffTimeout:     orDefault(o.SniffTimeout, DefaultSniffTimeout),
 		log:              o.Logger,
 		observer:         o.Observer,
 		clock:            o.Clock,

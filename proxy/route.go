@@ -38,6 +38,13 @@ type Route struct {
 	// ConnectTimeout, when positive, bounds this flow's dial instead of
 	// Options.ConnectTimeout (a per-outbound timeout).
 	ConnectTimeout time.Duration
+	// Sniff, when set (TCP only), asks for the flow's first bytes before
+	// it is routed: the proxy completes the app's handshake, reads what the
+	// app sends first (at most SniffTimeout), and routes by the Route
+	// Sniff returns for the name found there ("" when none). The other
+	// fields are then unused. This gives up the faithful handshake for
+	// the flow: an upstream that refuses becomes a RST after "connected".
+	Sniff func(domain string) Route
 }
 
 func (r Route) String() string {

@@ -14,6 +14,9 @@ type Stats struct {
 	// TCPRouteRejected and TCPRouteDropped count flows whose Route said
 	// reject (a RST) or drop (no answer).
 	TCPRouteRejected, TCPRouteDropped uint64
+	// TCPSniffed counts flows routed by their first bytes; TCPSniffedName
+	// those in which a name was found.
+	TCPSniffed, TCPSniffedName uint64
 	// TCPRefused counts upstream connects refused (ECONNREFUSED, also a
 	// refusal reported by a SOCKS5 or HTTP proxy).
 	TCPRefused uint64
@@ -56,6 +59,7 @@ type counters struct {
 	tcpAccepted, tcpPolicyRejected, tcpRefused, tcpTimedOut atomic.Uint64
 	tcpDialFailed, tcpAcceptFailed                          atomic.Uint64
 	tcpRouteRejected, tcpRouteDropped                       atomic.Uint64
+	tcpSniffed, tcpSniffedName                              atomic.Uint64
 	tcpActive                                               atomic.Int64
 	bytesUp, bytesDown                                      atomic.Uint64
 	resetsFromApp, resetsFromUpstream                       atomic.Uint64
@@ -74,6 +78,8 @@ func (c *counters) snapshot() Stats {
 		TCPPolicyRejected:  c.tcpPolicyRejected.Load(),
 		TCPRouteRejected:   c.tcpRouteRejected.Load(),
 		TCPRouteDropped:    c.tcpRouteDropped.Load(),
+		TCPSniffed:         c.tcpSniffed.Load(),
+		TCPSniffedName:     c.tcpSniffedName.Load(),
 		TCPRefused:         c.tcpRefused.Load(),
 		TCPTimedOut:        c.tcpTimedOut.Load(),
 		TCPDialFailed:      c.tcpDialFailed.Load(),

@@ -35,6 +35,10 @@ func (p *Proxy) HandleTCP(ctx context.Context, req stack.Request) {
 		}
 	}
 	rt := p.route(id, "tcp")
+	if rt.Sniff != nil {
+		p.handleSniffed(ctx, req, id, rt)
+		return
+	}
 	p.emit(Event{Flow: id, Kind: EventRoute, Route: rt})
 	switch rt.Action {
 	case ActionReject:

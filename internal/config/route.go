@@ -59,6 +59,10 @@ type Route struct {
 	Rules []Rule `mapstructure:"rules"`
 	// Final is the outbound of flows no rule matches.
 	Final string `mapstructure:"final"`
+	// Sniff routes TCP flows whose domain the DNS side does not know by
+	// the name in their first bytes (TLS server name, HTTP Host). Such a
+	// flow's handshake completes before its upstream is dialed.
+	Sniff bool `mapstructure:"sniff"`
 }
 
 // Rule is one entry of route.rules (see package rule).
@@ -169,8 +173,8 @@ func (c *Config) validateRoute(ps *problems) {
 			ps.add(key+"."+p.Key, "%s", p.Message)
 			failed[i] = true
 		}
-		if len(r.Domain)+len(r.DomainSuffix)+len(r.DomainKeyword) > 0 && !c.DNS.Hijack {
-			ps.add(key, "domain matchers need dns.hijack: the gateway knows a flow's domain only from the DNS answers it gave")
+		if len(r.Domain)+len(r.DomainSuffix)+len(r.DomainKeyword) > 0 && !c.DNS.Hijack && !c.Route.Sniff {
+			ps.add(key, "domain matchers need dns.hijack or route.sniff: the gateway knows a flow's domain only from the DNS answers it gave or the first bytes of the flow")
 		}
 		rules[i] = r
 	}

@@ -109,7 +109,7 @@ route:
 		"outbounds[2].name":         "is required",
 		"route.rules[0].ip_cidr":    "did you mean 198.19.0.0/24?",
 		"route.rules[1].port[0]":    "out of range",
-		"route.rules[2]":            "domain matchers need dns.hijack",
+		"route.rules[2]":            "domain matchers need dns.hijack or route.sniff",
 		"route.rules[3].network":    `"sctp" is not one of tcp, udp`,
 		"route.rules[4].outbound":   `"nowhere" is not an outbound`,
 		"route.rules[5].port_range": "starts above its end",

@@ -63,7 +63,9 @@ func outbounds(cfg *config.Config, upstream proxy.Dialer, resolver *net.Resolver
 // router chooses each flow's outbound: the DNS server for hijacked
 // queries (d not nil), else by route.rules, with the flow's domain when
 // the DNS side knows it. A flow to a fake address is dialed by name.
-func router(set *rule.Set, obs map[string]*outbound, d *dnsSide, log *slog.Logger) proxy.Router {
+// With sniff, a TCP flow whose domain is unknown is routed by the name in
+// its first bytes.
+func router(set *rule.Set, obs map[string]*outbound, d *dnsSide, sniff bool, log *slog.Logger) proxy.Router {
 	return func(id stack.FlowID, network string) proxy.Route {
 		if d != nil && id.Dst.Port() == 53 {
 			log.Debug("flow routed", "flow", id, "network", network, "outbound", "dns (hijacked)")
@@ -86,14 +88,26 @@ func router(set *rule.Set, obs map[string]*outbound, d *dnsSide, log *slog.Logge
 				address = net.JoinHostPort(name, strconv.Itoa(int(id.Dst.Port())))
 			}
 		}
-		res := set.Match(&f)
-		ob := obs[res.Outbound] // Compile checked every name
-		rt := proxy.Route{Outbound: res.Outbound, Rule: res.Rule, Action: ob.action, Dialer: ob.tcp,
-			Address: address, ConnectTimeout: ob.timeout}
-		if network == "udp" {
-			rt.Dialer = ob.udp
+		if sniff && network == "tcp" && f.Domain == "" {
+			return proxy.Route{Sniff: func(domain string) proxy.Route {
+				f.Domain = domain
+				return pick(set, obs, &f, "", log)
+			}}
 		}
-		log.Debug("flow routed", "flow", id, "network", network, "domain", f.Domain, "rule", res.Rule, "outbound", res.Outbound)
-		return rt
+		return pick(set, obs, &f, address, log)
 	}
+}
+
+// pick is the route.rules choice for f, dialing address when set.
+func pick(set *rule.Set, obs map[string]*outbound, f *rule.Flow, address string, log *slog.Logger) proxy.Route {
+	res := set.Match(f)
+	ob := obs[res.Outbound] // Compile checked every name
+	rt := proxy.Route{Outbound: res.Outbound, Rule: res.Rule, Action: ob.action, Dialer: ob.tcp,
+		Address: address, ConnectTimeout: ob.timeout}
+	if f.Network == rule.NetworkUDP {
+		rt.Dialer = ob.udp
+	}
+	log.Debug("flow routed", "flow", fmt.Sprintf("%v->%v", f.Src, f.Dst), "network", f.Network.String(), "domain", f.Domain,
+		"rule", res.Rule, "outbound", res.Outbound)
+	return rt
 }

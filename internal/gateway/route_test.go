@@ -43,7 +43,7 @@ func TestRouter_FollowsTheRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	route := router(set, obs, nil, slog.New(slog.DiscardHandler))
+	route := router(set, obs, nil, false, slog.New(slog.DiscardHandler))
 	flow := func(dst string) stack.FlowID {
 		return stack.FlowID{Src: netip.MustParseAddrPort("198.18.0.1:40000"), Dst: netip.MustParseAddrPort(dst)}
 	}
@@ -113,5 +113,31 @@ func TestServe_RejectRuleAnswersRSTWithoutDialing(t *testing.T) {
 				t.Fatalf("next flow: %v after %d dials; want SYN-ACK after 1", seg.Flags(), d.n.Load())
 			}
 		})
+	}
+}
+
+func TestRouter_SniffRoutesByTheNameInTheFirstBytes(t *testing.T) {
+	cfg := config.Default()
+	cfg.Route.Sniff = true
+	cfg.Route.Rules = []config.Rule{{DomainSuffix: []string{"example.test"}, Outbound: config.OutboundReject}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	obs, _ := outbounds(cfg, nil, nil)
+	set, _ := cfg.RuleSet()
+	route := router(set, obs, nil, true, slog.New(slog.DiscardHandler))
+	id := stack.FlowID{Src: netip.MustParseAddrPort("198.18.0.1:40000"), Dst: netip.MustParseAddrPort("198.19.0.2:443")}
+	rt := route(id, "tcp")
+	if rt.Sniff == nil {
+		t.Fatal("a TCP flow with no known domain is not sniffed")
+	}
+	if got := rt.Sniff("www.example.test"); got.Outbound != config.OutboundReject || got.Rule != 0 {
+		t.Errorf("sniffed www.example.test: %+v", got)
+	}
+	if got := rt.Sniff(""); got.Outbound != config.OutboundUpstream || got.Rule != -1 {
+		t.Errorf("nothing sniffed: %+v", got)
+	}
+	if route(id, "udp").Sniff != nil {
+		t.Error("a UDP flow is sniffed")
 	}
 }
