@@ -116,6 +116,7 @@ route:
 			if !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("port 26 (drop): %v; want no answer until the client gives up", err)
 			}
+			e.stop(t) // the log is complete once the gateway has exited
 			logs := e.logs()
 			for _, want := range []string{`outbound=web`, `outbound=reject`, `outbound=drop`, `outbound=direct`} {
 				if !containsLine(logs, "flow routed", want) {
@@ -168,6 +169,7 @@ func TestRules_SniffedHostChoosesTheOutbound(t *testing.T) {
 			t.Errorf("%s: %v; want a reset (rejected after sniffing)", host, err)
 		}
 	}
+	e.stop(t) // the log is complete once the gateway has exited
 	if !containsLine(e.logs(), "tcp sniffed", "domain=www.blocked.example") {
 		t.Errorf("no sniff logged")
 	}
