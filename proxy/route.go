@@ -14,7 +14,8 @@ const (
 	// ActionDial relays the flow through Route.Dialer.
 	ActionDial Action = iota
 	// ActionReject refuses it: a RST to a TCP app's SYN (connection
-	// refused at once); a UDP flow is dropped.
+	// refused at once); a UDP flow is dropped, with an ICMP port
+	// unreachable when the stack can send one (stack.Refuser).
 	ActionReject
 	// ActionDrop answers nothing: the SYN or datagram is dropped and the
 	// app's own timeouts apply.

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tungate/tungate/proxy"
+	"github.com/tungate/tungate/proxy/proxytest"
 	"github.com/tungate/tungate/stack"
 )
 
@@ -85,16 +86,23 @@ func TestRouter_DropAnswersNothing(t *testing.T) {
 	}
 }
 
-func TestRouter_UDPRejectAndDropDropTheFlow(t *testing.T) {
+func TestRouter_UDPRejectRefusesAndDropDrops(t *testing.T) {
 	srv := serveUDP(t, echo)
 	for _, action := range []proxy.Action{proxy.ActionReject, proxy.ActionDrop} {
 		h := newHarness(t, proxy.Options{
 			Router: func(stack.FlowID, string) proxy.Route { return proxy.Route{Outbound: "x", Rule: 1, Action: action} },
 		})
-		_, done := h.handleUDP(srv.LocalAddr().String(), []byte("query"))
-		waitClosed(t, done, "handler")
-		if s := h.p.Stats(); s.UDPDropped != 1 || s.UDPSessions != 0 {
+		st, app := proxytest.NewPacketConnPair(t, flowTo(t, srv.LocalAddr().String()))
+		if _, err := app.Write([]byte("query")); err != nil {
+			t.Fatal(err)
+		}
+		h.p.HandleUDP(context.Background(), st)
+		s := h.p.Stats()
+		if s.UDPDropped != 1 || s.UDPSessions != 0 {
 			t.Errorf("action %d: stats %+v, want one dropped flow", action, s)
+		}
+		if want := action == proxy.ActionReject; st.Refused() != want || (s.UDPRefused == 1) != want {
+			t.Errorf("action %d: refused %v (stats %d), want %v", action, st.Refused(), s.UDPRefused, want)
 		}
 	}
 }

@@ -45,6 +45,9 @@ type Stats struct {
 	// UDPDropped counts UDP flows not relayed: UDP disabled, refused by
 	// policy or by their Route (reject, drop), or dial failed.
 	UDPDropped uint64
+	// UDPRefused counts the dropped flows a reject route answered with an
+	// ICMP port unreachable.
+	UDPRefused uint64
 	// UDPPacketsUp/Down and UDPBytesUp/Down count datagrams and payload
 	// bytes app→upstream and upstream→app.
 	UDPPacketsUp, UDPPacketsDown uint64
@@ -64,7 +67,7 @@ type counters struct {
 	bytesUp, bytesDown                                      atomic.Uint64
 	resetsFromApp, resetsFromUpstream                       atomic.Uint64
 	idleTimeouts, halfCloseTimeouts                         atomic.Uint64
-	udpSessions, udpDropped                                 atomic.Uint64
+	udpSessions, udpDropped, udpRefused                     atomic.Uint64
 	udpActive                                               atomic.Int64
 	udpPacketsUp, udpPacketsDown                            atomic.Uint64
 	udpBytesUp, udpBytesDown                                atomic.Uint64
@@ -93,6 +96,7 @@ func (c *counters) snapshot() Stats {
 		UDPSessions:        c.udpSessions.Load(),
 		UDPActive:          c.udpActive.Load(),
 		UDPDropped:         c.udpDropped.Load(),
+		UDPRefused:         c.udpRefused.Load(),
 		UDPPacketsUp:       c.udpPacketsUp.Load(),
 		UDPPacketsDown:     c.udpPacketsDown.Load(),
 		UDPBytesUp:         c.udpBytesUp.Load(),

@@ -31,6 +31,15 @@ func (p *Proxy) HandleUDP(ctx context.Context, conn stack.PacketConn) {
 	up, err := p.dialUDP(ctx, id)
 	if err != nil {
 		p.stats.udpDropped.Add(1)
+		var rej *rejectedError
+		if r, ok := conn.(stack.Refuser); ok && errors.As(err, &rej) {
+			// A host with nothing on the port answers so; the app's
+			// connected socket fails with ECONNREFUSED at once.
+			if rerr := r.Refuse(); rerr != nil {
+				p.log.Debug("udp refuse", "flow", id, "err", rerr)
+			}
+			p.stats.udpRefused.Add(1)
+		}
 		p.log.Debug("udp dropped", "flow", id, "err", err)
 		return
 	}
@@ -51,8 +60,11 @@ func (p *Proxy) dialUDP(ctx context.Context, id stack.FlowID) (net.Conn, error) 
 		}
 	}
 	rt := p.route(id, "udp")
-	if rt.Action != ActionDial || rt.Dialer == nil {
-		return nil, fmt.Errorf("proxy: %v: %s", rt, map[Action]string{ActionDial: "no udp", ActionReject: "reject", ActionDrop: "drop"}[rt.Action])
+	switch {
+	case rt.Action == ActionReject:
+		return nil, &rejectedError{rt}
+	case rt.Action != ActionDial || rt.Dialer == nil:
+		return nil, fmt.Errorf("proxy: %v: %s", rt, map[Action]string{ActionDial: "no udp", ActionDrop: "drop"}[rt.Action])
 	}
 	limit := p.connectTimeoutOf(rt)
 	timeout := &timeoutError{msg: fmt.Sprintf("udp dial timeout after %v", limit)}
@@ -170,3 +182,8 @@ func (s *udpSession) interrupt(f func()) {
 		f()
 	}
 }
+
+// rejectedError is a UDP flow its Route rejects.
+type rejectedError struct{ rt Route }
+
+func (e *rejectedError) Error() string { return fmt.Sprintf("proxy: %v: reject", e.rt) }

@@ -114,6 +114,14 @@ type Conn interface {
 	Abort() error
 }
 
+// Refuser is implemented by PacketConns that can refuse their flow as a
+// host with no socket on the port does: an ICMP port unreachable quoting
+// the first datagram (RFC 1122 §4.1.3.1), so a connected UDP socket of the
+// app fails with ECONNREFUSED. Refuse also closes the conn.
+type Refuser interface {
+	Refuse() error
+}
+
 // PacketConn is one UDP flow terminated in the stack. Each Read returns one
 // datagram the app sent (a short buffer truncates it); each Write sends one
 // datagram back to the app from ID().Dst to ID().Src.

@@ -19,7 +19,7 @@ const (
 	// upstream block's fwmark and bind_interface.
 	OutboundDirect = "direct"
 	// OutboundReject refuses: a TCP flow gets a RST to its SYN (connection
-	// refused at once), a UDP flow is dropped.
+	// refused at once), a UDP flow an ICMP port unreachable.
 	OutboundReject = "reject"
 	// OutboundDrop answers nothing: the app's own timeouts apply.
 	OutboundDrop = "drop"

@@ -110,6 +110,20 @@ route:
 				t.Errorf("port 25 (reject): %v after %v; want connection refused at once", err, time.Since(start))
 			}
 
+			// UDP to the reject port: an ICMP port unreachable, so the
+			// connected socket's read fails with ECONNREFUSED.
+			uc, err := e.lab.Client().DialContext(t.Context(), "udp", netlab.ServerAddr4+":25")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = uc.Write([]byte("hello"))
+			_ = uc.SetReadDeadline(time.Now().Add(3 * time.Second))
+			_, err = uc.Read(make([]byte, 64))
+			uc.Close()
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Errorf("udp to port 25 (reject): %v; want connection refused (ICMP port unreachable)", err)
+			}
+
 			ctx, cancel = context.WithTimeout(t.Context(), 1500*time.Millisecond)
 			_, err = e.dial(ctx, netlab.ServerAddr4+":26")
 			cancel()

@@ -246,3 +246,56 @@ func putIPv6(h IPv6, proto uint8, src, dst netip.Addr, ttl uint8, payloadLen int
 	h.SetSrc(src)
 	h.SetDst(dst)
 }
+
+// Quote limits of ICMP errors: as much of the offending datagram as keeps
+// the error within the minimum MTU (RFC 1812 §4.3.2.3: 576 bytes for
+// IPv4; RFC 4443 §2.4 (c): 1280 for IPv6).
+const (
+	maxICMPv4Error = 576
+	maxICMPv6Error = 1280
+)
+
+// Port-unreachable codes of the destination unreachable messages.
+const (
+	ICMPv4CodePortUnreach = 3 // RFC 792
+	ICMPv6CodePortUnreach = 4 // RFC 4443 §3.1
+)
+
+// BuildUDPPortUnreachable writes into b the ICMP port unreachable that
+// answers a UDP datagram from app to dst carrying payload, as dst's host
+// sends when nothing listens on its port: from dst to app, quoting the
+// datagram (rebuilt: header and the start of payload) as far as the
+// minimum MTU allows. It returns the length written.
+func BuildUDPPortUnreachable(b []byte, app, dst netip.AddrPort, payload []byte) (int, error) {
+	v4, err := family(app.Addr(), dst.Addr())
+	if err != nil {
+		return 0, err
+	}
+	limit, proto, typ, code := maxICMPv6Error, uint8(ProtoICMPv6), uint8(ICMPv6DestUnreach), uint8(ICMPv6CodePortUnreach)
+	if v4 {
+		limit, proto, typ, code = maxICMPv4Error, ProtoICMPv4, ICMPv4DestUnreach, ICMPv4CodePortUnreach
+	}
+	quoteMax := limit - ipHeaderLen(v4) - ICMPHeaderLen
+	quote := make([]byte, min(quoteMax, ipHeaderLen(v4)+UDPHeaderLen+len(payload)))
+	full := make([]byte, ipHeaderLen(v4)+UDPHeaderLen+len(payload))
+	n, err := BuildUDP(full, UDPHeader{Src: app, Dst: dst}, payload)
+	if err != nil {
+		return 0, fmt.Errorf("packet: build port unreachable: %w", err)
+	}
+	copy(quote, full[:n])
+	hl, total, err := putIP(b, proto, dst.Addr(), app.Addr(), 0, ICMPHeaderLen, quote)
+	if err != nil {
+		return 0, fmt.Errorf("packet: build port unreachable: %w", err)
+	}
+	m := ICMPv4(b[hl:total])
+	m.SetType(typ)
+	m.SetCode(code)
+	m.SetID(0) // unused
+	m.SetSeq(0)
+	if v4 {
+		m.SetChecksum(m.ComputeChecksum())
+	} else {
+		m.SetChecksum(ICMPv6(m).ComputeChecksum(dst.Addr(), app.Addr()))
+	}
+	return total, nil
+}

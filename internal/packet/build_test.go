@@ -251,3 +251,48 @@ func BenchmarkBuildTCP(b *testing.B) {
 		}
 	}
 }
+
+func TestBuildUDPPortUnreachable_QuotesTheDatagram(t *testing.T) {
+	for _, c := range []struct {
+		app, dst  netip.AddrPort
+		proto     uint8
+		typ, code uint8
+		limit     int
+	}{
+		{netip.MustParseAddrPort("198.18.0.1:5000"), netip.MustParseAddrPort("198.19.0.2:53"), ProtoICMPv4, ICMPv4DestUnreach, ICMPv4CodePortUnreach, 576},
+		{netip.MustParseAddrPort("[2001:2::1]:5000"), netip.MustParseAddrPort("[2001:2:0:1::2]:53"), ProtoICMPv6, ICMPv6DestUnreach, ICMPv6CodePortUnreach, 1280},
+	} {
+		payload := bytes.Repeat([]byte("q"), 2000)
+		b := make([]byte, 2000)
+		n, err := BuildUDPPortUnreachable(b, c.app, c.dst, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != c.limit {
+			t.Errorf("%s: %d bytes, want the %d-byte limit", c.dst, n, c.limit)
+		}
+		p, err := ParseIP(b[:n])
+		if err != nil {
+			t.Fatalf("does not parse: %v", err)
+		}
+		m := ICMPv4(p.Transport)
+		if p.Proto != c.proto || p.Src != c.dst.Addr() || p.Dst != c.app.Addr() || m.Type() != c.typ || m.Code() != c.code {
+			t.Errorf("%s: %v→%v proto %d type %d code %d", c.dst, p.Src, p.Dst, p.Proto, m.Type(), m.Code())
+		}
+		ok := m.ComputeChecksum() == m.Checksum()
+		if c.proto == ProtoICMPv6 {
+			ok = ICMPv6(m).ComputeChecksum(p.Src, p.Dst) == m.Checksum()
+		}
+		if !ok {
+			t.Errorf("%s: bad checksum", c.dst)
+		}
+		full := make([]byte, 2100)
+		fn, err := BuildUDP(full, UDPHeader{Src: c.app, Dst: c.dst}, payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if quote := m.Payload(); !bytes.Equal(quote, full[:min(fn, len(quote))]) {
+			t.Errorf("%s: the quote is not the start of the datagram", c.dst)
+		}
+	}
+}

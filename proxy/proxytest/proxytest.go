@@ -196,10 +196,24 @@ func (r *Request) Conn() *Conn {
 // sockets; the test plays the app on the other.
 type PacketConn struct {
 	*net.UDPConn
-	id stack.FlowID
+	id      stack.FlowID
+	refused atomic.Bool
 }
 
-var _ stack.PacketConn = (*PacketConn)(nil)
+var (
+	_ stack.PacketConn = (*PacketConn)(nil)
+	_ stack.Refuser    = (*PacketConn)(nil)
+)
+
+// Refuse implements stack.Refuser: it records the call (Refused) and
+// closes the conn; no ICMP is sent.
+func (c *PacketConn) Refuse() error {
+	c.refused.Store(true)
+	return c.Close()
+}
+
+// Refused reports whether Refuse was called.
+func (c *PacketConn) Refused() bool { return c.refused.Load() }
 
 // ID returns the flow given to NewPacketConnPair.
 func (c *PacketConn) ID() stack.FlowID { return c.id }

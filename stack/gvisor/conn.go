@@ -332,12 +332,40 @@ func (c *tcpConn) Abort() error {
 	return nil
 }
 
-// udpConn is one UDP flow; it implements stack.PacketConn.
+// udpConn is one UDP flow; it implements stack.PacketConn and
+// stack.Refuser.
 type udpConn struct {
 	endpointConn
+	// refuse sends the ICMP port unreachable for a datagram of the flow.
+	refuse func(payload []byte) error
 }
 
-var _ stack.PacketConn = (*udpConn)(nil)
+var (
+	_ stack.PacketConn = (*udpConn)(nil)
+	_ stack.Refuser    = (*udpConn)(nil)
+)
+
+// Refuse implements stack.Refuser: the first datagram not yet read (the
+// one the flow began with, when nothing was read) is answered with an
+// ICMP port unreachable; then the flow is closed.
+func (c *udpConn) Refuse() error {
+	defer c.Close()
+	if c.refuse == nil || isClosed(c.done) {
+		return nil
+	}
+	b := make([]byte, 64<<10)
+	w := tcpip.SliceWriter(b)
+	c.epMu.Lock()
+	res, terr := c.ep.Read(&w, tcpip.ReadOptions{Peek: true})
+	c.epMu.Unlock()
+	if terr != nil {
+		return nil // nothing queued: nothing to answer
+	}
+	if err := c.refuse(b[:res.Count]); err != nil {
+		return c.opError("refuse", err)
+	}
+	return nil
+}
 
 // isClosed reports whether ch is closed, without blocking.
 func isClosed(ch <-chan struct{}) bool {

@@ -66,6 +66,7 @@ type Stack struct {
 	tcpRejected   atomic.Uint64
 	tcpAcceptFail atomic.Uint64
 	udpFlows      atomic.Uint64
+	udpRefused    atomic.Uint64
 	echoReplies   atomic.Uint64
 }
 
@@ -292,6 +293,7 @@ type Stats struct {
 	TCPRejected     uint64 // attempts rejected
 	TCPSYNDropped   uint64 // SYNs dropped because MaxInFlightSYN attempts were pending
 	UDPFlows        uint64 // UDP flows handed to the handler
+	UDPRefused      uint64 // UDP flows refused with an ICMP port unreachable
 	ICMPEchoReplies uint64 // echo replies sent
 	ActiveConns     uint64 // Conns and PacketConns not yet closed
 }
@@ -316,6 +318,7 @@ func (s *Stack) Stats() Stats {
 		TCPRejected:     s.tcpRejected.Load(),
 		TCPSYNDropped:   gs.TCP.ForwardMaxInFlightDrop.Value(),
 		UDPFlows:        s.udpFlows.Load(),
+		UDPRefused:      s.udpRefused.Load(),
 		ICMPEchoReplies: s.echoReplies.Load(),
 		ActiveConns:     active,
 	}

@@ -1,8 +1,13 @@
 package gvisor
 
 import (
+	"fmt"
+
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
+
+	"github.com/tungate/tungate/internal/packet"
+	"github.com/tungate/tungate/stack"
 )
 
 // onUDPRequest runs on the delivering goroutine for a datagram that matches
@@ -18,7 +23,7 @@ func (s *Stack) onUDPRequest(fr *udp.ForwarderRequest) bool {
 		s.log.Debug("gvisor: udp endpoint", "flow", id, "err", terr.String())
 		return true
 	}
-	c := new(udpConn)
+	c := &udpConn{refuse: func(payload []byte) error { return s.portUnreachable(id, payload) }}
 	c.init(ep, wq, id, false, func() { s.unregister(c) })
 	if !s.registerHandled(c) {
 		_ = c.Close()
@@ -44,4 +49,20 @@ func (s *Stack) registerHandled(c terminator) bool {
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	return true
+}
+
+// portUnreachable writes the ICMP port unreachable answering a datagram of
+// flow id straight to the link: gVisor's own would need the datagram to
+// find no endpoint, and the flow has one.
+func (s *Stack) portUnreachable(id stack.FlowID, payload []byte) error {
+	buf := make([]byte, stack.Headroom+1280) // an ICMP error fits the IPv6 minimum MTU
+	n, err := packet.BuildUDPPortUnreachable(buf[stack.Headroom:], id.Src, id.Dst, payload)
+	if err != nil {
+		return err
+	}
+	if _, terr := s.link.write([][]byte{buf[:stack.Headroom+n]}); terr != nil {
+		return fmt.Errorf("gvisor: write port unreachable: %s", terr)
+	}
+	s.udpRefused.Add(1)
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -255,5 +256,32 @@ func TestICMP_EchoWithBadChecksumIsDropped(t *testing.T) {
 			deliver(t, s, echoRequest(app, dst, 1, 2, []byte("payload")))
 			checkEchoReply(t, rec.next(t, isEchoReply), app, dst, 1, 2, []byte("payload"))
 		})
+	}
+}
+
+func TestUDP_RefuseAnswersPortUnreachable(t *testing.T) {
+	refused := make(chan error, 1)
+	s, rec := newRawStack(t, handlerFuncs{udp: func(_ context.Context, c stack.PacketConn) {
+		refused <- c.(stack.Refuser).Refuse()
+	}}, DefaultOptions())
+	src, dst := netip.AddrPortFrom(clientV4, 6001), netip.AddrPortFrom(serverV4, 53)
+	deliver(t, s, rawUDP(src, dst, []byte("query")))
+	if err := <-refused; err != nil {
+		t.Fatalf("Refuse: %v", err)
+	}
+	p := rec.next(t, func(b []byte) bool { return header.IPv4(b).Protocol() == uint8(header.ICMPv4ProtocolNumber) })
+	ip := header.IPv4(p)
+	icmp := header.ICMPv4(ip.Payload())
+	if icmp.Type() != header.ICMPv4DstUnreachable || icmp.Code() != header.ICMPv4PortUnreachable {
+		t.Errorf("type %d code %d, want port unreachable", icmp.Type(), icmp.Code())
+	}
+	if netip.AddrFrom4(ip.SourceAddress().As4()) != serverV4 || netip.AddrFrom4(ip.DestinationAddress().As4()) != clientV4 {
+		t.Errorf("%v → %v", ip.SourceAddress(), ip.DestinationAddress())
+	}
+	if q := icmp.Payload(); !strings.HasSuffix(string(q), "query") {
+		t.Errorf("quote %q", q)
+	}
+	if st := s.Stats(); st.UDPRefused != 1 {
+		t.Errorf("UDPRefused = %d", st.UDPRefused)
 	}
 }

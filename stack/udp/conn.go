@@ -52,7 +52,10 @@ type PacketConn struct {
 	rdl, wdl  *deadline.Deadline
 }
 
-var _ stack.PacketConn = (*PacketConn)(nil)
+var (
+	_ stack.PacketConn = (*PacketConn)(nil)
+	_ stack.Refuser    = (*PacketConn)(nil)
+)
 
 func newPacketConn(t *Table, id stack.FlowID) *PacketConn {
 	c := &PacketConn{
@@ -189,6 +192,38 @@ func (c *PacketConn) Write(b []byte) (int, error) {
 	c.t.stats.datagramsOut.Add(1)
 	c.t.stats.bytesOut.Add(uint64(len(b)))
 	return len(b), nil
+}
+
+// Refuse implements stack.Refuser: it answers the first datagram still
+// queued (the one the flow began with, when nothing was read yet) with an
+// ICMP port unreachable from ID().Dst, then closes the flow. Without a
+// queued datagram it only closes.
+func (c *PacketConn) Refuse() error {
+	c.mu.Lock()
+	var first []byte
+	if c.n > 0 {
+		first = append(first, *c.ring[c.head]...)
+	}
+	c.mu.Unlock()
+	defer c.Close()
+	if first == nil || isClosed(c.done) {
+		return nil
+	}
+	wb := c.t.bufs.getWrite(1280) // an ICMP error is at most the IPv6 minimum MTU
+	defer c.t.bufs.putWrite(wb)
+	n, err := packet.BuildUDPPortUnreachable(wb.buf[stack.Headroom:], c.id.Src, c.id.Dst, first)
+	if err != nil {
+		return c.opError("refuse", err)
+	}
+	wb.bufs[0] = wb.buf[:stack.Headroom+n]
+	_, err = c.t.w.WritePackets(wb.bufs[:], stack.Headroom)
+	wb.bufs[0] = nil
+	if err != nil {
+		c.t.stats.writeErrors.Add(1)
+		return c.opError("refuse", err)
+	}
+	c.t.stats.refused.Add(1)
+	return nil
 }
 
 // Close ends the flow: it takes it out of the Table (a later datagram on

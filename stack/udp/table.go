@@ -58,12 +58,14 @@ type Stats struct {
 	FlowLimitDrops uint64 // datagrams dropped because MaxFlows flows were open
 	ClosedDrops    uint64 // datagrams dropped because their flow or the Table closed, queued ones included
 	WriteErrors    uint64 // Writes the PacketWriter failed
+	Refused        uint64 // flows refused with an ICMP port unreachable
 }
 
 // counters are the live Stats.
 type counters struct {
 	flows, datagramsIn, bytesIn, datagramsOut, bytesOut  atomic.Uint64
 	queueDrops, flowLimitDrops, closedDrops, writeErrors atomic.Uint64
+	refused                                              atomic.Uint64
 	active                                               atomic.Int64
 }
 
@@ -212,5 +214,6 @@ func (t *Table) Stats() Stats {
 		FlowLimitDrops: s.flowLimitDrops.Load(),
 		ClosedDrops:    s.closedDrops.Load(),
 		WriteErrors:    s.writeErrors.Load(),
+		Refused:        s.refused.Load(),
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -483,5 +484,43 @@ func TestConcurrentFlows_EveryDatagramArrivesOnce(t *testing.T) {
 	}
 	if len(w.packets()) != flows*per {
 		t.Errorf("%d packets written, want %d", len(w.packets()), flows*per)
+	}
+}
+
+func TestRefuse_AnswersTheFirstDatagramWithPortUnreachable(t *testing.T) {
+	for _, flow := range []stack.FlowID{flow4, flow6} {
+		t.Run(flow.String(), func(t *testing.T) {
+			tab, w, h := newTable(t, udp.Options{})
+			tab.Deliver(udpPacket(t, flow, []byte("query")))
+			c := h.next(t)
+			if err := c.(stack.Refuser).Refuse(); err != nil {
+				t.Fatal(err)
+			}
+			pkts := w.packets()
+			if len(pkts) != 1 {
+				t.Fatalf("%d packets written, want 1", len(pkts))
+			}
+			p, err := packet.ParseIP(pkts[0])
+			if err != nil {
+				t.Fatalf("does not parse: %v", err)
+			}
+			m := packet.ICMPv4(p.Transport)
+			want := [2]uint8{packet.ICMPv4DestUnreach, packet.ICMPv4CodePortUnreach}
+			if flow.Src.Addr().Is6() {
+				want = [2]uint8{packet.ICMPv6DestUnreach, packet.ICMPv6CodePortUnreach}
+			}
+			if p.Src != flow.Dst.Addr() || p.Dst != flow.Src.Addr() || [2]uint8{m.Type(), m.Code()} != want {
+				t.Errorf("%v→%v type %d code %d, want %v→%v %v", p.Src, p.Dst, m.Type(), m.Code(), flow.Dst.Addr(), flow.Src.Addr(), want)
+			}
+			if q := m.Payload(); len(q) < 8 || !strings.HasSuffix(string(q), "query") {
+				t.Errorf("quote %q does not end with the datagram", q)
+			}
+			if _, err := c.Read(make([]byte, 10)); !errors.Is(err, net.ErrClosed) {
+				t.Errorf("Read after Refuse: %v, want closed", err)
+			}
+			if s := tab.Stats(); s.Refused != 1 {
+				t.Errorf("Stats %+v, want one refused", s)
+			}
+		})
 	}
 }
