@@ -103,3 +103,22 @@ func TestDial_ServesGosResolver(t *testing.T) {
 		t.Errorf("LookupNetIP: %v, %v; want 198.19.0.7", addrs, err)
 	}
 }
+
+// TestDial_AMiekgClientGetsAnswers runs a miekg/dns client against the
+// server over both of its transports.
+func TestDial_AMiekgClientGetsAnswers(t *testing.T) {
+	s := newServer(t, ModeFakeIP, nil, nil)
+	for _, network := range []string{"udp", "tcp"} {
+		c, err := s.DialContext(context.Background(), network, "198.18.0.53:53")
+		if err != nil {
+			t.Fatal(err)
+		}
+		client := &mdns.Client{Net: network}
+		q := new(mdns.Msg).SetQuestion("www.example.test.", mdns.TypeAAAA)
+		resp, _, err := client.ExchangeWithConnContext(context.Background(), q, &mdns.Conn{Conn: c})
+		c.Close()
+		if err != nil || len(resp.Answer) != 1 || resp.Answer[0].(*mdns.AAAA).Hdr.Ttl != FakeTTL {
+			t.Errorf("%s: %v (%v)", network, resp, err)
+		}
+	}
+}
