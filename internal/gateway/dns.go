@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,13 +14,14 @@ import (
 )
 
 // dnsSide is the gateway's DNS with dns.hijack: the server that answers
-// hijacked queries, the fake-IP pool, and the resolver direct outbounds
-// look names up with (dns.servers, never the system's, which may be the
-// TUN itself).
+// hijacked queries and the fake-IP pool; direct outbounds look names up
+// with dns.servers too (resolverVia), never with the system's resolver,
+// which may be the TUN itself.
 type dnsSide struct {
-	server   *dns.Server
-	pool     *dns.Pool // nil in forward mode
-	resolver *net.Resolver
+	server  *dns.Server
+	pool    *dns.Pool // nil in forward mode
+	servers []string
+	log     *slog.Logger
 	// unknownFake counts flows to fake addresses nobody was given
 	// (handed out before a restart without cache_file, say).
 	unknownFake atomic.Uint64
@@ -33,7 +35,7 @@ func newDNS(cfg *config.Config, log *slog.Logger) (*dnsSide, error) {
 	}
 	dial := proxy.NewDirect(directOptions(cfg.Upstream)).DialContext
 	forward := dns.Options{Mode: dns.ModeForward, Servers: c.Servers, Dial: dial, Logger: log}
-	d := &dnsSide{}
+	d := &dnsSide{servers: c.Servers, log: log}
 	if c.Mode == config.DNSFakeIP {
 		var store dns.Store
 		if c.CacheFile != "" {
@@ -56,17 +58,24 @@ func newDNS(cfg *config.Config, log *slog.Logger) (*dnsSide, error) {
 		d.pool = pool
 		d.server = dns.NewServer(dns.Options{Mode: dns.ModeFakeIP, Pool: pool, Servers: c.Servers, Dial: dial,
 			Exclude: c.DomainExclude, Logger: log})
-		// Direct outbounds need real answers: a forwarding server of
-		// their own, with its own cache.
-		d.resolver = &net.Resolver{PreferGo: true, Dial: dns.NewServer(forward).DialContext}
 		log.Info("dns: hijacking port 53 with fake addresses", "range", c.FakeIPRange, "range6", c.FakeIP6Range,
 			"known", pool.Len(), "capacity", pool.Capacity(), "servers", c.Servers, "cache_file", c.CacheFile)
 	} else {
 		d.server = dns.NewServer(forward)
-		d.resolver = &net.Resolver{PreferGo: true, Dial: d.server.DialContext}
 		log.Info("dns: hijacking port 53, forwarding", "servers", c.Servers)
 	}
 	return d, nil
+}
+
+// resolverVia is a resolver of dns.servers whose queries leave through
+// dial: an outbound's own sockets (its mark and interface), with a cache of
+// its own. Without the DNS side, nil: the outbound's system resolver.
+func (d *dnsSide) resolverVia(dial func(context.Context, string, string) (net.Conn, error)) *net.Resolver {
+	if d == nil {
+		return nil
+	}
+	s := dns.NewServer(dns.Options{Mode: dns.ModeForward, Servers: d.servers, Dial: dial, Logger: d.log})
+	return &net.Resolver{PreferGo: true, Dial: s.DialContext}
 }
 
 // domain returns the domain of a flow's destination and, for a fake

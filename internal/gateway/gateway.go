@@ -130,11 +130,7 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 			log.Warn("dns: closing the cache file", "err", cerr)
 		}
 	}()
-	var resolver *net.Resolver
-	if ds != nil {
-		resolver = ds.resolver
-	}
-	obs, err := outbounds(cfg, opts.Dialer, resolver)
+	obs, err := outbounds(cfg, opts.Dialer, ds)
 	if err != nil {
 		dev.Close()
 		return err

@@ -24,11 +24,12 @@ type outbound struct {
 // outbounds builds every outbound cfg names: the built-ins and the
 // outbounds list. upstream, when not nil, replaces the upstream block's TCP
 // dialer (Options.Dialer).
-// resolver, when not nil, is what direct dialers look names up with.
-func outbounds(cfg *config.Config, upstream proxy.Dialer, resolver *net.Resolver) (map[string]*outbound, error) {
+// With the DNS side (d not nil), direct dialers look names up with
+// dns.servers through their own sockets.
+func outbounds(cfg *config.Config, upstream proxy.Dialer, d *dnsSide) (map[string]*outbound, error) {
 	withResolver := func(up config.Upstream) proxy.DirectOptions {
 		o := directOptions(up)
-		o.Resolver = resolver
+		o.Resolver = d.resolverVia(proxy.NewDirect(o).DialContext)
 		return o
 	}
 	if upstream == nil {
