@@ -82,20 +82,7 @@ func dnsQuery(t *testing.T, dev *tuntest.Device, app netip.AddrPort, name string
 func TestServe_HijackedDNSAndFakeIPDialedByName(t *testing.T) {
 	for _, kind := range kinds {
 		t.Run(kind, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-				}
-			}()
+			ln := closingListener(t)
 			rec := &recordingDialer{to: ln.Addr().String()}
 			cfg := hijackConfig(kind)
 			dev := serveWith(t, cfg, rec)

@@ -82,20 +82,7 @@ func (c *countingDialer) DialContext(ctx context.Context, network, addr string) 
 func TestServe_RejectRuleAnswersRSTWithoutDialing(t *testing.T) {
 	for _, kind := range kinds {
 		t.Run(kind, func(t *testing.T) {
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					c.Close()
-				}
-			}()
+			ln := closingListener(t)
 			cfg := withStack(kind)
 			cfg.Route.Rules = []config.Rule{{Port: []uint16{25}, Outbound: config.OutboundReject}}
 			d := &countingDialer{}
@@ -140,4 +127,25 @@ func TestRouter_SniffRoutesByTheNameInTheFirstBytes(t *testing.T) {
 	if route(id, "udp").Sniff != nil {
 		t.Error("a UDP flow is sniffed")
 	}
+}
+
+// closingListener listens on loopback and closes every connection it
+// accepts, until the test ends.
+func closingListener(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln
 }
