@@ -57,6 +57,10 @@ func (s *Server) serveStream(c net.Conn) {
 	}
 }
 
+// maxInflight is how many queries of one hijacked UDP flow are answered
+// at once.
+const maxInflight = 64
+
 // packetConn is a hijacked UDP flow's upstream: queries written to it are
 // answered, concurrently, and the answers read back, one per Read.
 type packetConn struct {
@@ -66,15 +70,18 @@ type packetConn struct {
 	cancel context.CancelFunc
 
 	answers chan []byte
-	once    sync.Once
-	closed  chan struct{}
-	wg      sync.WaitGroup
+	// inflight bounds the queries being answered at once; a flow that
+	// sends more has the excess dropped, as a busy resolver would.
+	inflight chan struct{}
+	once     sync.Once
+	closed   chan struct{}
+	wg       sync.WaitGroup
 }
 
 func newPacketConn(s *Server, remote string) *packetConn {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &packetConn{s: s, remote: remote, ctx: ctx, cancel: cancel,
-		answers: make(chan []byte, 16), closed: make(chan struct{})}
+		answers: make(chan []byte, 16), inflight: make(chan struct{}, maxInflight), closed: make(chan struct{})}
 }
 
 // Write takes one query; its answer, if any, becomes readable later.
@@ -84,8 +91,15 @@ func (c *packetConn) Write(b []byte) (int, error) {
 		return 0, net.ErrClosed
 	default:
 	}
+	select {
+	case c.inflight <- struct{}{}:
+	default:
+		c.s.busy.Add(1)
+		return len(b), nil // dropped, as by a full socket buffer
+	}
 	q := append([]byte(nil), b...)
 	c.wg.Go(func() {
+		defer func() { <-c.inflight }()
 		out, err := c.s.Handle(c.ctx, q, false)
 		if err != nil {
 			c.s.log.Debug("dns: query dropped", "err", err)

@@ -122,3 +122,32 @@ func TestDial_AMiekgClientGetsAnswers(t *testing.T) {
 		}
 	}
 }
+
+func TestDial_UDPFloodIsBounded(t *testing.T) {
+	release := make(chan struct{})
+	s := NewServer(Options{Mode: ModeForward, Servers: []string{"198.19.0.2:53"}, Timeout: time.Minute,
+		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			<-release // every forward hangs until the end
+			return nil, net.ErrClosed
+		}})
+	c, _ := s.DialContext(context.Background(), "udp", "198.18.0.53:53")
+	for range maxInflight + 10 {
+		if _, err := c.Write(packQuery(t, "a.test.")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.Stats().Busy; got != 10 {
+		t.Errorf("Busy = %d, want the 10 beyond %d in flight", got, maxInflight)
+	}
+	close(release)
+	c.Close()
+}
+
+func TestServer_CachedAnswerKeepsTheAskersSpelling(t *testing.T) {
+	u := startUpstream(t)
+	s := newServer(t, ModeForward, []string{u.addr}, nil)
+	query(t, s, "a.test", mdns.TypeA, false)
+	if m := query(t, s, "A.TeSt", mdns.TypeA, false); m.Question[0].Name != "A.TeSt." || u.udp.Load() != 1 {
+		t.Errorf("cached answer's question %q after %d upstream queries", m.Question[0].Name, u.udp.Load())
+	}
+}

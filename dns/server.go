@@ -77,8 +77,9 @@ type Stats struct {
 	Queries, FakeAnswers, CacheHits, Forwarded, ServFail uint64
 	// Malformed, Oversized and NotQuery count messages dropped unanswered:
 	// unparsable, larger than MaxQuery, or responses sent as queries (a
-	// loop).
-	Malformed, Oversized, NotQuery uint64
+	// loop); Busy those dropped because their flow had too many queries
+	// being answered.
+	Malformed, Oversized, NotQuery, Busy uint64
 }
 
 // Server answers DNS queries. Its methods are safe for concurrent use.
@@ -94,7 +95,7 @@ type Server struct {
 	memFIFO []netip.Addr
 
 	queries, fake, hits, forwarded, servfail atomic.Uint64
-	malformed, oversized, notQuery           atomic.Uint64
+	malformed, oversized, notQuery, busy     atomic.Uint64
 }
 
 type cacheKey struct {
@@ -132,7 +133,7 @@ func (s *Server) Stats() Stats {
 	return Stats{
 		Queries: s.queries.Load(), FakeAnswers: s.fake.Load(), CacheHits: s.hits.Load(),
 		Forwarded: s.forwarded.Load(), ServFail: s.servfail.Load(),
-		Malformed: s.malformed.Load(), Oversized: s.oversized.Load(), NotQuery: s.notQuery.Load(),
+		Malformed: s.malformed.Load(), Oversized: s.oversized.Load(), NotQuery: s.notQuery.Load(), Busy: s.busy.Load(),
 	}
 }
 
@@ -301,6 +302,7 @@ func (s *Server) cached(key cacheKey, req *mdns.Msg) *mdns.Msg {
 	}
 	resp := c.msg.Copy()
 	resp.Id = req.Id
+	resp.Question = req.Question // the asker's spelling (0x20 case checks)
 	age := uint32(now.Sub(c.stored) / time.Second)
 	for _, sec := range [][]mdns.RR{resp.Answer, resp.Ns, resp.Extra} {
 		for _, rr := range sec {
