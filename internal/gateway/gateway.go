@@ -73,10 +73,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		return err
 	}
 	if cfg.TUN.AutoRoute {
-		ar, err := startAutoRoute(ctx, cfg, dev.Index(), log)
-		if err != nil {
+		ar, aerr := startAutoRoute(ctx, cfg, dev.Index(), log)
+		if aerr != nil {
 			dev.Close()
-			return err
+			return aerr
 		}
 		// After Serve: the last RSTs to the apps still go through the TUN.
 		defer func() {
