@@ -201,7 +201,7 @@ func isEchoReply(p []byte) bool {
 		return ip.Protocol() == uint8(header.ICMPv4ProtocolNumber) && header.ICMPv4(ip.Payload()).Type() == header.ICMPv4EchoReply
 	case 6:
 		ip := header.IPv6(p)
-		return ip.TransportProtocol() == header.ICMPv6ProtocolNumber && header.ICMPv6(ip.Payload()).Type() == header.ICMPv6EchoReply
+		return tcpip.TransportProtocolNumber(ip.NextHeader()) == header.ICMPv6ProtocolNumber && header.ICMPv6(ip.Payload()).Type() == header.ICMPv6EchoReply
 	}
 	return false
 }

@@ -90,7 +90,3 @@ func (r *twRecord) thaw() *TCB {
 	t.rtt.init(r.cfg)
 	return t
 }
-
-// deadline is when the record's connection needs attention: the end of
-// 2·MSL.
-func (r *twRecord) deadline() time.Time { return r.timeWaitAt }
