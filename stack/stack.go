@@ -25,9 +25,6 @@ type FlowID struct {
 
 func (f FlowID) String() string { return fmt.Sprintf("%s->%s", f.Src, f.Dst) }
 
-// Reverse returns the flow as seen from the other end.
-func (f FlowID) Reverse() FlowID { return FlowID{Src: f.Dst, Dst: f.Src} }
-
 // PacketWriter receives the IP packets a stack emits towards the app.
 type PacketWriter interface {
 	// WritePackets writes one IP packet per element: bufs[i][offset:] is the

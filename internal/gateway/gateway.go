@@ -88,7 +88,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	var d tun.Device = dev
 	var fd *faulty.Device
 	if faults != nil {
-		fd = faulty.Wrap(d, *faults)
+		if fd, err = faulty.Wrap(d, *faults); err != nil {
+			dev.Close()
+			return fmt.Errorf("gateway: --faults: %w", err)
+		}
 		d = fd
 		log.Warn("injecting faults between the TUN and the stack", "faults", faults.String())
 	}

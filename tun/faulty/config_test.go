@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tungate/tungate/tun"
 	"github.com/tungate/tungate/tun/tuntest"
 )
 
@@ -114,13 +115,20 @@ func TestValidate_ReportsEveryProblem(t *testing.T) {
 	}
 }
 
-func TestWrap_PanicsOnInvalidConfig(t *testing.T) {
+func TestWrap_RefusesInvalidConfig(t *testing.T) {
 	dev := tuntest.New(1500)
 	defer dev.Close()
-	defer func() {
-		if recover() == nil {
-			t.Error("Wrap accepted Loss 2")
-		}
-	}()
-	Wrap(dev, Config{Loss: 2})
+	if d, err := Wrap(dev, Config{Loss: 2}); err == nil || d != nil {
+		t.Errorf("Wrap(Loss 2) = %v, %v; want an error", d, err)
+	}
+}
+
+// mustWrap is Wrap for configurations the test knows to be valid.
+func mustWrap(t *testing.T, dev tun.Device, cfg Config) *Device {
+	t.Helper()
+	d, err := Wrap(dev, cfg)
+	if err != nil {
+		t.Fatalf("Wrap: %v", err)
+	}
+	return d
 }

@@ -6,7 +6,7 @@
 // sees.
 //
 //	cfg, err := faulty.ParseSpec("loss=0.01,reorder=0.02,seed=42")
-//	dev = faulty.Wrap(dev, cfg)
+//	dev, err = faulty.Wrap(dev, cfg)
 //
 // Faults are decided per packet in the order packets pass: inbound in the
 // order the wrapped device's Read returns them, outbound in the order of
@@ -89,11 +89,11 @@ var _ tun.Device = (*Device)(nil)
 
 // Wrap returns a Device that injects the faults of cfg into the traffic of
 // dev. The Device owns dev from now on: it may start reading dev at once,
-// and its Close closes dev. Wrap panics if cfg.Validate fails (ParseSpec
-// returns only valid Configs).
-func Wrap(dev tun.Device, cfg Config) *Device {
+// and its Close closes dev. A cfg that fails Validate is an error, and dev
+// stays the caller's (ParseSpec returns only valid Configs).
+func Wrap(dev tun.Device, cfg Config) (*Device, error) {
 	if err := cfg.Validate(); err != nil {
-		panic(err.Error())
+		return nil, err
 	}
 	d := &Device{
 		dev:    dev,
@@ -121,7 +121,7 @@ func Wrap(dev tun.Device, cfg Config) *Device {
 		d.wg.Add(1)
 		go d.pump()
 	}
-	return d
+	return d, nil
 }
 
 // Config returns the configuration the Device was made with.

@@ -47,14 +47,17 @@ func readBufs(n int) ([][]byte, []int) {
 	return bufs, make([]int, n)
 }
 
-// readN reads until it has n packets, failing after a few seconds.
-func readN(t *testing.T, d *Device, batch, n int) [][]byte {
-	t.Helper()
-	type result struct {
-		pkts [][]byte
-		err  error
-	}
-	done := make(chan result, 1)
+// readResult is what startRead read.
+type readResult struct {
+	pkts [][]byte
+	err  error
+}
+
+// startRead reads d in the background until it has n packets or a Read
+// fails. It never touches a testing.T: goroutines other than the test's
+// must not call t.Fatal.
+func startRead(d *Device, batch, n int) <-chan readResult {
+	done := make(chan readResult, 1)
 	go func() {
 		bufs, sizes := readBufs(batch)
 		var got [][]byte
@@ -64,12 +67,19 @@ func readN(t *testing.T, d *Device, batch, n int) [][]byte {
 				got = append(got, slices.Clone(bufs[i][hr:hr+sizes[i]]))
 			}
 			if err != nil {
-				done <- result{got, err}
+				done <- readResult{got, err}
 				return
 			}
 		}
-		done <- result{got, nil}
+		done <- readResult{got, nil}
 	}()
+	return done
+}
+
+// awaitRead returns what startRead read, failing on a Read error or after
+// a few seconds.
+func awaitRead(t *testing.T, d *Device, done <-chan readResult, n int) [][]byte {
+	t.Helper()
 	select {
 	case r := <-done:
 		if r.err != nil {
@@ -82,6 +92,12 @@ func readN(t *testing.T, d *Device, batch, n int) [][]byte {
 		t.Fatalf("timed out waiting for %d packets", n)
 		return nil
 	}
+}
+
+// readN reads until it has n packets, failing after a few seconds.
+func readN(t *testing.T, d *Device, batch, n int) [][]byte {
+	t.Helper()
+	return awaitRead(t, d, startRead(d, batch, n), n)
 }
 
 // written returns the next n packets the device wrote to dev.
@@ -154,7 +170,7 @@ func writeEach(t *testing.T, d *Device, from, to int) {
 
 func TestZeroConfig_PassesBytesThroughUnchanged(t *testing.T) {
 	inner := tuntest.New(1500)
-	d := Wrap(inner, Config{})
+	d := mustWrap(t, inner, Config{})
 	defer d.Close()
 	if d.in != nil || d.out != nil {
 		t.Fatal("a zero Config set up a fault stage")
@@ -184,7 +200,7 @@ func TestZeroConfig_PassesBytesThroughUnchanged(t *testing.T) {
 
 func TestLossOne_DropsEverythingBothWays(t *testing.T) {
 	inner := tuntest.New(1500)
-	d := Wrap(inner, Config{Loss: 1})
+	d := mustWrap(t, inner, Config{Loss: 1})
 	for i := range 50 {
 		inner.Inject(packetN(i))
 	}
@@ -216,7 +232,7 @@ func TestLossOne_DropsEverythingBothWays(t *testing.T) {
 
 func TestInbound_DuplicatesSpillIntoLaterReads(t *testing.T) {
 	inner := tuntest.New(1500)
-	d := Wrap(inner, Config{Duplicate: 1, Directions: Inbound})
+	d := mustWrap(t, inner, Config{Duplicate: 1, Directions: Inbound})
 	defer d.Close()
 	for i := range 3 {
 		inner.Inject(packetN(i))
@@ -237,7 +253,7 @@ func TestInbound_DuplicatesSpillIntoLaterReads(t *testing.T) {
 
 func TestInbound_ReorderKeepsEveryPacket(t *testing.T) {
 	inner := tuntest.New(1500)
-	d := Wrap(inner, Config{Seed: 7, Reorder: 0.3, ReorderDepth: 2, Directions: Inbound})
+	d := mustWrap(t, inner, Config{Seed: 7, Reorder: 0.3, ReorderDepth: 2, Directions: Inbound})
 	defer d.Close()
 	const n = 300
 	for i := range n {
@@ -263,22 +279,21 @@ func TestInbound_ReorderKeepsEveryPacket(t *testing.T) {
 func TestInbound_HeldLastPacketComesAtTimeout(t *testing.T) {
 	clk := clock.NewManual(0)
 	inner := tuntest.New(1500)
-	d := Wrap(inner, Config{Reorder: 1, ReorderTimeout: 50 * time.Millisecond, Directions: Inbound, Clock: clk})
+	d := mustWrap(t, inner, Config{Reorder: 1, ReorderTimeout: 50 * time.Millisecond, Directions: Inbound, Clock: clk})
 	defer d.Close()
 	inner.Inject(packetN(1))
-	got := make(chan [][]byte, 1)
-	go func() { got <- readN(t, d, 4, 1) }()
+	got := startRead(d, 4, 1)
 	at := armedAt(t, clk)
 	if at != clock.Time(50*time.Millisecond) {
 		t.Fatalf("Read waits until %v, want the 50ms timeout", at)
 	}
 	select {
-	case p := <-got:
-		t.Fatalf("read %v before the timeout", ids(p))
+	case r := <-got:
+		t.Fatalf("read %v before the timeout", ids(r.pkts))
 	default:
 	}
 	clk.Set(at)
-	if p := <-got; !slices.Equal(ids(p), []int{1}) {
+	if p := awaitRead(t, d, got, 1); !slices.Equal(ids(p), []int{1}) {
 		t.Errorf("read %v, want [1]", ids(p))
 	}
 }
@@ -286,22 +301,21 @@ func TestInbound_HeldLastPacketComesAtTimeout(t *testing.T) {
 func TestInbound_DelayedPacketComesWhenDue(t *testing.T) {
 	clk := clock.NewManual(0)
 	inner := tuntest.New(1500)
-	d := Wrap(inner, Config{Delay: 20 * time.Millisecond, Directions: Inbound, Clock: clk})
+	d := mustWrap(t, inner, Config{Delay: 20 * time.Millisecond, Directions: Inbound, Clock: clk})
 	defer d.Close()
 	inner.Inject(packetN(3))
-	got := make(chan [][]byte, 1)
-	go func() { got <- readN(t, d, 4, 1) }()
+	got := startRead(d, 4, 1)
 	if at := armedAt(t, clk); at != clock.Time(20*time.Millisecond) {
 		t.Fatalf("Read waits until %v, want 20ms", at)
 	}
 	clk.Advance(19 * time.Millisecond)
 	select {
-	case p := <-got:
-		t.Fatalf("read %v before the delay passed", ids(p))
+	case r := <-got:
+		t.Fatalf("read %v before the delay passed", ids(r.pkts))
 	default:
 	}
 	clk.Advance(time.Millisecond)
-	if p := <-got; !slices.Equal(ids(p), []int{3}) {
+	if p := awaitRead(t, d, got, 1); !slices.Equal(ids(p), []int{3}) {
 		t.Errorf("read %v, want [3]", ids(p))
 	}
 	if s := d.Stats().Inbound; s.Delayed != 1 || s.Delivered != 1 {
@@ -311,7 +325,7 @@ func TestInbound_DelayedPacketComesWhenDue(t *testing.T) {
 
 func TestInbound_PacketLargerThanBufferIsReported(t *testing.T) {
 	inner := tuntest.New(1500)
-	d := Wrap(inner, Config{Delay: time.Nanosecond, Directions: Inbound})
+	d := mustWrap(t, inner, Config{Delay: time.Nanosecond, Directions: Inbound})
 	defer d.Close()
 	inner.Inject(make([]byte, 100))
 	inner.Inject(packetN(1))
@@ -353,7 +367,7 @@ func (e *errOnce) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 func TestInbound_ReadErrorIsPassedOnWithItsPackets(t *testing.T) {
 	boom := errors.New("segments lost")
 	inner := &errOnce{Device: tuntest.New(1500), err: boom}
-	d := Wrap(inner, Config{Duplicate: 1, Directions: Inbound})
+	d := mustWrap(t, inner, Config{Duplicate: 1, Directions: Inbound})
 	defer d.Close()
 	inner.Inject(packetN(1))
 	bufs, sizes := readBufs(4)
@@ -373,7 +387,7 @@ func TestInbound_ReadErrorIsPassedOnWithItsPackets(t *testing.T) {
 
 func TestInbound_WrappedDeviceClosingReleasesHeldPackets(t *testing.T) {
 	inner := tuntest.New(1500)
-	d := Wrap(inner, Config{Reorder: 1, ReorderTimeout: time.Hour, Directions: Inbound})
+	d := mustWrap(t, inner, Config{Reorder: 1, ReorderTimeout: time.Hour, Directions: Inbound})
 	defer d.Close()
 	inner.Inject(packetN(1))
 	inner.Inject(packetN(2))
@@ -391,7 +405,7 @@ func TestInbound_WrappedDeviceClosingReleasesHeldPackets(t *testing.T) {
 func TestOutbound_HeldPacketIsCopiedAndFlushedAtTimeout(t *testing.T) {
 	clk := clock.NewManual(0)
 	inner := tuntest.New(1500)
-	d := Wrap(inner, Config{Reorder: 1, ReorderTimeout: 30 * time.Millisecond, Directions: Outbound, Clock: clk})
+	d := mustWrap(t, inner, Config{Reorder: 1, ReorderTimeout: 30 * time.Millisecond, Directions: Outbound, Clock: clk})
 	defer d.Close()
 	buf := withHeadroom(packetN(1))
 	if n, err := d.Write([][]byte{buf}, hr); n != 1 || err != nil {
@@ -413,7 +427,7 @@ func TestOutbound_HeldPacketIsCopiedAndFlushedAtTimeout(t *testing.T) {
 
 func TestOutbound_ReorderSwapsNeighbours(t *testing.T) {
 	inner := tuntest.New(1500)
-	d := Wrap(inner, Config{Reorder: 0.5, Directions: Outbound})
+	d := mustWrap(t, inner, Config{Reorder: 0.5, Directions: Outbound})
 	defer d.Close()
 	d.out.mu.Lock()
 	d.out.script = scripted(verdict{hold: true}, verdict{}, verdict{}, verdict{dup: true})
@@ -436,7 +450,7 @@ func TestOutbound_ReorderSwapsNeighbours(t *testing.T) {
 func TestOutbound_DelayWritesWhenDue(t *testing.T) {
 	clk := clock.NewManual(0)
 	inner := tuntest.New(1500)
-	d := Wrap(inner, Config{Delay: 40 * time.Millisecond, Directions: Outbound, Clock: clk})
+	d := mustWrap(t, inner, Config{Delay: 40 * time.Millisecond, Directions: Outbound, Clock: clk})
 	defer d.Close()
 	writeEach(t, d, 0, 1)
 	clk.Advance(10 * time.Millisecond)
@@ -457,7 +471,7 @@ func TestOutbound_DelayWritesWhenDue(t *testing.T) {
 func TestOutbound_SameSeedWritesTheSameSequence(t *testing.T) {
 	run := func() ([]int, DirStats) {
 		inner := tuntest.New(1500)
-		d := Wrap(inner, Config{Seed: 42, Loss: 0.1, Duplicate: 0.1, Reorder: 0.1, ReorderTimeout: time.Hour, Directions: Outbound})
+		d := mustWrap(t, inner, Config{Seed: 42, Loss: 0.1, Duplicate: 0.1, Reorder: 0.1, ReorderTimeout: time.Hour, Directions: Outbound})
 		writeEach(t, d, 0, 500)
 		if err := d.Close(); err != nil {
 			t.Fatal(err)
@@ -481,7 +495,7 @@ func TestOutbound_SameSeedWritesTheSameSequence(t *testing.T) {
 func TestClose_WritesHeldAndDelayedPackets(t *testing.T) {
 	clk := clock.NewManual(0)
 	inner := tuntest.New(1500)
-	d := Wrap(inner, Config{Reorder: 0.5, Delay: time.Hour, Directions: Outbound, Clock: clk})
+	d := mustWrap(t, inner, Config{Reorder: 0.5, Delay: time.Hour, Directions: Outbound, Clock: clk})
 	d.out.mu.Lock()
 	d.out.script = scripted(verdict{delay: time.Hour}, verdict{hold: true, delay: time.Hour}, verdict{delay: 2 * time.Hour})
 	d.out.mu.Unlock()
@@ -508,7 +522,7 @@ func TestClose_WritesHeldAndDelayedPackets(t *testing.T) {
 func TestClose_UnblocksReadAndCountsUnreadAsDiscarded(t *testing.T) {
 	clk := clock.NewManual(0)
 	inner := tuntest.New(1500)
-	d := Wrap(inner, Config{Delay: time.Second, Directions: Inbound, Clock: clk})
+	d := mustWrap(t, inner, Config{Delay: time.Second, Directions: Inbound, Clock: clk})
 	inner.Inject(packetN(1))
 	readErr := make(chan error, 1)
 	go func() {
@@ -534,7 +548,7 @@ func TestClose_UnblocksReadAndCountsUnreadAsDiscarded(t *testing.T) {
 
 func TestStats_AddUpUnderConcurrentTraffic(t *testing.T) {
 	inner := tuntest.New(1500)
-	d := Wrap(inner, Config{
+	d := mustWrap(t, inner, Config{
 		Seed: 3, Loss: 0.05, Duplicate: 0.05, Reorder: 0.1, ReorderDepth: 3,
 		Delay: 100 * time.Microsecond, Jitter: 100 * time.Microsecond,
 	})
@@ -592,7 +606,7 @@ func TestStats_AddUpUnderConcurrentTraffic(t *testing.T) {
 
 func TestReadLoop_ReadsThroughTheFaultsAndClosesOnCancel(t *testing.T) {
 	inner := tuntest.New(1500)
-	d := Wrap(inner, Config{Seed: 5, Loss: 0.1, Duplicate: 0.3, Reorder: 0.1, Directions: Inbound})
+	d := mustWrap(t, inner, Config{Seed: 5, Loss: 0.1, Duplicate: 0.3, Reorder: 0.1, Directions: Inbound})
 	for i := range 100 {
 		inner.Inject(packetN(i))
 	}
