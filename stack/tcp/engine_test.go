@@ -117,6 +117,20 @@ func TestEngine_AckWithoutConnectionGetsRST(t *testing.T) {
 	}
 }
 
+func TestListen_SYNWithFINIsDropped(t *testing.T) {
+	h := newPktHarness(t, nil)
+	h.send(seg{seq: 10, flags: packet.SYN | packet.FIN})
+	h.expectNone("SYN+FIN")
+	select {
+	case r := <-h.reqs:
+		t.Fatalf("the handler was asked about %v", r.ID())
+	default:
+	}
+	if s := h.e.Stats(); s.DroppedNoFlow != 1 || s.SYNs != 0 {
+		t.Fatalf("stats: %d dropped, %d SYNs; want 1 and 0", s.DroppedNoFlow, s.SYNs)
+	}
+}
+
 func TestEngine_RSTWithoutConnectionIsIgnored(t *testing.T) {
 	h := newPktHarness(t, nil)
 	h.send(seg{seq: 10, flags: packet.RST})

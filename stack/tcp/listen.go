@@ -26,6 +26,12 @@ func (e *Engine) listen(id stack.FlowID, seg *Segment, now time.Time, b *outBatc
 		// "Any acknowledgment is bad if it arrives on a connection still
 		// in the LISTEN state": <SEQ=SEG.ACK><CTL=RST>.
 		e.sendRST(id, seg, b)
+	case seg.Flags&packet.SYN != 0 && seg.Flags&packet.FIN != 0:
+		// RFC 9293 does not forbid a SYN carrying FIN, but no real client
+		// sends one, and scanners use it to fingerprint stacks; Linux and
+		// FreeBSD drop it in LISTEN, and so does the engine.
+		e.ec.droppedNoFlow.Add(1)
+		e.opts.Trace.note(id, "SYN with FIN dropped in LISTEN")
 	case seg.Flags&packet.SYN != 0:
 		e.newSYN(id, seg, now, b)
 	default:
