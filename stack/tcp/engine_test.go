@@ -330,6 +330,46 @@ func TestEngine_TimeWaitReusedByNewerSYN(t *testing.T) {
 	}
 }
 
+// TestEngine_TimeWaitOfAnOpenConnIsNotReused: while the application has
+// only shut down writing, a new SYN for the 4-tuple gets a challenge ACK;
+// once it closes the Conn, the same SYN starts a new connection.
+func TestEngine_TimeWaitOfAnOpenConnIsNotReused(t *testing.T) {
+	h := newPktHarness(t, nil)
+	h.send(seg{seq: nearWrap, flags: packet.SYN, opts: fullSYNOpts(1000)})
+	r := h.request()
+	done := make(chan stack.Conn, 1)
+	go func() { c, _ := r.Accept(context.Background()); done <- c }()
+	sa := h.expectOne("SYN-ACK")
+	ts := func(v uint32) *packet.TCPOptions {
+		return &packet.TCPOptions{HasTS: true, TSVal: v, TSEcr: sa.opts.TSVal}
+	}
+	h.send(seg{seq: nearWrap + 1, ack: sa.seq + 1, flags: packet.ACK, opts: ts(1001)})
+	c := <-done
+	c.CloseWrite()
+	fin := h.expectOne("our FIN")
+	h.send(seg{seq: nearWrap + 1, ack: fin.seq + 1, flags: packet.ACK | packet.FIN, opts: ts(1002)})
+	h.expectOne("ACK of the app's FIN")
+	if n := h.e.Stats().States["TIME-WAIT"]; n != 1 {
+		t.Fatalf("states %v; want one TIME-WAIT", h.e.Stats().States)
+	}
+	h.send(seg{seq: 12345, flags: packet.SYN, opts: fullSYNOpts(1003)})
+	ch := h.expectOne("answer to the SYN")
+	if ch.flags != packet.ACK || ch.seq != fin.seq+1 || ch.ack != nearWrap+2 {
+		t.Fatalf("got %v seq %d ack %d; want a challenge ACK (RFC 5961 §4)", ch.flags, ch.seq, ch.ack)
+	}
+	select {
+	case r := <-h.reqs:
+		t.Fatalf("the SYN reached the handler: %v", r.ID())
+	default:
+	}
+	c.Close()
+	h.send(seg{seq: 12345, flags: packet.SYN, opts: fullSYNOpts(1004)})
+	h.request().Reject(true)
+	if n := h.e.Stats().TimeWaitReuses; n != 1 {
+		t.Fatalf("TIME-WAIT reuses %d; want 1 once the Conn is closed", n)
+	}
+}
+
 func TestEngine_TimeWaitEndsAfter2MSL(t *testing.T) {
 	h := newPktHarness(t, func(o *Options) { o.TCB.MSL2 = 10 * time.Second })
 	c, iss := h.establish(nearWrap)

@@ -86,8 +86,13 @@ func (f *flow) input(seg *Segment, now time.Time, b *outBatch) bool {
 		f.inputPending(seg, b)
 		return true
 	}
-	if seg.Flags&(packet.SYN|packet.ACK|packet.RST) == packet.SYN && f.tcb.AcceptsNewSyn(seg) {
-		// RFC 6191 / RFC 9293 §3.6.1: a new incarnation replaces TIME-WAIT.
+	// RFC 6191 / RFC 9293 §3.6.1: a new incarnation replaces TIME-WAIT,
+	// but only once the application has closed its Conn. One that only
+	// shut down writing may still read what the old incarnation left, so
+	// the SYN goes to Input, which answers with a challenge ACK (RFC 5961
+	// §4), as Linux does for a socket not yet closed.
+	appDone := f.conn == nil || f.conn.closed
+	if appDone && seg.Flags&(packet.SYN|packet.ACK|packet.RST) == packet.SYN && f.tcb.AcceptsNewSyn(seg) {
 		f.retireLocked()
 		return false
 	}

@@ -294,9 +294,10 @@ func fzSeeds() [][]byte {
 		seg(0, ack, -3000, 0, 0xff, 0x01, 2, 0).
 		seg(0, ack, 0, 0, 0xff, 0x03, 0, 0).
 		seg(0, packet.RST, 0, 0, 0, 0, 0, 0))
-	// Simultaneous close through CLOSING, then TIME-WAIT reused by a SYN.
+	// Simultaneous close through CLOSING, then TIME-WAIT reused by a SYN
+	// (the app closed its Conn: only then is TIME-WAIT reused).
 	seeds = append(seeds, fzInput(all, 0).
-		app(0, fzCloseWrite, 0).seg(0, ack|packet.FIN, 0, -1, 0xff, 0x01, 0, fzMs+1).
+		app(0, fzClose, 0).seg(0, ack|packet.FIN, 0, -1, 0xff, 0x01, 0, fzMs+1).
 		quick(0, 0, 0, fzMs+1).seg(0, packet.SYN, 100, 0, 0xff, 0x41, 0, fzMs+1).
 		quick(0, 0, 0, 0).app(0, fzWrite, 1).quick(0, 0, 0, 0))
 	// Keepalive probes on an idle connection, then timeout.
