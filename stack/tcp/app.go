@@ -149,7 +149,9 @@ func (t *TCB) Close() {
 	t.orphaned = true
 	t.CloseRead()
 	t.CloseWrite()
-	t.armFinWait2()
+	// Armed by the next Output, which has the caller's time: the TCB's
+	// own idea of now is that of the last segment or timer.
+	t.finWait2Arm = true
 }
 
 // Abort resets the connection now (RFC 9293 §3.10.5 ABORT): a RST is

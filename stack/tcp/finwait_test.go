@@ -133,6 +133,7 @@ func TestFinWait2_NoTimeoutAfterCloseWriteOnly(t *testing.T) {
 func TestFinWait2_TimeoutAfterCloseClosesTheConnection(t *testing.T) {
 	h := finWait2(t, func(c *Config) { c.FinWait2Timeout = 30 * time.Second })
 	h.tcb.Close()
+	h.output() // as the engine does after every call of the application
 	h.advance(30*time.Second - time.Millisecond)
 	h.wantState(FinWait2)
 	h.advance(time.Millisecond)
@@ -140,6 +141,18 @@ func TestFinWait2_TimeoutAfterCloseClosesTheConnection(t *testing.T) {
 	h.wantState(Closed)
 	if h.tcb.Reason() != "FIN-WAIT-2 timeout" {
 		t.Fatalf("reason %q", h.tcb.Reason())
+	}
+}
+
+// TestFinWait2_CloseLongAfterTheLastSegmentArmsFromNow: the timeout runs
+// from the Close, not from the last segment or timer the TCB saw.
+func TestFinWait2_CloseLongAfterTheLastSegmentArmsFromNow(t *testing.T) {
+	h := finWait2(t, func(c *Config) { c.FinWait2Timeout = 30 * time.Second })
+	h.now = h.now.Add(20 * time.Second) // idle: no segment, no timer
+	h.tcb.Close()
+	h.output()
+	if got, want := h.tcb.Deadline(), h.now.Add(30*time.Second); !got.Equal(want) {
+		t.Fatalf("deadline %v, want %v: 30s after the Close", got, want)
 	}
 }
 

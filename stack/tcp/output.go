@@ -25,6 +25,10 @@ const (
 // engine serialises them into a packet there). Output does not allocate.
 func (t *TCB) Output(now time.Time, emit func(*Segment)) {
 	t.now = now
+	if t.finWait2Arm {
+		t.finWait2Arm = false
+		t.armFinWait2()
+	}
 	if t.rstDue {
 		t.rstDue = false
 		t.emitRST(emit)

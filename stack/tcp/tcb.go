@@ -215,6 +215,7 @@ type TCB struct {
 	readClosed      bool // CloseRead: further data is acknowledged and dropped, never stored
 	discardedUnread bool // data was dropped unread after CloseRead
 	orphaned        bool // Close: further data resets the connection
+	finWait2Arm     bool // Close in FIN-WAIT-2: the next Output arms the timeout with its now
 
 	// Options negotiated on the handshake.
 	wsOK, sackOK, tsOK bool
