@@ -166,8 +166,12 @@ const (
 
 // TCB is the transmission control block of one connection: its state, the
 // sequence variables of RFC 9293 §3.3.1, buffers and timers. It is
-// sans-I/O: it never blocks, starts goroutines, reads the clock or locks;
-// every method takes the current time from the caller. It is not safe for
+// sans-I/O: it never blocks, starts goroutines, reads the clock or locks.
+// Time comes from the caller: Input, Output and OnTimer take now, and only
+// they arm timers. The application's calls (Read, Write, CloseRead,
+// CloseWrite, Close, Abort) take no time and arm nothing: what they start
+// (an ACK of a window update, the FIN, the FIN-WAIT-2 timeout after Close)
+// happens in the Output the owner runs after them. It is not safe for
 // concurrent use: the owner serialises calls.
 type TCB struct {
 	cfg     *Config
@@ -177,8 +181,8 @@ type TCB struct {
 	state       State
 	stateReason string
 	passive     bool
-	err         error // why the connection ended; nil while it lives
-	now         time.Time
+	err         error     // why the connection ended; nil while it lives
+	now         time.Time // of the last Input, Output or OnTimer
 
 	iss, irs Seq
 
