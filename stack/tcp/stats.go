@@ -18,6 +18,7 @@ type Stats struct {
 	ChallengeAcks, ChallengeAcksRateLimited         uint64
 	RSTsSent, RSTsReceived                          uint64
 	Retransmits, SynAckRetransmits, FastRetransmits uint64
+	RetransmittedBytes, LostRetransmits             uint64
 	RTOs, DupAcks, OutOfOrder, DroppedSegments      uint64
 	PAWSRejected, PersistProbes, KeepalivesSent     uint64
 	TLPProbes, TLPRecoveries                        uint64
@@ -57,6 +58,7 @@ func (e *Engine) Stats() Stats {
 	s.ChallengeAcks, s.ChallengeAcksRateLimited = c.ChallengeAcks.Load(), c.ChallengeAcksRateLimited.Load()
 	s.RSTsSent, s.RSTsReceived = c.RSTsSent.Load()+ec.rstsSentNoFlow.Load(), c.RSTsReceived.Load()
 	s.Retransmits, s.SynAckRetransmits, s.FastRetransmits = c.Retransmits.Load(), c.SynAckRetransmits.Load(), c.FastRetransmits.Load()
+	s.RetransmittedBytes, s.LostRetransmits = c.RetransmittedBytes.Load(), c.LostRetransmits.Load()
 	s.RTOs, s.DupAcks, s.OutOfOrder, s.DroppedSegments = c.RTOs.Load(), c.DupAcks.Load(), c.OutOfOrder.Load(), c.DroppedSegments.Load()
 	s.PAWSRejected, s.PersistProbes, s.KeepalivesSent = c.PAWSRejected.Load(), c.PersistProbes.Load(), c.KeepalivesSent.Load()
 	s.TLPProbes, s.TLPRecoveries = c.TLPProbes.Load(), c.TLPRecoveries.Load()
