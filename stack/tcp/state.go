@@ -5,8 +5,9 @@ import "sync/atomic"
 // State is a connection state (RFC 9293 §3.3.2). The zero value is Closed.
 type State uint8
 
-// Connection states. SynSent exists for active opens (used by tests and
-// conformance runners); the engine itself only opens passively.
+// Connection states. SynSent exists for active opens, which only this
+// package's tests make (a TCB as the peer of a passive one, in unit tests
+// and benchmarks); the engine itself only opens passively.
 const (
 	Closed State = iota
 	Listen

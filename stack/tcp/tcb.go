@@ -320,8 +320,8 @@ func NewSynReceived(cfg *Config, syn *Segment, iss Seq, tsOffset uint32, now tim
 }
 
 // NewSynSent builds a TCB for an active open and queues our SYN with every
-// option cfg enables. The engine opens passively only; this serves tests
-// and conformance runners that need a peer.
+// option cfg enables. The engine opens passively only; this serves the
+// package's tests and benchmarks that need a peer TCB.
 func NewSynSent(cfg *Config, iss Seq, tsOffset uint32, now time.Time) *TCB {
 	t := newTCB(cfg, tsOffset, now)
 	t.iss, t.sndUna, t.sndNxt, t.sndMax = iss, iss, iss, iss
