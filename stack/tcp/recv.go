@@ -145,11 +145,11 @@ func (t *TCB) onFIN() {
 	case Established:
 		t.setState(CloseWait, "FIN received")
 	case FinWait1:
-		if t.finAcked() {
-			t.setState(TimeWait, "FIN received, our FIN acknowledged")
-		} else {
-			t.setState(Closing, "FIN received before our FIN was acknowledged")
-		}
+		// RFC 9293 §3.10.7.4, eighth step: TIME-WAIT if our FIN has been
+		// acknowledged "(perhaps in this segment)". The ACK step, which
+		// runs first, has then already moved us to FIN-WAIT-2 (below);
+		// still in FIN-WAIT-1, it was not.
+		t.setState(Closing, "FIN received before our FIN was acknowledged")
 	case FinWait2:
 		t.setState(TimeWait, "FIN received in FIN-WAIT-2")
 	}

@@ -1,6 +1,9 @@
 package tcp
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // State is a connection state (RFC 9293 §3.3.2). The zero value is Closed.
 type State uint8
@@ -103,6 +106,48 @@ func (t *TCB) drop(seg *Segment, reason string) {
 	t.trace(TraceDrop, seg, reason)
 }
 
+// transitions are the legal edges of the state machine (RFC 9293 §3.3.2,
+// Figure 5), each with the event that takes it. Read top to bottom they
+// are the handshake, the four-way close with its variants, and the ways
+// out. setState changes state only along them; the package's tests check
+// every transition against the table and that each edge is taken.
+var transitions = map[[2]State]string{
+	// Opening.
+	{Listen, SynReceived}:      "SYN received",
+	{Closed, Established}:      "ACK carrying a valid SYN cookie",
+	{Closed, SynSent}:          "active open (tests only)",
+	{SynSent, SynReceived}:     "SYN received in SYN-SENT (simultaneous open)",
+	{SynSent, Established}:     "SYN-ACK received",
+	{SynReceived, Established}: "ACK of our SYN-ACK",
+	// We close first.
+	{Established, FinWait1}: "the application closed its direction (or did during the handshake)",
+	{FinWait1, FinWait2}:    "our FIN acknowledged",
+	{FinWait1, Closing}:     "FIN received before our FIN was acknowledged",
+	{FinWait2, TimeWait}:    "FIN received (also in the segment that acknowledged our FIN)",
+	{Closing, TimeWait}:     "our FIN acknowledged",
+	// The peer closes first.
+	{Established, CloseWait}: "FIN received",
+	{CloseWait, LastAck}:     "the application closed its direction",
+	// The ways out: the last ACK, 2·MSL, RST, abort, timeouts.
+	{SynSent, Closed}:     "RST, timeout or abort",
+	{SynReceived, Closed}: "RST, timeout or abort",
+	{Established, Closed}: "RST, timeout or abort",
+	{FinWait1, Closed}:    "RST, timeout or abort",
+	{FinWait2, Closed}:    "RST, FIN-WAIT-2 timeout or abort",
+	{CloseWait, Closed}:   "RST, timeout or abort",
+	{Closing, Closed}:     "RST or timeout",
+	{LastAck, Closed}:     "our FIN acknowledged, RST or timeout",
+	{TimeWait, Closed}:    "2·MSL passed, reused by a new SYN, or the TIME-WAIT table was full",
+}
+
+// checkTransitions, set by the package's tests, makes setState panic on
+// an edge missing from transitions and record the edges taken.
+var (
+	checkTransitions bool
+	takenMu          sync.Mutex // guards taken
+	taken            = map[[2]State]bool{}
+)
+
 // setState is the only place the connection state changes. It runs the
 // entry actions that belong to the new state (timers, events) so that
 // every path into a state behaves the same.
@@ -110,6 +155,15 @@ func (t *TCB) setState(to State, reason string) {
 	from := t.state
 	if from == to {
 		return
+	}
+	if checkTransitions {
+		edge := [2]State{from, to}
+		if _, ok := transitions[edge]; !ok {
+			panic("tcp: illegal transition " + from.String() + " → " + to.String() + " (" + reason + ")")
+		}
+		takenMu.Lock()
+		taken[edge] = true
+		takenMu.Unlock()
 	}
 	t.state = to
 	if t.traceFn != nil {

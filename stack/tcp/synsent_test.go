@@ -96,3 +96,16 @@ func TestNewFromCookie_WithoutWindowScale(t *testing.T) {
 		t.Fatalf("ws %v wnd %d ts %v sack %v", tcb.wsOK, tcb.sndWnd, tcb.tsOK, tcb.sackOK)
 	}
 }
+
+// TestSynSent_SYNWithoutAckIsASimultaneousOpen: RFC 9293 §3.10.7.3
+// fourth step: a SYN without ACK in SYN-SENT moves to SYN-RECEIVED and
+// is answered with SYN-ACK.
+func TestSynSent_SYNWithoutAckIsASimultaneousOpen(t *testing.T) {
+	h, _ := synSent(t)
+	h.in(Segment{Seq: testIRS, Flags: packet.SYN, Wnd: 1000})
+	h.wantState(SynReceived)
+	sa := h.one()
+	if sa.Flags != packet.SYN|packet.ACK || sa.Seq != testISS || sa.Ack != testIRS.Add(1) {
+		t.Fatalf("sent %v, want SYN-ACK seq=ISS ack=IRS+1", sa.String())
+	}
+}
