@@ -157,6 +157,11 @@ type Custom struct {
 	// upstream dial. Beyond either, SYN cookies answer (RFC 4987).
 	SynBacklog     int `mapstructure:"syn_backlog"`
 	PendingBacklog int `mapstructure:"pending_backlog"`
+	// ChallengeAckLimit bounds the RFC 5961 challenge ACKs one connection
+	// sends per second, ChallengeAckGlobalLimit those of all connections
+	// together (§7); 0 means no limit.
+	ChallengeAckLimit       int `mapstructure:"challenge_ack_limit"`
+	ChallengeAckGlobalLimit int `mapstructure:"challenge_ack_global_limit"`
 }
 
 // GVisor holds the tunables of the gVisor netstack.
@@ -259,6 +264,9 @@ func Default() *Config {
 				KeepaliveCount:    9,
 				SynBacklog:        1024,
 				PendingBacklog:    1024,
+
+				ChallengeAckLimit:       10,
+				ChallengeAckGlobalLimit: 1000,
 			},
 			GVisor: GVisor{
 				SACK:                  true,

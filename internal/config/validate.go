@@ -96,6 +96,8 @@ func (c *Custom) validate(ps *problems) {
 	checkRange(ps, "stack.custom.keepalive_count", c.KeepaliveCount, 1, 100)
 	checkRange(ps, "stack.custom.syn_backlog", c.SynBacklog, 1, maxInFlight)
 	checkRange(ps, "stack.custom.pending_backlog", c.PendingBacklog, 1, maxInFlight)
+	checkRange(ps, "stack.custom.challenge_ack_limit", c.ChallengeAckLimit, 0, maxInFlight)
+	checkRange(ps, "stack.custom.challenge_ack_global_limit", c.ChallengeAckGlobalLimit, 0, maxInFlight)
 }
 
 func (u *Upstream) validate(ps *problems, tunName string) { u.validateAt(ps, "upstream", tunName) }

@@ -43,7 +43,16 @@ func customOptions(cfg *config.Config) tcp.Options {
 	opts.TCB.KeepaliveCount = c.KeepaliveCount
 	opts.SynBacklog, opts.PendingBacklog = c.SynBacklog, c.PendingBacklog
 	opts.MaxTimeWait = c.MaxTimeWait
+	opts.TCB.ChallengeAckLimit, opts.ChallengeAckGlobalLimit = noLimitIfZero(c.ChallengeAckLimit), noLimitIfZero(c.ChallengeAckGlobalLimit)
 	return opts
+}
+
+// noLimitIfZero maps the config's 0 (no limit) to the engine's negative.
+func noLimitIfZero(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // traceObserver prints the proxy's upstream-side events of traced flows

@@ -17,6 +17,7 @@ func TestCustomOptions_CarryEveryStackCustomSetting(t *testing.T) {
 	c.TimeWait, c.FinWait2Timeout, c.SynAckRetries = 7*time.Second, 9*time.Second, 3
 	c.KeepaliveIdle, c.KeepaliveInterval, c.KeepaliveCount = time.Minute, 5*time.Second, 4
 	c.SynBacklog, c.PendingBacklog, c.MaxTimeWait = 11, 12, 13
+	c.ChallengeAckLimit, c.ChallengeAckGlobalLimit = 14, 0
 
 	o := customOptions(cfg)
 	b := o.TCB
@@ -38,7 +39,10 @@ func TestCustomOptions_CarryEveryStackCustomSetting(t *testing.T) {
 	if o.SynBacklog != 11 || o.PendingBacklog != 12 || o.MaxTimeWait != 13 {
 		t.Errorf("backlogs %d/%d, max time-wait %d", o.SynBacklog, o.PendingBacklog, o.MaxTimeWait)
 	}
-	if d := customOptions(config.Default()).TCB; !d.TailLossProbe || !d.SACK {
-		t.Error("defaults: tail loss probe or SACK off")
+	if b.ChallengeAckLimit != 14 || o.ChallengeAckGlobalLimit != -1 {
+		t.Errorf("challenge ACK limits %d/%d, want 14 and none (-1)", b.ChallengeAckLimit, o.ChallengeAckGlobalLimit)
+	}
+	if d := customOptions(config.Default()); !d.TCB.TailLossProbe || !d.TCB.SACK || d.TCB.ChallengeAckLimit != 10 || d.ChallengeAckGlobalLimit != 1000 {
+		t.Error("defaults: tail loss probe or SACK off, or challenge ACK limits not 10 and 1000")
 	}
 }

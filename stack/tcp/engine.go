@@ -39,6 +39,11 @@ type Options struct {
 	// memory stays bounded at any connect rate, and only the 2·MSL
 	// protection against old duplicates is given up for the overflow.
 	MaxTimeWait int
+	// ChallengeAckGlobalLimit bounds the RFC 5961 §7 challenge ACKs of
+	// all connections together, per second, besides TCB.ChallengeAckLimit
+	// per connection. Zero means 1000 (Linux's tcp_challenge_ack_limit of
+	// old); negative means no limit across connections.
+	ChallengeAckGlobalLimit int
 	// AlwaysSYNCookies answers every SYN with a SYN cookie, not only when
 	// a backlog is full (Linux's tcp_syncookies=2); for tests and script
 	// runners.
@@ -63,6 +68,10 @@ type Options struct {
 // per TIME-WAIT connection (a frozen record, see timewait.go), about
 // 90 MB at most.
 const DefaultMaxTimeWait = 65536
+
+// DefaultChallengeAckGlobalLimit is the default of
+// Options.ChallengeAckGlobalLimit.
+const DefaultChallengeAckGlobalLimit = 1000
 
 // DefaultOptions enables every TCP option and leaves the rest to the
 // documented defaults.
@@ -156,6 +165,12 @@ func New(w stack.PacketWriter, h stack.Handler, opts Options) (*Engine, error) {
 	e.cfg.MSS = opts.MTU - 40
 	e.cfg.TSEpoch = e.tsEpoch
 	e.cfg.Stats = &e.counters
+	switch {
+	case opts.ChallengeAckGlobalLimit == 0:
+		e.cfg.ChallengeAcks = NewChallengeLimiter(DefaultChallengeAckGlobalLimit)
+	case opts.ChallengeAckGlobalLimit > 0:
+		e.cfg.ChallengeAcks = NewChallengeLimiter(opts.ChallengeAckGlobalLimit)
+	}
 	e.cfg.SetDefaults()
 	e.cfg6 = e.cfg
 	e.cfg6.MSS = opts.MTU - 60

@@ -567,3 +567,42 @@ func TestEngine_DeferredOutputOfAFrozenFlowIsANoOp(t *testing.T) {
 		t.Fatalf("states %v", st.States)
 	}
 }
+
+func TestChallengeLimiter_AllowsTheLimitPerSecond(t *testing.T) {
+	l := NewChallengeLimiter(3)
+	now := time.Unix(1000, 0)
+	for i := range 5 {
+		if got, want := l.allow(now), i < 3; got != want {
+			t.Fatalf("challenge %d: allowed %v, want %v", i, got, want)
+		}
+	}
+	if !l.allow(now.Add(time.Second)) {
+		t.Fatal("the next second allows again")
+	}
+}
+
+// TestEngine_ChallengeAckLimitHoldsAcrossConnections: SYNs for two
+// established connections get challenge ACKs until the engine-wide limit
+// is used up, though each connection is within its own.
+func TestEngine_ChallengeAckLimitHoldsAcrossConnections(t *testing.T) {
+	h := newPktHarness(t, func(o *Options) { o.ChallengeAckGlobalLimit = 3 })
+	h.establish(nearWrap)
+	src2 := netip.AddrPortFrom(appAddr.Addr(), 6000)
+	h.send(seg{src: src2, seq: 100, flags: packet.SYN})
+	r := h.request()
+	go func() { _, _ = r.Accept(context.Background()) }()
+	sa := h.expectOne("SYN-ACK")
+	h.send(seg{src: src2, seq: 101, ack: sa.seq + 1, flags: packet.ACK})
+	answered := 0
+	for range 3 {
+		h.send(seg{seq: nearWrap + 1, flags: packet.SYN})        // first connection
+		h.send(seg{src: src2, seq: 101 + 10, flags: packet.SYN}) // second
+		answered += len(h.take())
+	}
+	if answered != 3 {
+		t.Fatalf("%d challenge ACKs for 6 SYNs, want the engine-wide 3", answered)
+	}
+	if s := h.e.Stats(); s.ChallengeAcks != 3 || s.ChallengeAcksRateLimited != 3 {
+		t.Fatalf("stats: %d sent, %d limited; want 3 and 3", s.ChallengeAcks, s.ChallengeAcksRateLimited)
+	}
+}

@@ -9,27 +9,28 @@ import (
 
 // Drop reasons. Each dropped segment is reported with exactly one.
 const (
-	dropClosed         = "connection is CLOSED"
-	dropSynSentBadAck  = "SYN-SENT: ACK outside (ISS, SND.NXT]"
-	dropSynSentRST     = "SYN-SENT: RST without acceptable ACK"
-	dropSynSentNoCtl   = "SYN-SENT: neither SYN nor RST"
-	dropDupSyn         = "SYN-RECEIVED: retransmitted SYN, SYN-ACK resent"
-	dropNoTimestamp    = "timestamps negotiated but segment has none (RFC 7323 §3.2)"
-	dropPAWS           = "PAWS: TSval older than TS.Recent (RFC 7323 §5.3)"
-	dropOutOfWindow    = "sequence number not acceptable (RFC 9293 §3.10.7.4)"
-	dropRSTOutOfWindow = "RST outside the receive window (RFC 5961 §3.2)"
-	dropTimeWaitFIN    = "TIME-WAIT: retransmitted FIN, ACK sent and 2MSL restarted"
-	dropTimeWaitRST    = "TIME-WAIT: RST ignored (RFC 1337)"
-	dropRSTChallenge   = "RST in window but not at RCV.NXT: challenge ACK (RFC 5961 §3.2)"
-	dropSYNChallenge   = "SYN in synchronized state: challenge ACK (RFC 5961 §4.2)"
-	dropAckChallenge   = "ACK outside [SND.UNA-MAX.SND.WND, SND.NXT]: ACK sent (RFC 5961 §5.2)"
-	dropChallengeLimit = "challenge ACK suppressed by rate limit (RFC 5961 §7)"
-	dropNoACK          = "ACK bit off (RFC 9293 §3.10.7.4 fifth step)"
-	dropSynRcvdBadAck  = "SYN-RECEIVED: unacceptable ACK, RST sent"
-	dropClosingNotFin  = "CLOSING: ACK does not cover our FIN"
-	dropOOOFull        = "out-of-order segment needs more ranges than kept"
-	dropDataAfterClose = "data after Close: connection reset (RFC 1122 §4.2.2.13)"
-	dropOldDuplicate   = "segment holds nothing new (duplicate)"
+	dropClosed               = "connection is CLOSED"
+	dropSynSentBadAck        = "SYN-SENT: ACK outside (ISS, SND.NXT]"
+	dropSynSentRST           = "SYN-SENT: RST without acceptable ACK"
+	dropSynSentNoCtl         = "SYN-SENT: neither SYN nor RST"
+	dropDupSyn               = "SYN-RECEIVED: retransmitted SYN, SYN-ACK resent"
+	dropNoTimestamp          = "timestamps negotiated but segment has none (RFC 7323 §3.2)"
+	dropPAWS                 = "PAWS: TSval older than TS.Recent (RFC 7323 §5.3)"
+	dropOutOfWindow          = "sequence number not acceptable (RFC 9293 §3.10.7.4)"
+	dropRSTOutOfWindow       = "RST outside the receive window (RFC 5961 §3.2)"
+	dropTimeWaitFIN          = "TIME-WAIT: retransmitted FIN, ACK sent and 2MSL restarted"
+	dropTimeWaitRST          = "TIME-WAIT: RST ignored (RFC 1337)"
+	dropRSTChallenge         = "RST in window but not at RCV.NXT: challenge ACK (RFC 5961 §3.2)"
+	dropSYNChallenge         = "SYN in synchronized state: challenge ACK (RFC 5961 §4.2)"
+	dropAckChallenge         = "ACK outside [SND.UNA-MAX.SND.WND, SND.NXT]: ACK sent (RFC 5961 §5.2)"
+	dropChallengeLimit       = "challenge ACK suppressed by rate limit (RFC 5961 §7)"
+	dropChallengeGlobalLimit = "challenge ACK suppressed by the limit across connections (RFC 5961 §7)"
+	dropNoACK                = "ACK bit off (RFC 9293 §3.10.7.4 fifth step)"
+	dropSynRcvdBadAck        = "SYN-RECEIVED: unacceptable ACK, RST sent"
+	dropClosingNotFin        = "CLOSING: ACK does not cover our FIN"
+	dropOOOFull              = "out-of-order segment needs more ranges than kept"
+	dropDataAfterClose       = "data after Close: connection reset (RFC 1122 §4.2.2.13)"
+	dropOldDuplicate         = "segment holds nothing new (duplicate)"
 )
 
 // Input processes one inbound segment addressed to this connection (RFC
@@ -286,6 +287,11 @@ func (t *TCB) challengeAck(seg *Segment, reason string) {
 			return
 		}
 		t.challengeCount++
+	}
+	if l := t.cfg.ChallengeAcks; l != nil && !l.allow(t.now) {
+		t.count(func(c *Counters) *atomic.Uint64 { return &c.ChallengeAcksRateLimited })
+		t.drop(seg, dropChallengeGlobalLimit)
+		return
 	}
 	t.count(func(c *Counters) *atomic.Uint64 { return &c.ChallengeAcks })
 	t.ackNow = true

@@ -79,6 +79,9 @@ type Config struct {
 	// ChallengeAckLimit is the most RFC 5961 challenge ACKs one connection
 	// sends per second (§7). Default 10; negative means no limit.
 	ChallengeAckLimit int
+	// ChallengeAcks, when set, also bounds the challenge ACKs of every
+	// connection sharing it (the engine's Options.ChallengeAckGlobalLimit).
+	ChallengeAcks *ChallengeLimiter
 	// TSEpoch is the origin of our timestamp clock: TSval = offset +
 	// milliseconds since TSEpoch. The engine sets it once so that SYN
 	// cookies and TCBs agree; zero means the TCB's creation time.
