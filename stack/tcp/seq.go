@@ -1,6 +1,16 @@
-// Package tcp is tungate's own TCP engine: a sans-I/O control block per
-// connection (TCB) and the engine around it that owns the flow table,
-// timers and buffers and implements the stack contract.
+// Package tcp is tungate's own stack (stack.kind custom), named for its
+// heart, the TCP engine: a sans-I/O control block per connection (TCB) and
+// the Engine around it that owns the flow table, timers and buffers and
+// implements the stack contract. The Engine is the whole stack, not only
+// TCP: it hands UDP flows to stack/udp and answers ICMP and ICMPv6 echo
+// requests itself (DeliverInbound).
+//
+// Where to read: state.go has every state and the table of legal
+// transitions; input.go validates a segment and dispatches it per state;
+// ack.go, recv.go and output.go are the send and receive paths; timer.go
+// and tlp.go the timers; listen.go the LISTEN state, SYN cookies and the
+// handshake held while the handler decides; timewait.go the compact
+// TIME-WAIT record.
 package tcp
 
 // Seq is a TCP sequence number. Sequence space is circular (RFC 9293
