@@ -59,7 +59,9 @@ type Stack interface {
 type Handler interface {
 	// HandleTCP is called once per new TCP flow, when the app's SYN arrives
 	// and before it is answered. The handler must call exactly one of
-	// req.Accept or req.Reject.
+	// req.Accept or req.Reject; a handler that returns without deciding
+	// gets Reject(true) from the stack (a RST, logged as a warning). ctx
+	// ends when the stack closes.
 	HandleTCP(ctx context.Context, req Request)
 
 	// HandleUDP is called once per new UDP flow (new 4-tuple), with the
@@ -70,18 +72,25 @@ type Handler interface {
 
 // Request is a TCP connection attempt whose SYN has not been answered yet.
 // Repeated SYNs from the app while the request is pending are absorbed.
+//
+// Its methods are safe for concurrent use, and the first Accept or Reject
+// decides: a later Accept fails with an error (the request is already
+// decided) and a later Reject does nothing. ID may be called at any time.
 type Request interface {
 	// ID returns the flow the app asked for.
 	ID() FlowID
 
 	// Accept completes the handshake (SYN-ACK, then waits for the app's ACK
 	// until ctx is done) and returns the established connection. It fails if
-	// the app gave up meanwhile (RST, timeout) or the stack is closed.
+	// the app gave up meanwhile (RST, timeout) or the stack is closed, or
+	// if the request was already decided.
 	Accept(ctx context.Context) (Conn, error)
 
 	// Reject refuses the flow: with reset the app receives a RST (its
 	// connect fails with ECONNREFUSED); without, the SYN is dropped and the
-	// app's own retransmissions and timeout apply.
+	// app's own retransmissions and timeout apply. A stack that is closing
+	// may leave the RST out. A Reject after the first decision does
+	// nothing.
 	Reject(reset bool)
 }
 
