@@ -606,3 +606,45 @@ func TestEngine_ChallengeAckLimitHoldsAcrossConnections(t *testing.T) {
 		t.Fatalf("stats: %d sent, %d limited; want 3 and 3", s.ChallengeAcks, s.ChallengeAcksRateLimited)
 	}
 }
+
+// returnAtOnce is a handler that decides nothing.
+type returnAtOnce struct{}
+
+func (returnAtOnce) HandleTCP(context.Context, stack.Request)        {}
+func (returnAtOnce) HandleUDP(_ context.Context, c stack.PacketConn) { c.Close() }
+
+// TestEngine_UndecidedHandlerMeansRST: the stack contract's rule for a
+// handler that returns without Accept or Reject.
+func TestEngine_UndecidedHandlerMeansRST(t *testing.T) {
+	h := &pktHarness{t: t, now: time.Unix(1_700_000_000, 0), reqs: make(chan stack.Request, 1)}
+	opts := DefaultOptions()
+	opts.Now, opts.ManualTimers = h.clock, true
+	e, err := New(capture{h}, returnAtOnce{}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.e = e
+	t.Cleanup(func() { e.Close() })
+	h.send(seg{seq: 10, flags: packet.SYN})
+	if rst := h.expectOne("answer to the SYN"); rst.flags&packet.RST == 0 || rst.ack != 11 {
+		t.Fatalf("got %v ack %d; want RST acking the SYN", rst.flags, rst.ack)
+	}
+	if n := e.Stats().HandlerUndecided; n != 1 {
+		t.Fatalf("HandlerUndecided = %d, want 1", n)
+	}
+}
+
+// TestEngine_FirstDecisionWins: a second Accept fails, a Reject after
+// Accept does nothing.
+func TestEngine_FirstDecisionWins(t *testing.T) {
+	h := newPktHarness(t, nil)
+	h.send(seg{seq: 10, flags: packet.SYN})
+	r := h.request()
+	r.Reject(true)
+	h.expectOne("RST")
+	if _, err := r.Accept(context.Background()); err == nil {
+		t.Fatal("Accept after Reject succeeded")
+	}
+	r.Reject(true)
+	h.expectNone("a second Reject")
+}
