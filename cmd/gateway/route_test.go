@@ -18,11 +18,11 @@ func TestRoutePlan_PrintsTheDefaultPlanWithoutAutoRouteSet(t *testing.T) {
 	}
 	out := p.stdout.String()
 	for _, want := range []string{
-		"SO_MARK 0x2022 (tun.route_mark)",
-		"ip -4 rule add priority 9000 fwmark 0x2022 goto 9009 table 2022 protocol 116",
-		"ip -6 rule add priority 9007 lookup 2022 protocol 116",
-		"ip -4 route add 0.0.0.0/0 dev tungate0 table 2022 protocol 116",
-		"ip -6 route add ::/0 dev tungate0 table 2022 protocol 116",
+		"SO_MARK 0x7467 (tun.route_mark)",
+		"ip -4 rule add priority 7400 fwmark 0x7467 goto 7409 table 7467 protocol 116",
+		"ip -6 rule add priority 7407 lookup 7467 protocol 116",
+		"ip -4 route add 0.0.0.0/0 dev tungate0 table 7467 protocol 116",
+		"ip -6 route add ::/0 dev tungate0 table 7467 protocol 116",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("plan lacks %q:\n%s", want, out)
@@ -40,13 +40,13 @@ func TestRoutePlan_FlagsAndUpstreamShapeThePlan(t *testing.T) {
 	out := p.stdout.String()
 	for _, want := range []string{
 		"SO_MARK 0x7 (upstream.fwmark)",
-		"fwmark 0x7 goto 9009",
-		"uidrange 1000-1999 goto 9009",
-		"to 198.19.0.9/32 goto 9009",
-		"to 198.19.0.5/32 goto 9009",
-		"ipproto udp dport 53 lookup 2022",
-		"ipproto tcp dport 53 lookup 2022",
-		"route add unreachable 0.0.0.0/0 table 2022",
+		"fwmark 0x7 goto 7409",
+		"uidrange 1000-1999 goto 7409",
+		"to 198.19.0.9/32 goto 7409",
+		"to 198.19.0.5/32 goto 7409",
+		"ipproto udp dport 53 lookup 7467",
+		"ipproto tcp dport 53 lookup 7467",
+		"route add unreachable 0.0.0.0/0 table 7467",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("plan lacks %q:\n%s", want, out)
@@ -68,7 +68,7 @@ func TestRoutePlan_OverlapIsAConfigError(t *testing.T) {
 func TestRun_HostConflictIsExitTwo(t *testing.T) {
 	p := newFakeProcess(t)
 	p.app.serve = func(context.Context, *config.Config, gateway.Options) error {
-		return &config.Error{Problems: []config.Problem{{Key: "tun.rule_priority", Message: "priorities 9000–9009 are needed"}}}
+		return &config.Error{Problems: []config.Problem{{Key: "tun.rule_priority", Message: "priorities 7400–7409 are needed"}}}
 	}
 	if code := p.run("run", "--auto-route"); code != exitUsage {
 		t.Fatalf("exit %d, want %d", code, exitUsage)

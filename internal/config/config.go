@@ -34,11 +34,14 @@ const (
 )
 
 // Defaults of auto_route (tun.route_table, tun.rule_priority,
-// tun.route_mark): numbers no distribution's tools use.
+// tun.route_mark): 0x7467 is "tg". They stay clear of what other tun
+// proxies install by default (table 2022 and priorities from 9000, as
+// sing-box and mihomo use), so that both can run on one machine to be
+// compared.
 const (
-	DefaultRouteTable   = 2022
-	DefaultRulePriority = 9000
-	DefaultRouteMark    = 0x2022
+	DefaultRouteTable   = 7467
+	DefaultRulePriority = 7400
+	DefaultRouteMark    = 0x7467
 )
 
 // Log formats (log.format).

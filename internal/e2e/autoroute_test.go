@@ -509,7 +509,7 @@ func TestAutoRoute_TwoGatewaysSideBySide(t *testing.T) {
 // tun.rule_priority, and nothing is installed.
 func TestAutoRoute_ConflictingRuleIsAConfigError(t *testing.T) {
 	lab, _ := autoRouteLab(t)
-	out, err := lab.Client().Command(context.Background(), "ip", "rule", "add", "priority", "9004", "lookup", "main").CombinedOutput()
+	out, err := lab.Client().Command(context.Background(), "ip", "rule", "add", "priority", "7404", "lookup", "main").CombinedOutput()
 	if err != nil {
 		t.Fatalf("ip rule add: %v\n%s", err, out)
 	}
