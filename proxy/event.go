@@ -2,8 +2,8 @@ package proxy
 
 import (
 	"fmt"
-	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/stack"
 )
 
@@ -89,7 +89,7 @@ func (k EventKind) String() string {
 // Event is one step in the life of a TCP flow as the proxy sees it. A
 // trace prints them next to the stack's own packet-level events.
 type Event struct {
-	Time time.Time // from Options.Clock
+	Time clock.Time // from Options.Clock
 	Flow stack.FlowID
 	Kind EventKind
 	// Side is the end the event concerns, for EventEOF, EventReset,

@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/proxy"
 	"github.com/tungate/tungate/proxy/proxytest"
 	"github.com/tungate/tungate/stack"
@@ -88,12 +89,29 @@ func (l *eventLog) first(kind proxy.EventKind) (proxy.Event, bool) {
 	return proxy.Event{}, false
 }
 
+// testClock is the manual clock the proxy runs on in these tests.
+type testClock struct{ *clock.Manual }
+
+// WaitForTimers blocks until at least n callbacks are scheduled, so that a
+// test advances the clock only after the code under test, on its own
+// goroutines, armed its timers. It fails the test after waitLimit.
+func (c *testClock) WaitForTimers(t testing.TB, n int) {
+	t.Helper()
+	giveUp := time.Now().Add(waitLimit)
+	for c.Pending() < n {
+		if time.Now().After(giveUp) {
+			t.Fatalf("%d timers scheduled after %v, want %d", c.Pending(), waitLimit, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 // harness is a Proxy on a manual clock whose handler calls are waited
 // for when the test ends.
 type harness struct {
 	t      *testing.T
 	p      *proxy.Proxy
-	clock  *proxytest.Clock
+	clock  *testClock
 	events *eventLog
 	wg     sync.WaitGroup
 }
@@ -101,7 +119,7 @@ type harness struct {
 // newHarness builds a Proxy from o, filling in a direct dialer, the
 // manual clock, the test's logger and an event log.
 func newHarness(t *testing.T, o proxy.Options) *harness {
-	h := &harness{t: t, clock: proxytest.NewClock(), events: &eventLog{}}
+	h := &harness{t: t, clock: &testClock{clock.NewManual(0)}, events: &eventLog{}}
 	if o.Dialer == nil {
 		o.Dialer = proxy.NewDirect(proxy.DirectOptions{})
 	}

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/stack"
 )
 
@@ -85,8 +86,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Observer, when set, receives the Events of every TCP flow.
 	Observer Observer
-	// Clock drives the timeouts; nil means the system clock.
-	Clock Clock
+	// Clock drives the timeouts and stamps the Events; nil means the
+	// system's (clock.Real).
+	Clock clock.Clock
 }
 
 // Proxy is a stack.Handler that relays flows upstream. Its methods are
@@ -102,7 +104,7 @@ type Proxy struct {
 	sniffTimeout      time.Duration
 	log               *slog.Logger
 	observer          Observer
-	clock             Clock
+	clock             clock.Clock
 
 	stats            counters
 	tcpBufs, udpBufs bufPool
@@ -148,7 +150,7 @@ func New(o Options) *Proxy {
 		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if p.clock == nil {
-		p.clock = systemClock{}
+		p.clock = clock.Real()
 	}
 	return p
 }
@@ -207,7 +209,7 @@ func (p *Proxy) withTimeout(ctx context.Context, d time.Duration, cause error) (
 	if d <= 0 {
 		return ctx, func() { cancel(context.Canceled) }
 	}
-	stop := p.clock.AfterFunc(d, func() { cancel(cause) })
+	stop := p.clock.AfterFunc(d, func() { cancel(cause) }).Stop
 	return ctx, func() {
 		stop()
 		cancel(context.Canceled)

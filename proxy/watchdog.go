@@ -4,6 +4,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tungate/tungate/internal/clock"
 )
 
 // watchdog fires once a flow has been inactive for its current limit.
@@ -12,8 +14,8 @@ import (
 // could have passed and re-arms itself for the remainder when there was
 // activity since.
 type watchdog struct {
-	clock  Clock
-	origin time.Time
+	clock  clock.Clock
+	origin clock.Time
 	// last is the time of the latest activity, as nanoseconds since
 	// origin.
 	last atomic.Int64
@@ -29,7 +31,7 @@ type watchdog struct {
 
 // newWatchdog starts a watchdog that calls expire(reason) after limit of
 // inactivity; limit 0 disables it until setLimit.
-func newWatchdog(c Clock, limit time.Duration, reason error, expire func(error)) *watchdog {
+func newWatchdog(c clock.Clock, limit time.Duration, reason error, expire func(error)) *watchdog {
 	w := &watchdog{clock: c, origin: c.Now(), expire: expire}
 	w.setLimit(limit, reason)
 	return w
@@ -61,7 +63,7 @@ func (w *watchdog) armLocked(d time.Duration) {
 	w.gen++
 	if w.limit > 0 {
 		gen := w.gen
-		w.stopTimer = w.clock.AfterFunc(d, func() { w.fire(gen) })
+		w.stopTimer = w.clock.AfterFunc(d, func() { w.fire(gen) }).Stop
 	}
 }
 

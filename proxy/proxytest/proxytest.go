@@ -1,7 +1,8 @@
 // Package proxytest provides test doubles for the boundary between a stack
 // and its handler: a stack.Request and stack.Conn backed by a real
-// loopback TCP connection, a stack.PacketConn backed by a loopback UDP
-// socket pair, and a manual Clock. Because the connections are kernel
+// loopback TCP connection and a stack.PacketConn backed by a loopback UDP
+// socket pair (the manual clock is internal/clock's). Because the
+// connections are kernel
 // sockets, half-close, RST and ECONNRESET behave as the kernel makes
 // them, which is what a stack's Conn imitates.
 package proxytest
