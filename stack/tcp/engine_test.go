@@ -300,9 +300,11 @@ func TestEngine_SYNCookiesWhenPendingBacklogFull(t *testing.T) {
 	}
 }
 
-func TestEngine_TimeWaitReusedByNewerSYN(t *testing.T) {
-	h := newPktHarness(t, nil)
-	// Handshake with timestamps so RFC 6191 applies.
+// timeWaitWithTimestamps opens a connection with timestamps (so that RFC
+// 6191 applies), lets end close our side (Close or CloseWrite), and takes
+// it into TIME-WAIT with the app's FIN. It returns the Conn and our FIN.
+func (h *pktHarness) timeWaitWithTimestamps(end func(stack.Conn)) (stack.Conn, got) {
+	h.t.Helper()
 	h.send(seg{seq: nearWrap, flags: packet.SYN, opts: fullSYNOpts(1000)})
 	r := h.request()
 	done := make(chan stack.Conn, 1)
@@ -313,14 +315,19 @@ func TestEngine_TimeWaitReusedByNewerSYN(t *testing.T) {
 	}
 	h.send(seg{seq: nearWrap + 1, ack: sa.seq + 1, flags: packet.ACK, opts: ts(1001)})
 	c := <-done
-	// We close first (active close), the app answers with its FIN.
-	c.Close()
+	end(c) // we close first (active close), the app answers with its FIN
 	fin := h.expectOne("our FIN")
 	h.send(seg{seq: nearWrap + 1, ack: fin.seq + 1, flags: packet.ACK | packet.FIN, opts: ts(1002)})
 	h.expectOne("ACK of the app's FIN")
 	if n := h.e.Stats().States["TIME-WAIT"]; n != 1 {
-		t.Fatalf("states %v; want one TIME-WAIT", h.e.Stats().States)
+		h.t.Fatalf("states %v; want one TIME-WAIT", h.e.Stats().States)
 	}
+	return c, fin
+}
+
+func TestEngine_TimeWaitReusedByNewerSYN(t *testing.T) {
+	h := newPktHarness(t, nil)
+	h.timeWaitWithTimestamps(func(c stack.Conn) { c.Close() })
 	// The client reuses the port at once with a newer timestamp.
 	h.send(seg{seq: 12345, flags: packet.SYN, opts: fullSYNOpts(1003)})
 	r2 := h.request()
@@ -335,23 +342,7 @@ func TestEngine_TimeWaitReusedByNewerSYN(t *testing.T) {
 // once it closes the Conn, the same SYN starts a new connection.
 func TestEngine_TimeWaitOfAnOpenConnIsNotReused(t *testing.T) {
 	h := newPktHarness(t, nil)
-	h.send(seg{seq: nearWrap, flags: packet.SYN, opts: fullSYNOpts(1000)})
-	r := h.request()
-	done := make(chan stack.Conn, 1)
-	go func() { c, _ := r.Accept(context.Background()); done <- c }()
-	sa := h.expectOne("SYN-ACK")
-	ts := func(v uint32) *packet.TCPOptions {
-		return &packet.TCPOptions{HasTS: true, TSVal: v, TSEcr: sa.opts.TSVal}
-	}
-	h.send(seg{seq: nearWrap + 1, ack: sa.seq + 1, flags: packet.ACK, opts: ts(1001)})
-	c := <-done
-	c.CloseWrite()
-	fin := h.expectOne("our FIN")
-	h.send(seg{seq: nearWrap + 1, ack: fin.seq + 1, flags: packet.ACK | packet.FIN, opts: ts(1002)})
-	h.expectOne("ACK of the app's FIN")
-	if n := h.e.Stats().States["TIME-WAIT"]; n != 1 {
-		t.Fatalf("states %v; want one TIME-WAIT", h.e.Stats().States)
-	}
+	c, fin := h.timeWaitWithTimestamps(func(c stack.Conn) { c.CloseWrite() })
 	h.send(seg{seq: 12345, flags: packet.SYN, opts: fullSYNOpts(1003)})
 	ch := h.expectOne("answer to the SYN")
 	if ch.flags != packet.ACK || ch.seq != fin.seq+1 || ch.ack != nearWrap+2 {
