@@ -147,9 +147,6 @@ func unsupported(s *Script, opts Options) string {
 				return fmt.Sprintf("line %d: not a TCP socket", ev.Line)
 			}
 		case "read", "recv", "recvfrom":
-			if strings.Contains(strings.Join(c.Args, ","), "MSG_PEEK") {
-				return fmt.Sprintf("line %d: MSG_PEEK: stack.Conn has no peek", ev.Line)
-			}
 		case "write", "send", "sendto", "bind", "listen", "accept", "close", "shutdown", "fcntl":
 		case "setsockopt", "getsockopt":
 			if !opts.Lenient && !strings.Contains(strings.Join(c.Args, ","), "SO_REUSEADDR") {
@@ -563,7 +560,19 @@ func (r *runner) connCall(ev *Event, st *fdState, blocking bool) (int64, string,
 		if !blocking {
 			st.c.SetReadDeadline(time.Now().Add(realWait))
 		}
-		got, rerr := io.ReadAtLeast(st.c, make([]byte, n), 1)
+		var got int
+		var rerr error
+		if strings.Contains(strings.Join(c.Args, ","), "MSG_PEEK") {
+			// The application's view of the receive queue, left in place
+			// for the next read (the own engine's Conn can peek).
+			p, ok := st.c.(interface{ Peek([]byte) (int, error) })
+			if !ok {
+				return 0, "", r.fail(ev, "MSG_PEEK: the connection cannot peek")
+			}
+			got, rerr = p.Peek(make([]byte, n))
+		} else {
+			got, rerr = io.ReadAtLeast(st.c, make([]byte, n), 1)
+		}
 		if got > 0 || errors.Is(rerr, io.EOF) {
 			return int64(got), "", nil
 		}

@@ -74,6 +74,43 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 }
 
+// Peek is Read without consuming: it waits as Read does, then copies the
+// start of the buffered data into p and leaves it for the next Read (as
+// recv with MSG_PEEK does). At the end of the stream it returns 0, io.EOF.
+func (c *Conn) Peek(p []byte) (int, error) {
+	f := c.f
+	for {
+		f.mu.Lock()
+		if c.closed || c.readClosed {
+			f.mu.Unlock()
+			return 0, c.opErr("peek", net.ErrClosed)
+		}
+		if expired(c.readDeadline) {
+			f.mu.Unlock()
+			return 0, c.opErr("peek", os.ErrDeadlineExceeded)
+		}
+		if n := f.tcb.Peek(p); n > 0 || len(p) == 0 {
+			signal(f.wait.read) // the data is still there for a reader
+			f.mu.Unlock()
+			return n, nil
+		}
+		if f.tcb.Readable() {
+			// No data, but Read would not wait: EOF or the error.
+			_, err := f.tcb.Read(nil)
+			f.mu.Unlock()
+			if err != nil {
+				return 0, c.opErr("peek", err)
+			}
+			return 0, io.EOF
+		}
+		dl, dlCh, ch := c.readDeadline, f.wait.deadline, f.wait.read
+		f.mu.Unlock()
+		if err := c.await(ch, dl, dlCh); err != nil {
+			return 0, c.opErr("peek", err)
+		}
+	}
+}
+
 // Write copies p into the send buffer, waiting for space as needed. It
 // returns net.ErrClosed after Close or CloseWrite and an error wrapping
 // ECONNRESET after a reset.
