@@ -134,6 +134,9 @@ func unsupported(s *Script, opts Options) string {
 	if s.Skip != "" {
 		return s.Skip
 	}
+	if s.PythonLine != 0 && !opts.Lenient {
+		return fmt.Sprintf("line %d: inline Python (%%{ ... }%%) checks the kernel's TCP_INFO, which the runner does not run (--lenient runs the script without it)", s.PythonLine)
+	}
 	for _, ev := range s.Events {
 		if ev.Kind != Syscall {
 			continue

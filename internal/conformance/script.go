@@ -53,6 +53,9 @@ type Script struct {
 	Events []Event
 	// Skip, when set, is why the script cannot run on this runner.
 	Skip string
+	// PythonLine is the line of the first inline Python block (%{ ... }%),
+	// which the runner does not run; 0 when there is none.
+	PythonLine int
 }
 
 // EventKind says what an Event does.
@@ -122,6 +125,7 @@ type ParseOptions struct {
 func Parse(path, text string, po ParseOptions) (*Script, error) {
 	s := &Script{Path: path, Flags: map[string]string{}}
 	text = stripBlockComments(text)
+	text, s.PythonLine = stripPython(text)
 	// #ifdef nesting: each entry says whether the enclosing branch is live.
 	var cond []bool
 	live := func() bool {
@@ -132,13 +136,16 @@ func Parse(path, text string, po ParseOptions) (*Script, error) {
 		}
 		return true
 	}
-	for i, raw := range strings.Split(text, "\n") {
+	lines := strings.Split(text, "\n")
+	for i := 0; i < len(lines); i++ {
 		lineNo := i + 1
-		line := raw
-		if j := strings.Index(line, "//"); j >= 0 {
-			line = line[:j]
+		line := uncomment(lines[i])
+		// A statement goes on over the next lines while a parenthesis,
+		// bracket or brace is open (packetdrill's multi-line calls).
+		for depth := nesting(line); depth > 0 && i+1 < len(lines); depth = nesting(line) {
+			i++
+			line += " " + uncomment(lines[i])
 		}
-		line = strings.TrimSpace(line)
 		switch {
 		case line == "":
 			continue
@@ -186,6 +193,54 @@ func Parse(path, text string, po ParseOptions) (*Script, error) {
 		return nil, fmt.Errorf("%s: unterminated #ifdef", path)
 	}
 	return s, nil
+}
+
+// uncomment drops a line's // comment and surrounding space.
+func uncomment(line string) string {
+	if j := strings.Index(line, "//"); j >= 0 {
+		line = line[:j]
+	}
+	return strings.TrimSpace(line)
+}
+
+// nesting is how many ( [ { the line leaves open.
+func nesting(line string) int {
+	d := 0
+	for _, c := range line {
+		switch c {
+		case '(', '[', '{':
+			d++
+		case ')', ']', '}':
+			d--
+		}
+	}
+	return d
+}
+
+// stripPython removes inline Python blocks (%{ ... }%), keeping line
+// numbers, and returns the line of the first one (0 when none).
+func stripPython(text string) (string, int) {
+	first := 0
+	var b strings.Builder
+	for {
+		i := strings.Index(text, "%{")
+		if i < 0 {
+			b.WriteString(text)
+			return b.String(), first
+		}
+		if first == 0 {
+			first = strings.Count(b.String()+text[:i], "\n") + 1
+		}
+		// The block is the event's whole body: drop its time too.
+		start := strings.LastIndex(text[:i], "\n") + 1
+		b.WriteString(text[:start])
+		j := strings.Index(text[i:], "}%")
+		if j < 0 {
+			return b.String(), first
+		}
+		b.WriteString(strings.Repeat("\n", strings.Count(text[start:i+j+2], "\n")))
+		text = text[i+j+2:]
+	}
 }
 
 func stripBlockComments(text string) string {
