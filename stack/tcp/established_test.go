@@ -387,6 +387,15 @@ func TestEstablished_SingleSegmentAckIsDelayed(t *testing.T) {
 	wantAck(t, h.one(), h.peerNxt)
 }
 
+// TestEstablished_CoalescedSegmentIsAckedAtOnce: a segment larger than a
+// full-sized one carries at least two of the sender's (coalesced on the
+// way), so it is acknowledged at once, as the second of two would be.
+func TestEstablished_CoalescedSegmentIsAckedAtOnce(t *testing.T) {
+	h := established(t)
+	h.in(h.data(pattern(0, h.cfg.MSS+100)))
+	wantAck(t, h.one(), h.peerNxt)
+}
+
 func TestEstablished_EverySecondFullSegmentIsAckedAtOnce(t *testing.T) {
 	h := established(t)
 	h.in(h.data(pattern(0, 1448)))

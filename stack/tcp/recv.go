@@ -66,14 +66,17 @@ func (t *TCB) deliverInOrder(data []byte) {
 		t.events |= EventReadable
 	}
 	t.ackPending += uint32(len(data))
-	t.scheduleAck()
+	t.scheduleAck(len(data))
 }
 
 // scheduleAck is the delayed-ACK policy: RFC 9293 §3.8.6.3 and RFC 5681
 // §4.2 want an ACK for at least every second full-sized segment and
-// within 0.5 s; DelayedAck < 0 acknowledges every segment.
-func (t *TCB) scheduleAck() {
-	if t.cfg.DelayedAck < 0 || t.ackPending >= 2*t.rcvMSS {
+// within 0.5 s; DelayedAck < 0 acknowledges every segment. A segment of n
+// bytes, more than one full-sized segment, is at least two the sender sent
+// coalesced on their way (GRO), so it is acknowledged at once too, as
+// Linux does.
+func (t *TCB) scheduleAck(n int) {
+	if t.cfg.DelayedAck < 0 || t.ackPending >= 2*t.rcvMSS || uint32(n) > t.rcvMSS {
 		t.ackNow = true
 		return
 	}
