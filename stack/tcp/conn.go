@@ -43,13 +43,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 	f := c.f
 	for {
 		f.mu.Lock()
-		if c.closed || c.readClosed {
+		if err := c.readGateLocked("read"); err != nil {
 			f.mu.Unlock()
-			return 0, c.opErr("read", net.ErrClosed)
-		}
-		if expired(c.readDeadline) {
-			f.mu.Unlock()
-			return 0, c.opErr("read", os.ErrDeadlineExceeded)
+			return 0, err
 		}
 		n, err := f.tcb.Read(p)
 		if n > 0 || err != nil || len(p) == 0 {
@@ -74,6 +70,18 @@ func (c *Conn) Read(p []byte) (int, error) {
 	}
 }
 
+// readGateLocked is why a Read or Peek (op) fails before it looks at the
+// data: the Conn closed for reading, or its read deadline passed.
+func (c *Conn) readGateLocked(op string) error {
+	switch {
+	case c.closed || c.readClosed:
+		return c.opErr(op, net.ErrClosed)
+	case expired(c.readDeadline):
+		return c.opErr(op, os.ErrDeadlineExceeded)
+	}
+	return nil
+}
+
 // Peek is Read without consuming: it waits as Read does, then copies the
 // start of the buffered data into p and leaves it for the next Read (as
 // recv with MSG_PEEK does). At the end of the stream it returns 0, io.EOF.
@@ -81,13 +89,9 @@ func (c *Conn) Peek(p []byte) (int, error) {
 	f := c.f
 	for {
 		f.mu.Lock()
-		if c.closed || c.readClosed {
+		if err := c.readGateLocked("peek"); err != nil {
 			f.mu.Unlock()
-			return 0, c.opErr("peek", net.ErrClosed)
-		}
-		if expired(c.readDeadline) {
-			f.mu.Unlock()
-			return 0, c.opErr("peek", os.ErrDeadlineExceeded)
+			return 0, err
 		}
 		if n := f.tcb.Peek(p); n > 0 || len(p) == 0 {
 			signal(f.wait.read) // the data is still there for a reader
