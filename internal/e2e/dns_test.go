@@ -124,6 +124,7 @@ func newDNSLab(t *testing.T) *dnsLab {
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { srv.Close() })
 	waitListening(t, lab.Client(), netlab.AltServerAddr4+":"+socksPort)
+	waitListening(t, lab.Client(), netlab.ServerAddr4+":53") // dnsmasq serves TCP too
 	return d
 }
 
