@@ -3,25 +3,20 @@ package gvisor
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
 
 	"go.uber.org/goleak"
-	"gvisor.dev/gvisor/pkg/buffer"
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
 	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
-	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/tungate/tungate/stack"
+	"github.com/tungate/tungate/stack/stacktest/gvpeer"
 )
 
 // Addresses of the in-memory test network (benchmark range only).
@@ -55,25 +50,15 @@ func (h handlerFuncs) HandleUDP(ctx context.Context, c stack.PacketConn) {
 }
 
 // harness connects the Stack under test to a second gVisor stack playing
-// the app: the client's packets go to Stack.DeliverInbound, the Stack's
-// PacketWriter output is injected into the client. Each direction runs on
-// its own goroutine so neither stack re-enters the other.
+// the app (see gvpeer), recording every packet the Stack emits.
 type harness struct {
 	t      *testing.T
 	srv    *Stack
-	client *gvstack.Stack
-	cep    *channel.Endpoint
-	mtu    int
+	peer   *gvpeer.Peer
+	client *gvstack.Stack // peer.Stack
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-
-	toClient chan []byte
-
-	mu       sync.Mutex     // guards observed and bad
+	mu       sync.Mutex     // guards observed and watchers
 	observed [][]byte       // copies of every packet the Stack emitted
-	bad      []string       // PacketWriter contract violations
 	watchers []func([]byte) // called with each emitted packet
 }
 
@@ -83,116 +68,34 @@ func newHarness(t *testing.T, h stack.Handler, opts Options) *harness {
 	if opts.MTU == 0 {
 		opts.MTU = DefaultMTU
 	}
-	hs := &harness{t: t, mtu: opts.MTU, toClient: make(chan []byte, 4096)}
-	hs.ctx, hs.cancel = context.WithCancel(context.Background())
-	srv, err := New(serverWriter{hs}, h, opts)
+	hs := &harness{t: t}
+	peer, err := gvpeer.New(gvpeer.Options{MTU: opts.MTU, Addrs: []netip.Addr{clientV4, clientV6}, Observe: hs.record})
 	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(peer, h, opts)
+	if err != nil {
+		peer.Close()
 		t.Fatalf("New: %v", err)
 	}
-	hs.srv = srv
-	hs.startClient()
+	hs.srv, hs.peer, hs.client = srv, peer, peer.Stack
+	peer.Start(srv)
 	t.Cleanup(hs.close)
 	return hs
 }
 
-func (h *harness) startClient() {
-	h.cep = channel.New(4096, uint32(h.mtu), "")
-	h.client = gvstack.New(gvstack.Options{
-		NetworkProtocols:   []gvstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
-		TransportProtocols: []gvstack.TransportProtocolFactory{tcp.NewProtocol, udp.NewProtocol},
-	})
-	sack := tcpip.TCPSACKEnabled(true)
-	must(h.t, h.client.SetTransportProtocolOption(tcp.ProtocolNumber, &sack))
-	must(h.t, h.client.CreateNIC(1, h.cep))
-	for _, a := range []netip.Addr{clientV4, clientV6} {
-		pa := tcpip.ProtocolAddress{Protocol: netProto(a), AddressWithPrefix: tcpip.AddrFromSlice(a.AsSlice()).WithPrefix()}
-		must(h.t, h.client.AddProtocolAddress(1, pa, gvstack.AddressProperties{}))
-	}
-	h.client.SetRouteTable([]tcpip.Route{
-		{Destination: header.IPv4EmptySubnet, NIC: 1},
-		{Destination: header.IPv6EmptySubnet, NIC: 1},
-	})
-	h.wg.Add(2)
-	go h.clientToServer()
-	go h.serverToClient()
-}
-
-func must(t *testing.T, terr tcpip.Error) {
-	t.Helper()
-	if terr != nil {
-		t.Fatalf("client stack: %s", terr)
+// record keeps a copy of p and shows it to the watchers.
+func (h *harness) record(p []byte) {
+	h.mu.Lock()
+	h.observed = append(h.observed, p)
+	watchers := h.watchers
+	h.mu.Unlock()
+	for _, fn := range watchers {
+		fn(p)
 	}
 }
 
-func netProto(a netip.Addr) tcpip.NetworkProtocolNumber {
-	if a.Is4() {
-		return header.IPv4ProtocolNumber
-	}
-	return header.IPv6ProtocolNumber
-}
-
-func (h *harness) clientToServer() {
-	defer h.wg.Done()
-	for {
-		pkt := h.cep.ReadContext(h.ctx)
-		if pkt == nil {
-			return
-		}
-		b := append([]byte(nil), pkt.ToView().AsSlice()...)
-		pkt.DecRef()
-		if err := h.srv.DeliverInbound([][]byte{b}); err != nil {
-			return
-		}
-	}
-}
-
-func (h *harness) serverToClient() {
-	defer h.wg.Done()
-	for {
-		select {
-		case <-h.ctx.Done():
-			return
-		case b := <-h.toClient:
-			proto, ok := networkProtocol(b)
-			if !ok {
-				continue
-			}
-			pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
-			h.cep.InjectInbound(proto, pkt)
-			pkt.DecRef()
-		}
-	}
-}
-
-// serverWriter is the Stack's PacketWriter: it checks the contract,
-// records and forwards each packet.
-type serverWriter struct{ h *harness }
-
-func (w serverWriter) WritePackets(bufs [][]byte, offset int) (int, error) {
-	h := w.h
-	for i, b := range bufs {
-		p := append([]byte(nil), b[offset:]...)
-		h.mu.Lock()
-		if offset < stack.Headroom {
-			h.bad = append(h.bad, fmt.Sprintf("offset %d < headroom", offset))
-		}
-		if len(p) > h.mtu {
-			h.bad = append(h.bad, fmt.Sprintf("packet of %d bytes exceeds mtu %d", len(p), h.mtu))
-		}
-		h.observed = append(h.observed, p)
-		watchers := h.watchers
-		h.mu.Unlock()
-		for _, fn := range watchers {
-			fn(p)
-		}
-		select {
-		case h.toClient <- p:
-		case <-h.ctx.Done():
-			return i, errors.New("harness closed")
-		}
-	}
-	return len(bufs), nil
-}
+func netProto(a netip.Addr) tcpip.NetworkProtocolNumber { return gvpeer.NetProto(a) }
 
 // watch registers fn for every packet the Stack emits from now on.
 func (h *harness) watch(fn func([]byte)) {
@@ -212,15 +115,9 @@ func (h *harness) close() {
 	if err := h.srv.Close(); err != nil {
 		h.t.Errorf("Close: %v", err)
 	}
-	h.cancel()
-	h.wg.Wait()
-	h.client.Close()
-	h.client.Wait()
-	h.cep.Close()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, b := range h.bad {
-		h.t.Errorf("PacketWriter contract: %s", b)
+	h.peer.Close()
+	for _, v := range h.peer.Violations() {
+		h.t.Errorf("PacketWriter contract: %s", v)
 	}
 }
 
@@ -256,7 +153,7 @@ func (h *harness) dial(ctx context.Context, dst netip.AddrPort) (*clientConn, er
 	entry, ch := waiter.NewChannelEntry(waiter.WritableEvents | waiter.EventHUp | waiter.EventErr)
 	wq.EventRegister(&entry)
 	defer wq.EventUnregister(&entry)
-	terr = ep.Connect(tcpip.FullAddress{NIC: 1, Addr: tcpip.AddrFromSlice(dst.Addr().AsSlice()), Port: dst.Port()})
+	terr = ep.Connect(gvpeer.FullAddress(dst))
 	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
 		select {
 		case <-ch:

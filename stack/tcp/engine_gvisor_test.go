@@ -15,48 +15,21 @@ import (
 
 	"go.uber.org/goleak"
 	"golang.org/x/net/nettest"
-	"gvisor.dev/gvisor/pkg/buffer"
-	"gvisor.dev/gvisor/pkg/tcpip"
-	"gvisor.dev/gvisor/pkg/tcpip/adapters/gonet"
-	"gvisor.dev/gvisor/pkg/tcpip/header"
-	"gvisor.dev/gvisor/pkg/tcpip/link/channel"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv4"
-	"gvisor.dev/gvisor/pkg/tcpip/network/ipv6"
-	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
-	gvtcp "gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 
 	"github.com/tungate/tungate/stack"
+	"github.com/tungate/tungate/stack/stacktest/gvpeer"
 )
 
-// peerHarness connects an Engine to a gVisor stack playing the app, in
-// memory, with real time: the app side is an independent TCP
-// implementation, so the engine is tested against someone else's TCP.
+// peerHarness connects an Engine to a gVisor stack playing the app (see
+// gvpeer): the app side is an independent TCP implementation, so the
+// engine is tested against someone else's TCP.
 type peerHarness struct {
-	t      testing.TB
-	e      *Engine
-	client *gvstack.Stack
-	cep    *channel.Endpoint
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	toApp  chan []byte
-	conns  chan stack.Conn
+	t     testing.TB
+	e     *Engine
+	peer  *gvpeer.Peer
+	conns chan stack.Conn
 	// accept decides each request; nil accepts.
 	accept func(stack.Request) bool
-}
-
-type peerWriter struct{ h *peerHarness }
-
-func (w peerWriter) WritePackets(bufs [][]byte, offset int) (int, error) {
-	for i, b := range bufs {
-		p := append([]byte(nil), b[offset:]...)
-		select {
-		case w.h.toApp <- p:
-		case <-w.h.ctx.Done():
-			return i, net.ErrClosed
-		}
-	}
-	return len(bufs), nil
 }
 
 type peerHandler struct{ h *peerHarness }
@@ -80,93 +53,36 @@ func (peerHandler) HandleUDP(ctx context.Context, c stack.PacketConn) { c.Close(
 
 func newPeerHarness(t testing.TB, opts Options) *peerHarness {
 	t.Helper()
-	h := &peerHarness{t: t, toApp: make(chan []byte, 8192), conns: make(chan stack.Conn, 64)}
-	h.ctx, h.cancel = context.WithCancel(context.Background())
-	e, err := New(peerWriter{h}, peerHandler{h}, opts)
+	h := &peerHarness{t: t, conns: make(chan stack.Conn, 64)}
+	peer, err := gvpeer.New(gvpeer.Options{MTU: opts.MTU, Queue: 8192,
+		Addrs: []netip.Addr{appAddr.Addr(), netip.MustParseAddr("2001:2::1")}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.e = e
-	h.cep = channel.New(8192, uint32(opts.MTU), "")
-	h.client = gvstack.New(gvstack.Options{
-		NetworkProtocols:   []gvstack.NetworkProtocolFactory{ipv4.NewProtocol, ipv6.NewProtocol},
-		TransportProtocols: []gvstack.TransportProtocolFactory{gvtcp.NewProtocol},
-	})
-	sack := tcpip.TCPSACKEnabled(true)
-	h.client.SetTransportProtocolOption(gvtcp.ProtocolNumber, &sack)
-	if err := h.client.CreateNIC(1, h.cep); err != nil {
+	e, err := New(peer, peerHandler{h}, opts)
+	if err != nil {
+		peer.Close()
 		t.Fatal(err)
 	}
-	for _, a := range []netip.Addr{appAddr.Addr(), netip.MustParseAddr("2001:2::1")} {
-		proto := header.IPv4ProtocolNumber
-		if a.Is6() {
-			proto = header.IPv6ProtocolNumber
-		}
-		h.client.AddProtocolAddress(1, tcpip.ProtocolAddress{Protocol: proto,
-			AddressWithPrefix: tcpip.AddrFromSlice(a.AsSlice()).WithPrefix()}, gvstack.AddressProperties{})
-	}
-	h.client.SetRouteTable([]tcpip.Route{
-		{Destination: header.IPv4EmptySubnet, NIC: 1},
-		{Destination: header.IPv6EmptySubnet, NIC: 1},
-	})
-	h.wg.Add(2)
-	go h.appToEngine()
-	go h.engineToApp()
+	h.e, h.peer = e, peer
+	peer.Start(e)
 	t.Cleanup(h.close)
 	return h
 }
 
-func (h *peerHarness) appToEngine() {
-	defer h.wg.Done()
-	for {
-		pkt := h.cep.ReadContext(h.ctx)
-		if pkt == nil {
-			return
-		}
-		b := append([]byte(nil), pkt.ToView().AsSlice()...)
-		pkt.DecRef()
-		if h.e.DeliverInbound([][]byte{b}) != nil {
-			return
-		}
-	}
-}
-
-func (h *peerHarness) engineToApp() {
-	defer h.wg.Done()
-	for {
-		select {
-		case <-h.ctx.Done():
-			return
-		case b := <-h.toApp:
-			proto := header.IPv4ProtocolNumber
-			if b[0]>>4 == 6 {
-				proto = header.IPv6ProtocolNumber
-			}
-			pkt := gvstack.NewPacketBuffer(gvstack.PacketBufferOptions{Payload: buffer.MakeWithData(b)})
-			h.cep.InjectInbound(proto, pkt)
-			pkt.DecRef()
-		}
-	}
-}
-
 func (h *peerHarness) close() {
 	h.e.Close()
-	h.cancel()
-	h.wg.Wait()
-	h.client.Close()
-	h.client.Wait()
+	h.peer.Close()
+	for _, v := range h.peer.Violations() {
+		h.t.Errorf("PacketWriter contract: %s", v)
+	}
 }
 
 // dial connects the app to dst through the engine and returns both ends.
 func (h *peerHarness) dial(dst netip.AddrPort) (net.Conn, stack.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	proto := header.IPv4ProtocolNumber
-	if dst.Addr().Is6() {
-		proto = header.IPv6ProtocolNumber
-	}
-	app, err := gonet.DialContextTCP(ctx, h.client, tcpip.FullAddress{NIC: 1,
-		Addr: tcpip.AddrFromSlice(dst.Addr().AsSlice()), Port: dst.Port()}, proto)
+	app, err := h.peer.DialTCP(ctx, dst)
 	if err != nil {
 		return nil, nil, err
 	}
