@@ -60,10 +60,15 @@ type Timer interface {
 	Reset(d time.Duration) bool
 }
 
-// Real returns the system's monotonic clock, with its origin at the call:
-// Now starts at 0 and counts up from there. Timers are time.AfterFunc
-// timers, whose callbacks run on goroutines of the Go runtime.
-func Real() Clock { return realClock{origin: time.Now()} }
+// Real returns the system's monotonic clock. Its first reading is
+// RealStart, just after the call, and it counts up from there, so the zero
+// Time, which callers use for "unset", is never one of its readings.
+// Timers are time.AfterFunc timers, whose callbacks run on goroutines of
+// the Go runtime.
+func Real() Clock { return realClock{origin: time.Now().Add(-time.Duration(RealStart))} }
+
+// RealStart is where a Real clock's readings start.
+const RealStart = Time(time.Second)
 
 type realClock struct {
 	origin time.Time // carries a monotonic reading, so Since reads only that
