@@ -1,10 +1,14 @@
 // Package deadline implements net.Conn-style I/O deadlines as channels,
-// for connections whose blocking calls wait in a select.
+// for connections whose blocking calls wait in a select. The wall-clock
+// deadline a caller sets is turned into a timer on a clock.Clock, so tests
+// with a clock.Manual decide exactly when it passes.
 package deadline
 
 import (
 	"sync"
 	"time"
+
+	"github.com/tungate/tungate/internal/clock"
 )
 
 // Deadline is one direction's I/O deadline as a channel that is closed when
@@ -13,16 +17,24 @@ import (
 type Deadline struct {
 	// mu guards the fields below.
 	mu    sync.Mutex
+	clk   clock.Clock
 	ch    chan struct{} // closed once the deadline has passed
-	timer *time.Timer   // pending expiry, nil when none
+	timer clock.Timer   // pending expiry, nil when none
 	gen   uint64        // identifies the current timer to its callback
 }
 
-// New returns a Deadline with no deadline set.
-func New() *Deadline { return &Deadline{ch: make(chan struct{})} }
+// New returns a Deadline with no deadline set whose timers run on clk
+// (nil means clock.Real()).
+func New(clk clock.Clock) *Deadline {
+	if clk == nil {
+		clk = clock.Real()
+	}
+	return &Deadline{clk: clk, ch: make(chan struct{})}
+}
 
 // Set moves the deadline to t: the zero time removes it, a time in the
-// past expires it at once (waking calls blocked on Done).
+// past expires it at once (waking calls blocked on Done). A time in the
+// future passes when the clock has moved by time.Until(t).
 func (d *Deadline) Set(t time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -49,7 +61,7 @@ func (d *Deadline) Set(t time.Time) {
 		d.ch = make(chan struct{})
 	}
 	gen, ch := d.gen, d.ch
-	d.timer = time.AfterFunc(dur, func() {
+	d.timer = d.clk.AfterFunc(dur, func() {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if d.gen == gen {

@@ -66,8 +66,8 @@ func newPacketConn(t *Table, id stack.FlowID) *PacketConn {
 		maxPayload: maxPayload6,
 		ready:      make(chan struct{}, 1),
 		done:       make(chan struct{}),
-		rdl:        deadline.New(),
-		wdl:        deadline.New(),
+		rdl:        deadline.New(t.clk),
+		wdl:        deadline.New(t.clk),
 	}
 	if id.Src.Addr().Is4() {
 		c.maxPayload = maxPayload4

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/stack"
 )
@@ -44,6 +45,9 @@ type Options struct {
 	MaxFlows int
 	// Logger receives per-flow debug logs; nil discards them.
 	Logger *slog.Logger
+	// Clock runs the PacketConns' read and write deadlines; nil means
+	// clock.Real().
+	Clock clock.Clock
 }
 
 // Stats are a Table's counters.
@@ -77,6 +81,7 @@ type Table struct {
 	queueLen int
 	maxFlows int
 	log      *slog.Logger
+	clk      clock.Clock
 
 	ctx    context.Context // handed to every HandleUDP; cancelled by Close
 	cancel context.CancelFunc
@@ -99,6 +104,7 @@ func New(w stack.PacketWriter, h stack.Handler, opts Options) *Table {
 		queueLen: opts.QueueLen,
 		maxFlows: opts.MaxFlows,
 		log:      opts.Logger,
+		clk:      opts.Clock,
 		flows:    make(map[stack.FlowID]*PacketConn),
 	}
 	if t.queueLen <= 0 {
@@ -106,6 +112,9 @@ func New(w stack.PacketWriter, h stack.Handler, opts Options) *Table {
 	}
 	if t.maxFlows <= 0 {
 		t.maxFlows = DefaultMaxFlows
+	}
+	if t.clk == nil {
+		t.clk = clock.Real()
 	}
 	if t.log == nil {
 		t.log = slog.New(slog.DiscardHandler)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/stack"
 	"github.com/tungate/tungate/stack/udp"
@@ -229,7 +230,8 @@ func TestDeadlines_PastDeadlineFailsAtOnce(t *testing.T) {
 }
 
 func TestDeadlines_ReadDeadlineWakesABlockedRead(t *testing.T) {
-	tab, _, h := newTable(t, udp.Options{})
+	clk := clock.NewManual(clock.RealStart)
+	tab, _, h := newTable(t, udp.Options{Clock: clk})
 	tab.Deliver(udpPacket(t, flow4, []byte("x")))
 	c := h.next(t)
 	readString(t, c)
@@ -239,7 +241,14 @@ func TestDeadlines_ReadDeadlineWakesABlockedRead(t *testing.T) {
 		_, err := c.Read(make([]byte, 10))
 		errc <- err
 	}()
-	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond)) // moved closer while Read waits
+	c.SetReadDeadline(time.Now().Add(time.Minute)) // moved closer while Read waits
+	clk.Advance(59 * time.Second)
+	select {
+	case err := <-errc:
+		t.Fatalf("Read returned %v before its deadline", err)
+	default:
+	}
+	clk.Advance(time.Second)
 	select {
 	case err := <-errc:
 		checkTimeout(t, "Read", err)
@@ -249,11 +258,12 @@ func TestDeadlines_ReadDeadlineWakesABlockedRead(t *testing.T) {
 }
 
 func TestDeadlines_ExtendedDeadlineKeepsReadWaiting(t *testing.T) {
-	tab, _, h := newTable(t, udp.Options{})
+	clk := clock.NewManual(clock.RealStart)
+	tab, _, h := newTable(t, udp.Options{Clock: clk})
 	tab.Deliver(udpPacket(t, flow4, []byte("x")))
 	c := h.next(t)
 	readString(t, c)
-	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	c.SetReadDeadline(time.Now().Add(time.Second))
 	c.SetReadDeadline(time.Now().Add(time.Hour)) // the first timer must not fire
 	got := make(chan string, 1)
 	go func() {
@@ -265,7 +275,7 @@ func TestDeadlines_ExtendedDeadlineKeepsReadWaiting(t *testing.T) {
 		}
 		got <- string(buf[:n])
 	}()
-	time.Sleep(60 * time.Millisecond) // past the first deadline
+	clk.Advance(time.Minute) // well past the first deadline
 	tab.Deliver(udpPacket(t, flow4, []byte("late")))
 	if s := <-got; s != "late" {
 		t.Errorf("Read = %q, want %q", s, "late")
