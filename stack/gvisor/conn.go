@@ -54,7 +54,7 @@ type endpointConn struct {
 // init prepares a zero endpointConn; release may be nil.
 func (c *endpointConn) init(ep tcpip.Endpoint, wq *waiter.Queue, id stack.FlowID, stream bool, release func()) {
 	c.ep, c.wq, c.id, c.stream, c.release = ep, wq, id, stream, release
-	c.rd, c.wd = deadline.New(), deadline.New()
+	c.rd, c.wd = deadline.New(nil), deadline.New(nil)
 	c.done, c.rdShut, c.wrShut = make(chan struct{}), make(chan struct{}), make(chan struct{})
 	if stream {
 		c.network, c.local, c.remote = "tcp", tcpAddr(id.Dst), tcpAddr(id.Src)
