@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tungate/tungate/internal/bench"
+	"github.com/tungate/tungate/internal/gwproc"
 )
 
 // benchFlags are the flags of "gateway bench".
@@ -87,7 +88,7 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 		return fmt.Errorf("bench: finding the gateway binary: %w", err)
 	}
 	opts := bench.Options{
-		Gateway:    bench.GatewayCommand{Path: exe},
+		Gateway:    gwproc.Command{Path: exe},
 		Stacks:     f.stacks,
 		Tests:      f.tests,
 		Quick:      f.quick,

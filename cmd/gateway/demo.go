@@ -9,6 +9,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tungate/tungate/internal/bench"
+	"github.com/tungate/tungate/internal/demo"
+	"github.com/tungate/tungate/internal/gwproc"
 )
 
 func (a *app) newDemoCmd() *cobra.Command {
@@ -48,8 +50,8 @@ func (a *app) runDemo(cmd *cobra.Command, stack string) error {
 	logger := slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ctx, stop := a.cancelOnSignal(cmd.Context(), logger)
 	defer stop()
-	return bench.RunDemo(ctx, bench.DemoOptions{
-		Gateway: bench.GatewayCommand{Path: exe},
+	return demo.Run(ctx, demo.Options{
+		Gateway: gwproc.Command{Path: exe},
 		Stack:   stack,
 		Out:     a.stdout,
 		Logger:  logger,

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"github.com/tungate/tungate/internal/gwproc"
 	"github.com/tungate/tungate/tun/faulty"
 
 	"errors"
@@ -65,21 +66,10 @@ const (
 	maxWarmup = time.Second
 )
 
-// GatewayCommand says how to start the gateway under test: Path is run as
-// `Path run --stack KIND ...` inside the client namespace.
-type GatewayCommand struct {
-	// Path is the gateway binary, usually os.Executable().
-	Path string
-	// Env is the process environment; nil means the current one. TUNGATE_*
-	// variables are removed either way: the command line alone decides
-	// what runs, and a user's settings cannot skew a comparison.
-	Env []string
-}
-
 // Options configure Run. Zero fields take the defaults (the quick ones
 // when Quick is set).
 type Options struct {
-	Gateway GatewayCommand
+	Gateway gwproc.Command
 	// Stacks to compare, from AllStacks; empty means all of them.
 	Stacks []string
 	// Tests to run, from AllTests (or "all"); empty means all of them.

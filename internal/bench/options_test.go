@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tungate/tungate/internal/gwproc"
 )
 
 func TestOptions_QuickDefaultsAreShort(t *testing.T) {
@@ -53,7 +55,7 @@ func TestOptions_ReusePortsDefaultToLinuxsRangeOrASmallOneWhenQuick(t *testing.T
 		t.Errorf("quick: %d ports", got)
 	}
 	for _, n := range []int{16, 60999 - 1024 + 1} {
-		if err := (Options{Gateway: GatewayCommand{Path: "/gw"}, ReusePorts: n}).Validate(); err != nil {
+		if err := (Options{Gateway: gwproc.Command{Path: "/gw"}, ReusePorts: n}).Validate(); err != nil {
 			t.Errorf("%d ports: %v", n, err)
 		}
 	}
@@ -91,20 +93,20 @@ func TestOptions_WarmupIsAQuarterCappedAtASecond(t *testing.T) {
 }
 
 func TestOptions_FaultsAreCheckedAndGivenToEveryGateway(t *testing.T) {
-	bad := Options{Gateway: GatewayCommand{Path: "/gw"}, Faults: "loss=2"}.Validate()
+	bad := Options{Gateway: gwproc.Command{Path: "/gw"}, Faults: "loss=2"}.Validate()
 	if bad == nil || !strings.Contains(bad.Error(), "faults") || !strings.Contains(bad.Error(), "loss") {
 		t.Fatalf("bad spec: %v", bad)
 	}
-	o := Options{Gateway: GatewayCommand{Path: "/gw"}, Faults: "loss=0.01,seed=3", CPUProfile: "/tmp/p"}
+	o := Options{Gateway: gwproc.Command{Path: "/gw"}, Faults: "loss=0.01,seed=3", CPUProfile: "/tmp/p"}
 	if err := o.Validate(); err != nil {
 		t.Fatal(err)
 	}
 	spec := gatewaySpecFor(o.withDefaults(), StackGVisor, 2)
 	want := []string{"--cpuprofile", "/tmp/p-gvisor-round2.prof", "--faults", "loss=0.01,seed=3"}
-	if !slices.Equal(spec.extra, want) || spec.stack != StackGVisor {
-		t.Fatalf("gateway flags %q, want %q", spec.extra, want)
+	if !slices.Equal(spec.Extra, want) || spec.Stack != StackGVisor {
+		t.Fatalf("gateway flags %q, want %q", spec.Extra, want)
 	}
-	if extra := gatewaySpecFor(Options{}.withDefaults(), StackCustom, 1).extra; len(extra) != 0 {
+	if extra := gatewaySpecFor(Options{}.withDefaults(), StackCustom, 1).Extra; len(extra) != 0 {
 		t.Fatalf("without faults or profile: %q", extra)
 	}
 }

@@ -11,12 +11,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tungate/tungate/internal/gwproc"
 )
 
 // sampleReport records two rounds of a few tests on three stacks.
 func sampleReport(t *testing.T) *Report {
 	t.Helper()
-	o := Options{Gateway: GatewayCommand{Path: "/gw"}, Tests: []string{TestMemory, TestConnect, TestUpload1}, Rounds: 2}.withDefaults()
+	o := Options{Gateway: gwproc.Command{Path: "/gw"}, Tests: []string{TestMemory, TestConnect, TestUpload1}, Rounds: 2}.withDefaults()
 	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	rec := newRecorder(o, start)
 	for _, f := range []figures{
@@ -241,7 +243,7 @@ func TestFormatQuantity_WholeNumbersHaveNoDecimals(t *testing.T) {
 }
 
 func TestWriteTable_NamesTheInjectedFaults(t *testing.T) {
-	o := Options{Gateway: GatewayCommand{Path: "/gw"}, Tests: []string{TestUpload1}, Faults: "loss=0.01"}.withDefaults()
+	o := Options{Gateway: gwproc.Command{Path: "/gw"}, Tests: []string{TestUpload1}, Faults: "loss=0.01"}.withDefaults()
 	start := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	rec := newRecorder(o, start)
 	rec.add(StackCustom, TestUpload1, figures{mThroughput: 50})

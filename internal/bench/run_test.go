@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tungate/tungate/internal/gwproc"
 	"github.com/tungate/tungate/internal/netlab"
 )
 
@@ -122,7 +123,7 @@ func TestRun_GatewayThatDiesAtStartIsAFailureNotAnAbort(t *testing.T) {
 	needRoot(t)
 	var progress progressLog
 	rep, err := Run(context.Background(), Options{
-		Gateway:  GatewayCommand{Path: "/bin/false"},
+		Gateway:  gwproc.Command{Path: "/bin/false"},
 		Stacks:   []string{StackKernel, StackCustom},
 		Tests:    []string{TestLatency},
 		Duration: 50 * time.Millisecond, Rounds: 1,

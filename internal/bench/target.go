@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/tungate/tungate/internal/gwproc"
 	"github.com/tungate/tungate/internal/netlab"
 )
 
@@ -24,7 +25,7 @@ const dialTimeout = 5 * time.Second
 type target struct {
 	lab    *netlab.Lab
 	stack  string
-	gw     *gatewayProc // nil for the kernel baseline
+	gw     *gwproc.Proc // nil for the kernel baseline
 	dialer *netlab.Dialer
 }
 
@@ -37,9 +38,9 @@ func bringUp(ctx context.Context, lab *netlab.Lab, o Options, stack string, roun
 			return nil, fmt.Errorf("bench: kernel baseline: %w", err)
 		}
 	} else {
-		gw, err := startGateway(ctx, lab, gatewaySpecFor(o, stack, round))
+		gw, err := gwproc.Start(ctx, lab, gatewaySpecFor(o, stack, round))
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("bench: %w", err)
 		}
 		t.gw = gw
 	}
@@ -51,13 +52,13 @@ func bringUp(ctx context.Context, lab *netlab.Lab, o Options, stack string, roun
 }
 
 // gatewaySpecFor is how a round of the bench runs the gateway of stack.
-func gatewaySpecFor(o Options, stack string, round int) gatewaySpec {
-	spec := gatewaySpec{cmd: o.Gateway, stack: stack, tun: benchTUN, mtu: o.MTU}
+func gatewaySpecFor(o Options, stack string, round int) gwproc.Spec {
+	spec := gwproc.Spec{Cmd: o.Gateway, Stack: stack, TUN: benchTUN, MTU: o.MTU}
 	if o.CPUProfile != "" {
-		spec.extra = append(spec.extra, "--cpuprofile", fmt.Sprintf("%s-%s-round%d.prof", o.CPUProfile, stack, round))
+		spec.Extra = append(spec.Extra, "--cpuprofile", fmt.Sprintf("%s-%s-round%d.prof", o.CPUProfile, stack, round))
 	}
 	if o.Faults != "" {
-		spec.extra = append(spec.extra, "--faults", o.Faults)
+		spec.Extra = append(spec.Extra, "--faults", o.Faults)
 	}
 	return spec
 }
@@ -76,7 +77,7 @@ func (t *target) alive() error {
 		return nil
 	}
 	if exited, err := t.gw.Exited(); exited {
-		return fmt.Errorf("bench: gateway exited during the test: %v%s", err, t.gw.logTail())
+		return fmt.Errorf("bench: gateway exited during the test: %v%s", err, t.gw.LogTail())
 	}
 	return nil
 }
@@ -135,7 +136,7 @@ func (t *target) gwLog() string {
 	if t.gw == nil {
 		return ""
 	}
-	return t.gw.logTail()
+	return t.gw.LogTail()
 }
 
 // usage is a snapshot of the CPU the gateway and the machine have used.
@@ -171,4 +172,9 @@ func echo(c *net.TCPConn) {
 			return
 		}
 	}
+}
+
+// startServer listens on a fresh port of the server's address in ns.
+func startServer(ns *netlab.NS, handle func(*net.TCPConn)) (*netlab.Server, error) {
+	return netlab.Serve(ns, netlab.ServerAddr4+":0", handle)
 }

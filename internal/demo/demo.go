@@ -1,4 +1,10 @@
-package bench
+// Package demo is `gateway demo`: it builds a throwaway topology with
+// internal/netlab (a client namespace routed into the gateway's TUN, a
+// server namespace behind a veth pair, every address in 198.18.0.0/15),
+// starts the gateway as a separate process (internal/gwproc), sends a few
+// real requests through it, prints what happened, and removes everything
+// again, also when the context is cancelled or a step fails.
+package demo
 
 import (
 	"bytes"
@@ -10,17 +16,21 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
+	"github.com/tungate/tungate/internal/config"
+	"github.com/tungate/tungate/internal/gwproc"
 	"github.com/tungate/tungate/internal/netlab"
 )
 
-// DemoOptions configure RunDemo.
-type DemoOptions struct {
-	Gateway GatewayCommand
+// Options configure Run.
+type Options struct {
+	Gateway gwproc.Command
 	// Stack is the gateway's stack kind; empty means custom, the only one
 	// that can print the ladder.
 	Stack string
@@ -29,6 +39,9 @@ type DemoOptions struct {
 	// Logger receives debug details; nil discards them.
 	Logger *slog.Logger
 }
+
+// viaTUNAddr is the source address of connections routed into the TUN.
+var viaTUNAddr = netip.MustParsePrefix(netlab.TUNPrefix4).Addr()
 
 // Ports of the demo's servers in the server namespace.
 const (
@@ -49,15 +62,15 @@ type demoStep struct {
 	err             error // the step did not go as the demo expects
 }
 
-// RunDemo builds a throwaway topology, runs the gateway in it, sends a few
+// Run builds a throwaway topology, runs the gateway in it, sends a few
 // real requests through it (plain HTTP, a download, one to an upstream
 // that refuses, and a half-close exchange), prints the ladder of the
 // half-close connection and a table of what happened, and removes
 // everything again. It returns an error if a step did not go as it
 // should.
-func RunDemo(ctx context.Context, o DemoOptions) (err error) {
+func Run(ctx context.Context, o Options) (err error) {
 	if o.Stack == "" {
-		o.Stack = StackCustom
+		o.Stack = config.StackCustom
 	}
 	if o.Out == nil {
 		o.Out = io.Discard
@@ -91,22 +104,22 @@ func RunDemo(ctx context.Context, o DemoOptions) (err error) {
 	say("servers up in %s: HTTP on %s:%d, half-close server on %s:%d; nothing listens on %s",
 		lab.Server().Name, netlab.ServerAddr4, demoHTTPPort, netlab.ServerAddr4, demoHalfClosePort, netlab.RefuseAddr4)
 
-	trace := newTailBuffer(256 << 10)
-	spec := gatewaySpec{cmd: o.Gateway, stack: o.Stack, tun: demoTUN, mtu: DefaultMTU, out: trace,
-		extra: []string{"--connect-timeout", "2s"}}
-	if o.Stack == StackCustom {
-		spec.extra = append(spec.extra, "--trace", strconv.Itoa(demoHalfClosePort))
+	trace := gwproc.NewTailBuffer(256 << 10)
+	spec := gwproc.Spec{Cmd: o.Gateway, Stack: o.Stack, TUN: demoTUN, MTU: netlab.DefaultMTU, Out: trace,
+		Extra: []string{"--connect-timeout", "2s"}}
+	if o.Stack == config.StackCustom {
+		spec.Extra = append(spec.Extra, "--trace", strconv.Itoa(demoHalfClosePort))
 	}
-	gw, err := startGateway(ctx, lab, spec)
+	gw, err := gwproc.Start(ctx, lab, spec)
 	if err != nil {
-		return err
+		return fmt.Errorf("demo: %w", err)
 	}
 	defer gw.Stop()
 	say("gateway up: `gateway run --stack %s --tun-name %s --fwmark %d`, pid %d; the client's traffic is routed into %s",
 		o.Stack, demoTUN, netlab.Fwmark, gw.Pid(), demoTUN)
 
 	steps := runDemoSteps(ctx, lab, say)
-	if o.Stack == StackCustom {
+	if o.Stack == config.StackCustom {
 		waitForLadder(ctx, trace)
 	}
 	stopErr := gw.Stop()
@@ -116,14 +129,14 @@ func RunDemo(ctx context.Context, o DemoOptions) (err error) {
 	say("gateway stopped (SIGTERM): every connection closed, TUN removed")
 
 	printLadder(out, o.Stack, trace.String())
-	printSteps(out, steps, o.Stack == StackCustom)
+	printSteps(out, steps, o.Stack == config.StackCustom)
 	var errs []error
 	for _, s := range steps {
 		if s.err != nil {
 			errs = append(errs, fmt.Errorf("demo: %s: %w", s.request, s.err))
 		}
 	}
-	if o.Stack == StackCustom && !strings.Contains(trace.String(), "SYN") {
+	if o.Stack == config.StackCustom && !strings.Contains(trace.String(), "SYN") {
 		errs = append(errs, errors.New("demo: the gateway printed no ladder"))
 	}
 	return errors.Join(append(errs, stopErr, ctx.Err())...)
@@ -145,7 +158,7 @@ func printTopology(w io.Writer, lab *netlab.Lab, stack string) {
 type demoServers struct {
 	http      *http.Server
 	httpDone  chan struct{}
-	halfClose *server
+	halfClose *netlab.Server
 }
 
 func startDemoServers(lab *netlab.Lab) (*demoServers, error) {
@@ -153,7 +166,7 @@ func startDemoServers(lab *netlab.Lab) (*demoServers, error) {
 	if err != nil {
 		return nil, fmt.Errorf("demo: http server: %w", err)
 	}
-	hc, err := startServerOn(lab.Server(), net.JoinHostPort(netlab.ServerAddr4, strconv.Itoa(demoHalfClosePort)), serveHalfClose)
+	hc, err := netlab.Serve(lab.Server(), net.JoinHostPort(netlab.ServerAddr4, strconv.Itoa(demoHalfClosePort)), serveHalfClose)
 	if err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("demo: half-close server: %w", err)
@@ -349,7 +362,7 @@ func formatTook(d time.Duration) string {
 
 // waitForLadder gives the traced connection's teardown time to finish
 // (the last ACK of the close), at most a second.
-func waitForLadder(ctx context.Context, trace *tailBuffer) {
+func waitForLadder(ctx context.Context, trace *gwproc.TailBuffer) {
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) && ctx.Err() == nil {
 		if strings.Contains(trace.String(), "→ CLOSED") {
@@ -361,7 +374,7 @@ func waitForLadder(ctx context.Context, trace *tailBuffer) {
 
 func printLadder(w io.Writer, stack, ladder string) {
 	fmt.Fprintln(w)
-	if stack != StackCustom {
+	if stack != config.StackCustom {
 		fmt.Fprintf(w, "(no ladder: --trace needs the custom stack; this run used %s)\n", stack)
 		return
 	}
@@ -380,13 +393,12 @@ func printLadder(w io.Writer, stack, ladder string) {
 func printSteps(w io.Writer, steps []demoStep, ladder bool) {
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "What happened:")
-	rows := []row{{Cells: []string{"  #", "request", "result", "time"}}}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  #\trequest\tresult\ttime")
 	for i, s := range steps {
-		rows = append(rows, row{Cells: []string{fmt.Sprintf("  %d", i+1), s.request, s.result, formatTook(s.took)}})
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\n", i+1, s.request, s.result, formatTook(s.took))
 	}
-	var b strings.Builder
-	writeRows(&b, rows)
-	fmt.Fprint(w, b.String())
+	tw.Flush()
 	fmt.Fprintf(w, `
   1: the server sees the gateway's upstream socket (%s), not the app (%s).
   3: the gateway answers the app's SYN only after its own connection upstream

@@ -1,4 +1,7 @@
-package bench
+// Package gwproc runs a gateway binary as a separate process inside a
+// netlab lab's client namespace, routes the client's traffic into its TUN
+// and stops it in order: what `gateway bench` and `gateway demo` test.
+package gwproc
 
 import (
 	"context"
@@ -25,44 +28,55 @@ const (
 	stopTimeout = 10 * time.Second
 )
 
-// gatewayProc is one gateway process running in a lab's client namespace.
-type gatewayProc struct {
+// Proc is one gateway process running in a lab's client namespace.
+type Proc struct {
 	cmd  *exec.Cmd
-	logs *tailBuffer
+	logs *TailBuffer
 	done chan struct{} // closed once the process has exited and err is set
 	err  error         // what Wait returned
 	stop sync.Once     // runs the shutdown once
 	serr error         // Stop's result
 }
 
-// gatewaySpec is what to run.
-type gatewaySpec struct {
-	cmd   GatewayCommand
-	stack string
-	tun   string
-	mtu   int
-	extra []string  // further `gateway run` flags
-	out   io.Writer // standard output (the --trace ladder); nil: the log tail
+// Command says how to start the gateway under test: Path is run as
+// `Path run --stack KIND ...` inside the client namespace.
+type Command struct {
+	// Path is the gateway binary, usually os.Executable().
+	Path string
+	// Env is the process environment; nil means the current one. TUNGATE_*
+	// variables are removed either way: the command line alone decides
+	// what runs, and a user's settings cannot skew a comparison.
+	Env []string
 }
 
-// startGateway starts the gateway in lab's client namespace, waits until
+// Spec is what to run.
+type Spec struct {
+	Cmd   Command
+	Stack string
+	TUN   string
+	MTU   int
+	Extra []string  // further `gateway run` flags
+	Out   io.Writer // standard output (the --trace ladder); nil: the log tail
+}
+
+// Start starts the gateway in lab's client namespace, waits until
 // its TUN is up and routes the client's traffic into it. On error nothing
 // is left running. Cancelling ctx asks the process to shut down (SIGTERM)
 // and kills it if it does not within stopTimeout.
-func startGateway(ctx context.Context, lab *netlab.Lab, spec gatewaySpec) (*gatewayProc, error) {
+func Start(ctx context.Context, lab *netlab.Lab, spec Spec) (*Proc, error) {
 	args := append([]string{"run",
-		"--stack", spec.stack,
-		"--tun-name", spec.tun,
-		"--mtu", fmt.Sprint(spec.mtu),
+		"--stack", spec.Stack,
+		"--tun-name", spec.TUN,
+		"--mtu", fmt.Sprint(spec.MTU),
 		"--fwmark", fmt.Sprint(netlab.Fwmark),
 		"--log-level", "info",
-	}, spec.extra...)
-	g := &gatewayProc{logs: newTailBuffer(32 << 10), done: make(chan struct{})}
-	g.cmd = lab.Client().Command(ctx, spec.cmd.Path, args...)
-	g.cmd.Env = gatewayEnv(spec.cmd.Env)
+	}, spec.Extra...)
+	g := &Proc{logs: NewTailBuffer(32 << 10), done: make(chan struct{})}
+	g.cmd = lab.Client().Command(ctx, spec.Cmd.Path, args...)
+	g.cmd.Env = gatewayEnv(spec.Cmd.Env)
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
-	if spec.out != nil {
-		g.cmd.Stdout = spec.out
+	if spec.Out != nil {
+		g.cmd.Stdout = spec.Out
 	}
 	// Own process group: a Ctrl-C on the terminal reaches the bench only,
 	// which then stops the gateway in order. Pdeathsig kills the gateway
@@ -71,9 +85,9 @@ func startGateway(ctx context.Context, lab *netlab.Lab, spec gatewaySpec) (*gate
 	g.cmd.Cancel = func() error { return g.cmd.Process.Signal(syscall.SIGTERM) }
 	g.cmd.WaitDelay = stopTimeout
 	if err := g.startLocked(); err != nil {
-		return nil, fmt.Errorf("bench: start gateway %s: %w", spec.cmd.Path, err)
+		return nil, fmt.Errorf("start gateway %s: %w", spec.Cmd.Path, err)
 	}
-	if err := g.route(ctx, lab, spec.tun); err != nil {
+	if err := g.route(ctx, lab, spec.TUN); err != nil {
 		_ = g.Stop()
 		return nil, err
 	}
@@ -85,7 +99,7 @@ func startGateway(ctx context.Context, lab *netlab.Lab, spec gatewaySpec) (*gate
 // that forked the child ends, not the process: forked from an ordinary
 // thread, the gateway would be killed whenever the runtime retires that
 // thread, as netlab does with the threads it moves into namespaces.
-func (g *gatewayProc) startLocked() error {
+func (g *Proc) startLocked() error {
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -103,7 +117,7 @@ func (g *gatewayProc) startLocked() error {
 }
 
 // route waits for the TUN and routes the client namespace into it.
-func (g *gatewayProc) route(ctx context.Context, lab *netlab.Lab, tun string) error {
+func (g *Proc) route(ctx context.Context, lab *netlab.Lab, tun string) error {
 	ctx, cancel := context.WithTimeout(ctx, upTimeout)
 	defer cancel()
 	routed := make(chan error, 1)
@@ -111,13 +125,13 @@ func (g *gatewayProc) route(ctx context.Context, lab *netlab.Lab, tun string) er
 	select {
 	case err := <-routed:
 		if err != nil {
-			return fmt.Errorf("bench: gateway did not come up: %w%s", err, g.logTail())
+			return fmt.Errorf("gateway did not come up: %w%s", err, g.LogTail())
 		}
 		return nil
 	case <-g.done:
 		cancel()
 		<-routed
-		return fmt.Errorf("bench: gateway exited at start: %v%s", g.err, g.logTail())
+		return fmt.Errorf("gateway exited at start: %v%s", g.err, g.LogTail())
 	}
 }
 
@@ -138,10 +152,10 @@ func gatewayEnv(env []string) []string {
 
 // Pid is the gateway's process id: `ip netns exec` replaces itself with
 // the gateway, so it is the started process's.
-func (g *gatewayProc) Pid() int { return g.cmd.Process.Pid }
+func (g *Proc) Pid() int { return g.cmd.Process.Pid }
 
 // Exited reports whether the process has ended, and how.
-func (g *gatewayProc) Exited() (bool, error) {
+func (g *Proc) Exited() (bool, error) {
 	select {
 	case <-g.done:
 		return true, g.err
@@ -154,12 +168,12 @@ func (g *gatewayProc) Exited() (bool, error) {
 // stopTimeout it kills it. It returns an error if the gateway had died of
 // something else, or did not exit cleanly. Later calls return the same
 // result.
-func (g *gatewayProc) Stop() error {
+func (g *Proc) Stop() error {
 	g.stop.Do(func() { g.serr = g.shutdown() })
 	return g.serr
 }
 
-func (g *gatewayProc) shutdown() error {
+func (g *Proc) shutdown() error {
 	select {
 	case <-g.done:
 		return g.exitError()
@@ -171,7 +185,7 @@ func (g *gatewayProc) shutdown() error {
 	case <-time.After(stopTimeout):
 		_ = g.cmd.Process.Kill()
 		<-g.done
-		return fmt.Errorf("bench: gateway did not stop within %v of SIGTERM; killed%s", stopTimeout, g.logTail())
+		return fmt.Errorf("gateway did not stop within %v of SIGTERM; killed%s", stopTimeout, g.LogTail())
 	}
 	return g.exitError()
 }
@@ -179,13 +193,13 @@ func (g *gatewayProc) shutdown() error {
 // exitError is nil if the gateway exited as asked: status 0, killed by
 // our SIGTERM before its handler was installed, or stopped through the
 // context (which Wait reports as the context's error).
-func (g *gatewayProc) exitError() error {
+func (g *Proc) exitError() error {
 	err := g.err
 	if err == nil || isTerminatedBy(err, syscall.SIGTERM) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return nil
 	}
-	return fmt.Errorf("bench: gateway exited with %v%s", err, g.logTail())
+	return fmt.Errorf("gateway exited with %v%s", err, g.LogTail())
 }
 
 // isTerminatedBy reports whether err says the process died of sig, as it
@@ -199,8 +213,8 @@ func isTerminatedBy(err error, sig syscall.Signal) bool {
 	return ok && ws.Signaled() && ws.Signal() == sig
 }
 
-// logTail is the end of the gateway's output, for error messages.
-func (g *gatewayProc) logTail() string {
+// LogTail is the end of the gateway's output, for error messages.
+func (g *Proc) LogTail() string {
 	s := strings.TrimSpace(g.logs.String())
 	if s == "" {
 		return ""
@@ -208,16 +222,18 @@ func (g *gatewayProc) logTail() string {
 	return "\ngateway output:\n" + s
 }
 
-// tailBuffer keeps the last max bytes written to it.
-type tailBuffer struct {
+// TailBuffer keeps the last max bytes written to it. It is safe for
+// concurrent use.
+type TailBuffer struct {
 	max int
 	mu  sync.Mutex // guards b
 	b   []byte
 }
 
-func newTailBuffer(max int) *tailBuffer { return &tailBuffer{max: max} }
+// NewTailBuffer returns a TailBuffer that keeps max bytes.
+func NewTailBuffer(max int) *TailBuffer { return &TailBuffer{max: max} }
 
-func (t *tailBuffer) Write(p []byte) (int, error) {
+func (t *TailBuffer) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.b = append(t.b, p...)
@@ -227,7 +243,7 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (t *tailBuffer) String() string {
+func (t *TailBuffer) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return string(t.b)

@@ -1,4 +1,4 @@
-package bench
+package gwproc
 
 import (
 	"slices"
@@ -7,7 +7,7 @@ import (
 )
 
 func TestTailBuffer_KeepsTheLastBytes(t *testing.T) {
-	b := newTailBuffer(8)
+	b := NewTailBuffer(8)
 	b.Write([]byte("hello, "))
 	b.Write([]byte("world"))
 	if got := b.String(); got != "o, world" {

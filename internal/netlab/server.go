@@ -1,17 +1,14 @@
-package bench
+package netlab
 
 import (
 	"fmt"
 	"net"
 	"sync"
-
-	"github.com/tungate/tungate/internal/netlab"
 )
 
-// server accepts TCP connections in the server namespace and runs handle
-// on each in its own goroutine. Close stops it and waits for every
-// handler.
-type server struct {
+// Server accepts TCP connections in a namespace and runs a handler on
+// each in its own goroutine. Close stops it and waits for every handler.
+type Server struct {
 	ln     net.Listener
 	handle func(*net.TCPConn)
 	wg     sync.WaitGroup // accept loop and handlers
@@ -21,25 +18,21 @@ type server struct {
 	closed bool
 }
 
-// startServer listens on a fresh port of ServerAddr4 in ns.
-func startServer(ns *netlab.NS, handle func(*net.TCPConn)) (*server, error) {
-	return startServerOn(ns, netlab.ServerAddr4+":0", handle)
-}
-
-func startServerOn(ns *netlab.NS, addr string, handle func(*net.TCPConn)) (*server, error) {
+// Serve listens on addr in ns and runs handle on every connection.
+func Serve(ns *NS, addr string, handle func(*net.TCPConn)) (*Server, error) {
 	ln, err := ns.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("bench: listen %s: %w", addr, err)
+		return nil, fmt.Errorf("netlab: listen %s: %w", addr, err)
 	}
-	s := &server{ln: ln, handle: handle, conns: make(map[*net.TCPConn]struct{})}
+	s := &Server{ln: ln, handle: handle, conns: make(map[*net.TCPConn]struct{})}
 	s.wg.Go(s.acceptLoop)
 	return s, nil
 }
 
 // Addr is the address clients dial.
-func (s *server) Addr() string { return s.ln.Addr().String() }
+func (s *Server) Addr() string { return s.ln.Addr().String() }
 
-func (s *server) acceptLoop() {
+func (s *Server) acceptLoop() {
 	for {
 		c, err := s.ln.Accept()
 		if err != nil {
@@ -57,7 +50,7 @@ func (s *server) acceptLoop() {
 	}
 }
 
-func (s *server) track(c *net.TCPConn) bool {
+func (s *Server) track(c *net.TCPConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -67,7 +60,7 @@ func (s *server) track(c *net.TCPConn) bool {
 	return true
 }
 
-func (s *server) untrack(c *net.TCPConn) {
+func (s *Server) untrack(c *net.TCPConn) {
 	s.mu.Lock()
 	delete(s.conns, c)
 	s.mu.Unlock()
@@ -77,7 +70,7 @@ func (s *server) untrack(c *net.TCPConn) {
 // Close stops accepting, closes every open connection (which unblocks
 // the handlers' I/O) and waits for the handlers to return. It is
 // idempotent.
-func (s *server) Close() {
+func (s *Server) Close() {
 	s.mu.Lock()
 	s.closed = true
 	for c := range s.conns {
