@@ -97,9 +97,6 @@ func TestRunner_LenientIgnoresWindowAndOptionValuesButNotSACK(t *testing.T) {
 	if res := runText(t, linux+"+0 > . 1:1(0) ack 1 win 400 <nop,nop,sack 1001:2002>\n", Options{Lenient: true}); res.Status != Fail {
 		t.Errorf("lenient with a wrong SACK block: %+v; want FAIL", res)
 	}
-	if res := runText(t, linux+"+0 > . 1:1(0) ack 1 win 400 <nop,nop,sack 1001:2001>\n", Options{}); res.Status != Skip {
-		t.Errorf("strict with TCP_NODELAY: %+v; want SKIP (no engine equivalent)", res)
-	}
 }
 
 func TestRunner_SkipsActiveOpen(t *testing.T) {

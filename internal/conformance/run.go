@@ -79,6 +79,9 @@ type runner struct {
 	last     time.Duration // script time of the previous event
 	blocked  *blockedCall  // the START...END call in progress, if any
 	poked    bool          // an event ran since blocked was last checked
+	// lingerAbort is SO_LINGER {onoff=1, linger=0} on the listening
+	// socket: every connection accepted after it closes with a RST.
+	lingerAbort bool
 }
 
 type fdState struct {
@@ -86,6 +89,8 @@ type fdState struct {
 	closed   bool
 	wrClosed bool
 	rdClosed bool
+	// lingerAbort: SO_LINGER {onoff=1, linger=0}, close aborts (RST).
+	lingerAbort bool
 }
 
 // failure is a script failure at one event.
@@ -99,6 +104,14 @@ func (f *failure) Error() string { return f.msg }
 // RunScript runs a parsed script and returns its result.
 func RunScript(s *Script, opts Options) Result {
 	res := Result{Path: s.Path}
+	for i := range s.Events {
+		if ev := &s.Events[i]; ev.Kind == Syscall {
+			if why := vectorCall(&ev.Call); why != "" {
+				res.Status, res.Message = Skip, fmt.Sprintf("line %d: %s", ev.Line, why)
+				return res
+			}
+		}
+	}
 	if reason := unsupported(s, opts); reason != "" {
 		res.Status, res.Message = Skip, reason
 		return res
@@ -137,6 +150,9 @@ func unsupported(s *Script, opts Options) string {
 	if s.PythonLine != 0 && !opts.Lenient {
 		return fmt.Sprintf("line %d: inline Python (%%{ ... }%%) checks the kernel's TCP_INFO, which the runner does not run (--lenient runs the script without it)", s.PythonLine)
 	}
+	if _, why := planSockopts(s, opts.Lenient); why != "" {
+		return why
+	}
 	for _, ev := range s.Events {
 		if ev.Kind != Syscall {
 			continue
@@ -151,10 +167,7 @@ func unsupported(s *Script, opts Options) string {
 			}
 		case "read", "recv", "recvfrom":
 		case "write", "send", "sendto", "bind", "listen", "accept", "close", "shutdown", "fcntl":
-		case "setsockopt", "getsockopt":
-			if !opts.Lenient && !strings.Contains(strings.Join(c.Args, ","), "SO_REUSEADDR") {
-				return fmt.Sprintf("line %d: %s has no engine equivalent (run with --lenient to ignore it)", ev.Line, c.Name)
-			}
+		case "setsockopt", "getsockopt": // planSockopts decided
 		default:
 			return fmt.Sprintf("line %d: system call %s is not supported", ev.Line, c.Name)
 		}
@@ -206,7 +219,9 @@ func (r *runner) configure() (func(*tcp.Options), error) {
 	}
 	r.b.remote = uint32(ints["remote_isn"])
 	ms := func(k string) time.Duration { return time.Duration(ints[k]) * time.Millisecond }
+	plan, _ := planSockopts(r.s, r.opts.Lenient) // unsupported has rejected what cannot run
 	return func(o *tcp.Options) {
+		defer plan.apply(o) // the script's setsockopt calls, after the header flags
 		if n := ints["mtu"]; n > 0 {
 			o.MTU = int(n)
 		}
@@ -486,7 +501,18 @@ func (r *runner) call(ev *Event) error {
 	switch c.Name {
 	case "socket":
 		r.listenFD, ret = c.Ret, c.Ret
-	case "bind", "listen", "setsockopt", "getsockopt", "fcntl":
+	case "setsockopt":
+		ret = c.Ret // engine-wide options were applied at the start (planSockopts)
+		if argAt(c, 2) != "SO_LINGER" {
+			break
+		}
+		abort, _ := lingerAbort(argAt(c, 3))
+		if fd, _ := strconv.ParseInt(argAt(c, 0), 10, 64); fd == r.listenFD {
+			r.lingerAbort = abort
+		} else if st := r.fds[fd]; st != nil {
+			st.lingerAbort = abort
+		}
+	case "bind", "listen", "getsockopt", "fcntl":
 		ret = c.Ret // no listening socket to configure: the engine accepts every SYN
 	case "accept":
 		conn := r.h.takeConn()
@@ -494,7 +520,7 @@ func (r *runner) call(ev *Event) error {
 			ret, errno = -1, "EAGAIN"
 			break
 		}
-		r.fds[c.Ret] = &fdState{c: conn}
+		r.fds[c.Ret] = &fdState{c: conn, lingerAbort: r.lingerAbort}
 		ret = c.Ret
 	case "read", "recv", "recvfrom", "write", "send", "sendto", "shutdown", "close":
 		st, err := fd()
@@ -616,6 +642,10 @@ func (r *runner) connCall(ev *Event, st *fdState, blocking bool) (int64, string,
 		return 0, "", nil
 	case "close":
 		st.closed = true
+		if st.lingerAbort {
+			st.c.Abort() // SO_LINGER {1, 0}: RFC 9293 §3.10.4 ABORT
+			return 0, "", nil
+		}
 		st.c.Close() // a socket's close succeeds even after a reset
 		return 0, "", nil
 	}
