@@ -34,6 +34,7 @@ func Run(t *testing.T, newStack NewStack) {
 	t.Run("UndecidedHandlerMeansRST", func(t *testing.T) { undecided(t, newStack) })
 	t.Run("FirstDecisionWins", func(t *testing.T) { firstDecisionWins(t, newStack) })
 	t.Run("RequestIDIsTheAppsFlow", func(t *testing.T) { requestID(t, newStack) })
+	t.Run("Conn", func(t *testing.T) { runConn(t, newStack) })
 }
 
 // writer records what the stack emits.

@@ -15,6 +15,7 @@ package gvpeer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -30,6 +31,7 @@ import (
 	gvstack "gvisor.dev/gvisor/pkg/tcpip/stack"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/tcpip/transport/udp"
+	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/tungate/tungate/stack"
 )
@@ -210,7 +212,49 @@ func (p *Peer) Violations() []string {
 
 // DialTCP connects the app to dst.
 func (p *Peer) DialTCP(ctx context.Context, dst netip.AddrPort) (*gonet.TCPConn, error) {
-	return gonet.DialContextTCP(ctx, p.Stack, FullAddress(dst), NetProto(dst.Addr()))
+	c, err := p.Dial(ctx, dst)
+	if err != nil {
+		return nil, err
+	}
+	return c.TCPConn, nil
+}
+
+// AppConn is one of the app's TCP connections.
+type AppConn struct {
+	*gonet.TCPConn
+	ep tcpip.Endpoint
+}
+
+// Abort resets the connection: the app sends a RST and forgets it, as a
+// kernel socket closed with SO_LINGER 0 does.
+func (c *AppConn) Abort() { c.ep.Abort() }
+
+// Dial connects the app to dst, keeping the endpoint so that the test
+// can Abort. It is gonet.DialContextTCP with the endpoint kept.
+func (p *Peer) Dial(ctx context.Context, dst netip.AddrPort) (*AppConn, error) {
+	var wq waiter.Queue
+	ep, terr := p.Stack.NewEndpoint(tcp.ProtocolNumber, NetProto(dst.Addr()), &wq)
+	if terr != nil {
+		return nil, fmt.Errorf("gvpeer: endpoint: %s", terr)
+	}
+	entry, writable := waiter.NewChannelEntry(waiter.WritableEvents)
+	wq.EventRegister(&entry)
+	defer wq.EventUnregister(&entry)
+	terr = ep.Connect(FullAddress(dst))
+	if _, ok := terr.(*tcpip.ErrConnectStarted); ok {
+		select {
+		case <-ctx.Done():
+			ep.Close()
+			return nil, ctx.Err()
+		case <-writable:
+		}
+		terr = ep.LastError()
+	}
+	if terr != nil {
+		ep.Close()
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(dst), Err: errors.New(terr.String())}
+	}
+	return &AppConn{TCPConn: gonet.NewTCPConn(&wq, ep), ep: ep}, nil
 }
 
 // Close stops the goroutines and the app stack. Close the stack under
