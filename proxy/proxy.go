@@ -89,6 +89,13 @@ type Options struct {
 	// Clock drives the timeouts and stamps the Events; nil means the
 	// system's (clock.Real).
 	Clock clock.Clock
+	// MaxConnections bounds the TCP flows in progress (dialing or
+	// relaying; each holds an upstream socket). A SYN past it gets a RST
+	// at once, is counted in Stats.TCPLimitRejected and logged as a
+	// warning at most every 10 s. Zero means no limit: set it below the
+	// open-file limit, or dials fail with EMFILE instead (also a RST,
+	// counted in Stats.TCPFDExhausted and warned about).
+	MaxConnections int
 }
 
 // Proxy is a stack.Handler that relays flows upstream. Its methods are
@@ -105,6 +112,9 @@ type Proxy struct {
 	log               *slog.Logger
 	observer          Observer
 	clock             clock.Clock
+	maxConns          int
+	limitWarn         warner // MaxConnections reached
+	fdWarn            warner // EMFILE/ENFILE on a dial
 
 	stats            counters
 	tcpBufs, udpBufs bufPool
@@ -141,6 +151,7 @@ func New(o Options) *Proxy {
 		log:              o.Logger,
 		observer:         o.Observer,
 		clock:            o.Clock,
+		maxConns:         o.MaxConnections,
 		ctx:              ctx,
 		cancel:           cancel,
 		tcpBufs:          bufPool{size: tcpBufSize},
@@ -152,6 +163,8 @@ func New(o Options) *Proxy {
 	if p.clock == nil {
 		p.clock = clock.Real()
 	}
+	p.limitWarn = warner{clk: p.clock, every: warnInterval}
+	p.fdWarn = warner{clk: p.clock, every: warnInterval}
 	return p
 }
 

@@ -29,6 +29,16 @@ type Stats struct {
 	// TCPAcceptFailed counts flows whose upstream connected but whose app
 	// had gone before the handshake completed.
 	TCPAcceptFailed uint64
+	// TCPOpen is the number of TCP flows in progress now: dialing or
+	// relaying, each holding (or about to hold) an upstream socket.
+	TCPOpen int64
+	// TCPLimitRejected counts SYNs answered with a RST because
+	// Options.MaxConnections flows were in progress.
+	TCPLimitRejected uint64
+	// TCPFDExhausted counts upstream dials that failed because the
+	// process or the system had no file descriptor left (EMFILE,
+	// ENFILE); they are also in TCPDialFailed.
+	TCPFDExhausted uint64
 	// BytesUp and BytesDown count TCP payload relayed app→upstream and
 	// upstream→app.
 	BytesUp, BytesDown uint64
@@ -63,7 +73,8 @@ type counters struct {
 	tcpDialFailed, tcpAcceptFailed                          atomic.Uint64
 	tcpRouteRejected, tcpRouteDropped                       atomic.Uint64
 	tcpSniffed, tcpSniffedName                              atomic.Uint64
-	tcpActive                                               atomic.Int64
+	tcpActive, tcpOpen                                      atomic.Int64
+	tcpLimitRejected, tcpFDExhausted                        atomic.Uint64
 	bytesUp, bytesDown                                      atomic.Uint64
 	resetsFromApp, resetsFromUpstream                       atomic.Uint64
 	idleTimeouts, halfCloseTimeouts                         atomic.Uint64
@@ -78,6 +89,9 @@ func (c *counters) snapshot() Stats {
 	return Stats{
 		TCPAccepted:        c.tcpAccepted.Load(),
 		TCPActive:          c.tcpActive.Load(),
+		TCPOpen:            c.tcpOpen.Load(),
+		TCPLimitRejected:   c.tcpLimitRejected.Load(),
+		TCPFDExhausted:     c.tcpFDExhausted.Load(),
 		TCPPolicyRejected:  c.tcpPolicyRejected.Load(),
 		TCPRouteRejected:   c.tcpRouteRejected.Load(),
 		TCPRouteDropped:    c.tcpRouteDropped.Load(),

@@ -27,6 +27,14 @@ func (p *Proxy) HandleTCP(ctx context.Context, req stack.Request) {
 		return
 	}
 	defer end()
+	if !p.admit() {
+		p.stats.tcpLimitRejected.Add(1)
+		p.limitWarn.warn(p.log, "proxy: connection limit reached, new connections get a RST",
+			"max_connections", p.maxConns, "flow", id)
+		p.reject(req, id, fmt.Errorf("proxy: %d connections in progress (proxy.max_connections)", p.maxConns))
+		return
+	}
+	defer p.release()
 	if p.policy != nil {
 		if err := p.policy(id); err != nil {
 			p.stats.tcpPolicyRejected.Add(1)
@@ -90,6 +98,11 @@ func (p *Proxy) dialTCP(ctx context.Context, id stack.FlowID, rt Route) (net.Con
 }
 
 func (p *Proxy) countDialFailure(err error) {
+	if isFDExhausted(err) {
+		p.stats.tcpFDExhausted.Add(1)
+		p.fdWarn.warn(p.log, "proxy: out of file descriptors, new connections get a RST; lower proxy.max_connections or raise the open-file limit (LimitNOFILE)",
+			"err", err, "open", p.stats.tcpOpen.Load())
+	}
 	switch classify(err) {
 	case failRefused:
 		p.stats.tcpRefused.Add(1)

@@ -206,6 +206,32 @@ type Proxy struct {
 	HalfCloseTimeout time.Duration `mapstructure:"half_close_timeout"`
 	// UDPIdleTimeout forgets a UDP session with no traffic.
 	UDPIdleTimeout time.Duration `mapstructure:"udp_idle_timeout"`
+	// MaxConnections bounds the TCP flows in progress; past it new SYNs
+	// get a RST. 0 derives it from the open-file limit (see
+	// MaxConnectionsFor); -1 means no limit.
+	MaxConnections int `mapstructure:"max_connections"`
+}
+
+// fdReserve is what MaxConnectionsFor keeps back from the open-file limit
+// for everything that is not an upstream socket: the TUN, DNS and UDP
+// sockets, the DNS cache, logs, the Go runtime.
+func fdReserve(nofile uint64) uint64 { return max(64, nofile/20) }
+
+// MaxConnectionsFor is proxy.max_connections's value under an open-file
+// limit of nofile: the key itself when set, else nofile minus a reserve
+// (5%, at least 64), since every TCP flow holds one upstream socket. It
+// returns 0 (no limit) for -1.
+func (p Proxy) MaxConnectionsFor(nofile uint64) int {
+	switch {
+	case p.MaxConnections > 0:
+		return p.MaxConnections
+	case p.MaxConnections < 0:
+		return 0
+	}
+	if r := fdReserve(nofile); nofile > r {
+		return int(min(nofile-r, 1<<30))
+	}
+	return 1
 }
 
 // Log configures the gateway's structured log.

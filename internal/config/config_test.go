@@ -141,3 +141,21 @@ func TestShortDuration_DropsZeroTrailingUnits(t *testing.T) {
 		}
 	}
 }
+
+func TestMaxConnectionsFor_DerivesFromTheOpenFileLimit(t *testing.T) {
+	for _, tc := range []struct {
+		key    int
+		nofile uint64
+		want   int
+	}{
+		{0, 20000, 19000}, // 5% kept back
+		{0, 1024, 960},    // at least 64 kept back
+		{0, 10, 1},        // never zero, which would mean no limit
+		{500, 20000, 500}, // the key wins
+		{-1, 20000, 0},    // no limit
+	} {
+		if got := (Proxy{MaxConnections: tc.key}).MaxConnectionsFor(tc.nofile); got != tc.want {
+			t.Errorf("max_connections %d, nofile %d: %d, want %d", tc.key, tc.nofile, got, tc.want)
+		}
+	}
+}

@@ -159,6 +159,9 @@ func (p *Proxy) validate(ps *problems) {
 	checkPositive(ps, "proxy.idle_timeout", p.IdleTimeout)
 	checkPositive(ps, "proxy.half_close_timeout", p.HalfCloseTimeout)
 	checkPositive(ps, "proxy.udp_idle_timeout", p.UDPIdleTimeout)
+	if p.MaxConnections < -1 {
+		ps.add("proxy.max_connections", "is %d; want a positive limit, 0 (derived from the open-file limit) or -1 (none)", p.MaxConnections)
+	}
 }
 
 func (l *Log) validate(ps *problems) {

@@ -142,6 +142,7 @@ func TestValidate_RejectsEachInvalidSetting(t *testing.T) {
 		{"zero connect timeout", func(c *Config) { c.Upstream.ConnectTimeout = 0 }, "upstream.connect_timeout", "0s must be positive"},
 		{"negative idle timeout", func(c *Config) { c.Proxy.IdleTimeout = -time.Second }, "proxy.idle_timeout", "-1s must be positive"},
 		{"negative half-close timeout", func(c *Config) { c.Proxy.HalfCloseTimeout = -1 }, "proxy.half_close_timeout", "must be positive"},
+		{"max connections below -1", func(c *Config) { c.Proxy.MaxConnections = -2 }, "proxy.max_connections", "want a positive limit"},
 		{"zero udp timeout", func(c *Config) { c.Proxy.UDPIdleTimeout = 0 }, "proxy.udp_idle_timeout", "must be positive"},
 		{"unknown log level", func(c *Config) { c.Log.Level = "verbose" }, "log.level", "not one of debug, info, warn, error"},
 		{"unknown log format", func(c *Config) { c.Log.Format = "xml" }, "log.format", "not one of text, json"},

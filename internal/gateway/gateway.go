@@ -162,6 +162,7 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 		observer = traceObserver(tr)
 	}
 	px := proxy.New(proxy.Options{
+		MaxConnections:   maxConnections(cfg.Proxy, log),
 		Router:           router(rules, obs, ds, cfg.Route.Sniff, log),
 		ConnectTimeout:   cfg.Upstream.ConnectTimeout,
 		IdleTimeout:      cfg.Proxy.IdleTimeout,
