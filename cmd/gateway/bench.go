@@ -20,6 +20,7 @@ import (
 type benchFlags struct {
 	stacks, tests []string
 	duration      time.Duration
+	connDuration  time.Duration
 	rounds        int
 	quick         bool
 	mtu           int
@@ -68,6 +69,7 @@ a usage error.`,
 	fs.StringSliceVar(&f.stacks, "stacks", bench.AllStacks(), "stacks to compare: kernel, custom, gvisor")
 	fs.StringSliceVar(&f.tests, "tests", []string{"all"}, "tests to run: all, or any of "+fmt.Sprint(bench.AllTests()))
 	fs.DurationVar(&f.duration, "duration", bench.DefaultDuration, fmt.Sprintf("measured time of each timed test per round (--quick: %v)", bench.QuickDuration))
+	fs.DurationVar(&f.connDuration, "connect-duration", bench.DefaultConnectDuration, fmt.Sprintf("measured time of the connect tests, reported per %v (--quick: %v)", bench.DefaultConnectInterval, bench.QuickDuration))
 	fs.IntVar(&f.rounds, "rounds", bench.DefaultRounds, fmt.Sprintf("rounds of every test on every stack (--quick: %d)", bench.QuickRounds))
 	fs.BoolVar(&f.quick, "quick", false, "short run for a smoke test: under a minute in all")
 	fs.IntVar(&f.mtu, "mtu", bench.DefaultMTU, "MTU of the veth pair and the gateway's TUN")
@@ -103,6 +105,9 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 	if fl.Changed("duration") {
 		opts.Duration = f.duration
 	}
+	if fl.Changed("connect-duration") {
+		opts.ConnectDuration = f.connDuration
+	}
 	if fl.Changed("rounds") {
 		opts.Rounds = f.rounds
 	}
@@ -116,7 +121,7 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 		opts.ConnectWorkers = f.connClients
 	}
 	if err := givenPositive(fl, map[string]bool{
-		"duration": f.duration > 0, "rounds": f.rounds > 0, "idle-conns": f.idleConns > 0,
+		"duration": f.duration > 0, "connect-duration": f.connDuration > 0, "rounds": f.rounds > 0, "idle-conns": f.idleConns > 0,
 		"connect-clients": f.connClients > 0, "reuse-ports": f.reusePorts > 0,
 		"streams": f.streams > 0, "mtu": f.mtu > 0,
 	}); err != nil {

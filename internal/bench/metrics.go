@@ -36,6 +36,9 @@ const (
 	mPerConn        = "per_connection"
 	mGatewayCPUConn = "gateway_cpu_per_connection"
 	mMachineCPUConn = "machine_cpu_per_connection"
+	mRateFirst      = "rate_first_interval"
+	mRateMin        = "rate_slowest_interval"
+	mRateHold       = "rate_hold"
 )
 
 const noGateway = "no gateway process: the kernel's own TCP has no separate process to measure"
@@ -67,6 +70,9 @@ func metricsOf(test string) []metric {
 	case TestConnect:
 		return []metric{
 			{key: mRate, title: "connections per second", unit: "conn/s"},
+			{key: mRateFirst, title: "connections per second, first interval", unit: "conn/s"},
+			{key: mRateMin, title: "connections per second, slowest interval", unit: "conn/s"},
+			{key: mRateHold, title: "slowest interval / first (1: the rate holds; 0: the first completed nothing)", unit: "ratio"},
 			{key: mGatewayCPUConn, title: "gateway CPU per connection (user+sys)", unit: "µs", lowerBetter: true, gatewayOnly: noGateway},
 			{key: mMachineCPUConn, title: "machine CPU per connection (all processes and kernel)", unit: "µs", lowerBetter: true},
 			{key: mStalled, title: "stalled connects (SYN unanswered for 1 s or more)", unit: "connects", lowerBetter: true, total: true},
@@ -202,19 +208,21 @@ func (r *recorder) stackValue(test string, m metric, stack string) StackValue {
 
 func settingsOf(o Options) Settings {
 	return Settings{
-		Stacks:         o.Stacks,
-		Tests:          o.Tests,
-		Quick:          o.Quick,
-		Duration:       Quantity{o.Duration.Seconds(), "s"},
-		Warmup:         Quantity{o.warmup().Seconds(), "s"},
-		Rounds:         Quantity{float64(o.Rounds), "rounds"},
-		MTU:            Quantity{float64(o.MTU), "bytes"},
-		Streams:        Quantity{float64(o.Streams), "streams"},
-		IdleConns:      Quantity{float64(o.IdleConns), "connections"},
-		ConnectWorkers: Quantity{float64(o.ConnectWorkers), "clients"},
-		ReusePorts:     Quantity{float64(o.ReusePorts), "ports"},
-		Faults:         o.Faults,
-		LatencyPayload: Quantity{float64(o.LatencyPayload), "bytes"},
+		Stacks:          o.Stacks,
+		Tests:           o.Tests,
+		Quick:           o.Quick,
+		Duration:        Quantity{o.Duration.Seconds(), "s"},
+		ConnectDuration: Quantity{o.ConnectDuration.Seconds(), "s"},
+		ConnectInterval: Quantity{o.ConnectInterval.Seconds(), "s"},
+		Warmup:          Quantity{o.warmup().Seconds(), "s"},
+		Rounds:          Quantity{float64(o.Rounds), "rounds"},
+		MTU:             Quantity{float64(o.MTU), "bytes"},
+		Streams:         Quantity{float64(o.Streams), "streams"},
+		IdleConns:       Quantity{float64(o.IdleConns), "connections"},
+		ConnectWorkers:  Quantity{float64(o.ConnectWorkers), "clients"},
+		ReusePorts:      Quantity{float64(o.ReusePorts), "ports"},
+		Faults:          o.Faults,
+		LatencyPayload:  Quantity{float64(o.LatencyPayload), "bytes"},
 	}
 }
 
@@ -225,7 +233,7 @@ func notes(o Options) []string {
 	}
 	return append(faults, []string{
 		"Each figure is the median over the rounds; the spread is the minimum and maximum.",
-		fmt.Sprintf("Timed tests run a %v warm-up, then measure for %v.", o.warmup(), o.Duration),
+		fmt.Sprintf("Timed tests run a %v warm-up, then measure for %v; the connect tests measure for %v and report the rate of every %v of it as well (the progress lines list them), the first and the slowest.", o.warmup(), o.Duration, o.ConnectDuration, o.ConnectInterval),
 		"MB/s is 10^6 bytes per second of payload, counted by the receiver.",
 		"Gateway CPU is the gateway process's user+system time (/proc/PID/stat); the kernel baseline has no such process.",
 		"Machine CPU is the busy time of all CPUs (/proc/stat): clients, servers, gateway and the kernel's network processing, so it is comparable across stacks but includes anything else the machine ran meanwhile.",

@@ -47,12 +47,17 @@ func AllTests() []string {
 
 // Defaults for a full run and for a quick one (Options.Quick).
 const (
-	DefaultDuration       = 2 * time.Second
-	DefaultRounds         = 3
-	DefaultStreams        = 4
-	DefaultIdleConns      = 1000
-	DefaultMTU            = 1500
-	DefaultLatencyPayload = 64
+	DefaultDuration = 2 * time.Second
+	// DefaultConnectDuration is twelve DefaultConnectIntervals.
+	DefaultConnectDuration = 60 * time.Second
+	// DefaultConnectInterval is the span of each rate the connect tests report
+	// on the way.
+	DefaultConnectInterval = 5 * time.Second
+	DefaultRounds          = 3
+	DefaultStreams         = 4
+	DefaultIdleConns       = 1000
+	DefaultMTU             = 1500
+	DefaultLatencyPayload  = 64
 	// DefaultReusePorts is the size of Linux's default ephemeral port
 	// range, 32768–60999.
 	DefaultReusePorts = 28232
@@ -77,6 +82,13 @@ type Options struct {
 	// Duration is the measured time of each timed test in each round; a
 	// warm-up of a quarter of it (at most a second) comes before.
 	Duration time.Duration
+	// ConnectDuration is the measured time of the connect tests, whose
+	// rate is also reported per ConnectInterval: a rate that holds for a
+	// minute is what a server sees, a burst of two seconds is not.
+	ConnectDuration time.Duration
+	// ConnectInterval is the span of each of those rates; zero means
+	// DefaultConnectInterval.
+	ConnectInterval time.Duration
 	// Rounds is how often every test runs on every stack.
 	Rounds int
 	// Quick selects short defaults so that a whole run takes under a
@@ -117,6 +129,12 @@ type Options struct {
 func (o Options) withDefaults() Options {
 	if o.Duration == 0 {
 		o.Duration = pick(o.Quick, QuickDuration, DefaultDuration)
+	}
+	if o.ConnectDuration == 0 {
+		o.ConnectDuration = pick(o.Quick, QuickDuration, DefaultConnectDuration)
+	}
+	if o.ConnectInterval == 0 {
+		o.ConnectInterval = DefaultConnectInterval
 	}
 	if o.Rounds == 0 {
 		o.Rounds = pick(o.Quick, QuickRounds, DefaultRounds)
@@ -202,7 +220,9 @@ func (o Options) Validate() error {
 	if o.Gateway.Path == "" && slices.ContainsFunc(o.Stacks, func(s string) bool { return s != StackKernel }) {
 		errs = append(errs, errors.New("bench: no gateway binary to run"))
 	}
-	errs = append(errs, positive("duration", o.Duration > 0), positive("rounds", o.Rounds > 0),
+	errs = append(errs, positive("duration", o.Duration > 0), positive("connect duration", o.ConnectDuration > 0),
+		positive("connect interval", o.ConnectInterval > 0),
+		positive("rounds", o.Rounds > 0),
 		positive("streams", o.Streams > 0), positive("idle connections", o.IdleConns > 0),
 		positive("connect workers", o.ConnectWorkers > 0), positive("latency payload", o.LatencyPayload > 0))
 	if lo := reusePortsEnd - o.ReusePorts + 1; o.ReusePorts < 16 || lo < 1024 {

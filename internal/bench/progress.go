@@ -48,6 +48,15 @@ func (p *progress) end(test string, f figures, err error) {
 	fmt.Fprintln(p.w, strings.Join(parts, "  "))
 }
 
+// intervals prints the connect rate of each ConnectInterval of a test.
+func (p *progress) intervals(rates []float64, interval time.Duration) {
+	parts := make([]string, len(rates))
+	for i, r := range rates {
+		parts[i] = formatNumber(r)
+	}
+	fmt.Fprintf(p.w, "%s           conn/s per %v: %s\n", p.stamp(), interval, strings.Join(parts, " "))
+}
+
 // interrupted completes the line of a test the run's cancellation cut
 // short.
 func (p *progress) interrupted() { fmt.Fprintln(p.w, "interrupted") }
@@ -61,7 +70,11 @@ func summarizeFigures(test string, f figures) string {
 	case TestLatency:
 		return fmt.Sprintf("p50 %sµs  p99 %sµs  p99.9 %sµs", formatNumber(f[mP50]), formatNumber(f[mP99]), formatNumber(f[mP999]))
 	case TestConnect, TestConnectReuse:
-		return fmt.Sprintf("%s conn/s  %s stalled  %s failed", formatNumber(f[mRate]), formatNumber(f[mStalled]), formatNumber(f[mFailed]))
+		s := fmt.Sprintf("%s conn/s  %s stalled  %s failed", formatNumber(f[mRate]), formatNumber(f[mStalled]), formatNumber(f[mFailed]))
+		if h, ok := f[mRateHold]; ok {
+			s += fmt.Sprintf("  slowest/first %.2f", h)
+		}
+		return s
 	}
 	s := formatNumber(f[mThroughput]) + " MB/s"
 	if v, ok := f[mGatewayCPU]; ok {

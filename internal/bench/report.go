@@ -41,18 +41,20 @@ type Host struct {
 
 // Settings are the options the run used.
 type Settings struct {
-	Stacks         []string `json:"stacks"`
-	Tests          []string `json:"tests"`
-	Quick          bool     `json:"quick"`
-	Duration       Quantity `json:"duration"`
-	Warmup         Quantity `json:"warmup"`
-	Rounds         Quantity `json:"rounds"`
-	MTU            Quantity `json:"mtu"`
-	Streams        Quantity `json:"streams"`
-	IdleConns      Quantity `json:"idle_connections"`
-	ConnectWorkers Quantity `json:"connect_workers"`
-	ReusePorts     Quantity `json:"reuse_ports"`
-	LatencyPayload Quantity `json:"latency_payload"`
+	Stacks          []string `json:"stacks"`
+	Tests           []string `json:"tests"`
+	Quick           bool     `json:"quick"`
+	Duration        Quantity `json:"duration"`
+	ConnectDuration Quantity `json:"connect_duration"`
+	ConnectInterval Quantity `json:"connect_interval"`
+	Warmup          Quantity `json:"warmup"`
+	Rounds          Quantity `json:"rounds"`
+	MTU             Quantity `json:"mtu"`
+	Streams         Quantity `json:"streams"`
+	IdleConns       Quantity `json:"idle_connections"`
+	ConnectWorkers  Quantity `json:"connect_workers"`
+	ReusePorts      Quantity `json:"reuse_ports"`
+	LatencyPayload  Quantity `json:"latency_payload"`
 	// Faults is the fault spec the gateways injected; empty: none.
 	Faults string `json:"faults,omitempty"`
 }

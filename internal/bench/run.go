@@ -93,6 +93,9 @@ func runStackRound(ctx context.Context, lab *netlab.Lab, o Options, stack string
 			rec.fail(stack, test, round, err)
 		}
 		p.end(test, f, err)
+		if (test == TestConnect || test == TestConnectReuse) && len(t.intervals) > 1 {
+			p.intervals(t.intervals, o.ConnectInterval)
+		}
 		if dead != nil {
 			p.steps += len(o.Tests) - i - 1
 			return

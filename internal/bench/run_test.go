@@ -66,6 +66,7 @@ func TestRun_KernelBaselineMeasuresEveryFigure(t *testing.T) {
 		Stacks:   []string{StackKernel},
 		Tests:    []string{TestLatency, TestConnect, TestConnectReuse, TestUpload1, TestDownloadN},
 		Duration: 150 * time.Millisecond, Rounds: 1, Streams: 2, ReusePorts: 256,
+		ConnectDuration: 300 * time.Millisecond, ConnectInterval: 100 * time.Millisecond,
 		Progress: &progress,
 	})
 	if err != nil {
@@ -88,6 +89,15 @@ func TestRun_KernelBaselineMeasuresEveryFigure(t *testing.T) {
 		}
 		if *k.Median <= 0 && res.Metric != mFailed && res.Metric != mStalled {
 			t.Errorf("%s/%s: %v %s", res.Test, res.Metric, *k.Median, res.Unit)
+		}
+	}
+	// Both connect tests list the rate of each of their three intervals.
+	if n := strings.Count(progress.String(), "conn/s per 100ms: "); n != 2 {
+		t.Errorf("%d interval lines, want one per connect test:\n%s", n, progress.String())
+	}
+	for line := range strings.Lines(progress.String()) {
+		if _, rates, ok := strings.Cut(line, "conn/s per 100ms: "); ok && len(strings.Fields(rates)) != 3 {
+			t.Errorf("interval line %q: want 3 rates", line)
 		}
 	}
 	assertNamespacesGone(t, progress.String())

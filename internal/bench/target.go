@@ -27,6 +27,9 @@ type target struct {
 	stack  string
 	gw     *gwproc.Proc // nil for the kernel baseline
 	dialer *netlab.Dialer
+	// intervals are the connect rates of each ConnectInterval of the
+	// last connect test, for the progress line.
+	intervals []float64
 }
 
 // bringUp prepares stack in lab and checks that connections take the

@@ -328,16 +328,27 @@ func (t *target) sample(l *connectLoop) (connectSample, error) {
 
 // measureConnects runs warm, measures for d, stops the clients and
 // returns the figures: the rate and the CPU per connection of the measured
-// time, the connects that stalled in it (those cut short at the end
-// included: a stack that answers no SYN completes nothing) and the
-// connections that failed in the whole run.
-func (t *target) measureConnects(ctx context.Context, l *connectLoop, warm func() error, d time.Duration) (figures, error) {
+// time, the rate of each ConnectInterval of it (kept in t.intervals), the
+// connects that stalled in it (those cut short at the end included: a
+// stack that answers no SYN completes nothing) and the connections that
+// failed in the whole run.
+func (t *target) measureConnects(ctx context.Context, l *connectLoop, warm func() error, d, interval time.Duration) (figures, error) {
 	err := warm()
 	a, errA := t.sample(l)
-	if err == nil {
-		err = sleepCtx(ctx, d)
+	b, errB := a, errA
+	t.intervals = t.intervals[:0]
+	for left := d; err == nil && errB == nil && left > 0; {
+		step := min(interval, left)
+		if err = sleepCtx(ctx, step); err != nil {
+			break
+		}
+		left -= step
+		prev := b
+		b, errB = t.sample(l)
+		if dt := b.use.at.Sub(prev.use.at).Seconds(); errB == nil && dt > 0 {
+			t.intervals = append(t.intervals, float64(b.done-prev.done)/dt)
+		}
 	}
-	b, errB := t.sample(l)
 	l.Stop()
 	if err = errors.Join(err, errA, errB); err != nil {
 		return nil, err
@@ -347,6 +358,14 @@ func (t *target) measureConnects(ctx context.Context, l *connectLoop, warm func(
 		mRate:    n / b.use.at.Sub(a.use.at).Seconds(),
 		mStalled: float64(l.stalled.Load() - a.stalled),
 		mFailed:  float64(l.failed.Load()),
+	}
+	if len(t.intervals) > 0 {
+		first, slowest := t.intervals[0], slices.Min(t.intervals)
+		f[mRateFirst], f[mRateMin] = first, slowest
+		f[mRateHold] = 0 // the first interval completed nothing: nothing held
+		if first > 0 {
+			f[mRateHold] = slowest / first
+		}
 	}
 	if n > 0 {
 		// Where the stacks differ: the kernel's share (two TCP connections
@@ -372,7 +391,7 @@ func (t *target) connect(ctx context.Context, o Options) (figures, error) {
 		return t.oneRequest(ctx, srv.Addr(), false)
 	})
 	defer l.Stop()
-	f, err := t.measureConnects(ctx, l, func() error { return sleepCtx(ctx, o.warmup()) }, o.Duration)
+	f, err := t.measureConnects(ctx, l, func() error { return sleepCtx(ctx, o.warmup()) }, o.ConnectDuration, o.ConnectInterval)
 	if err != nil {
 		return nil, err
 	}
@@ -420,7 +439,7 @@ func (t *target) connectReuse(ctx context.Context, o Options) (figures, error) {
 		return took, err
 	})
 	defer l.Stop()
-	f, err := t.measureConnects(ctx, l, func() error { return t.cyclePorts(ctx, l, int64(o.ReusePorts)) }, o.Duration)
+	f, err := t.measureConnects(ctx, l, func() error { return t.cyclePorts(ctx, l, int64(o.ReusePorts)) }, o.ConnectDuration, o.ConnectInterval)
 	if err != nil {
 		return nil, err
 	}
