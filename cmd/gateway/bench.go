@@ -231,3 +231,20 @@ func (o *benchOutputs) close() {
 		}
 	}
 }
+
+// newBenchEchoCmd is the memory test's echo server, which the bench starts
+// in its server namespace as a process of its own (see bench.ServeEcho).
+func (a *app) newBenchEchoCmd() *cobra.Command {
+	var listen string
+	cmd := &cobra.Command{
+		Use:    bench.EchoCommand + " --listen ADDR",
+		Short:  "Echo server for gateway bench (internal)",
+		Hidden: true,
+		Args:   usageArgs(cobra.NoArgs),
+		RunE: func(*cobra.Command, []string) error {
+			return bench.ServeEcho(listen, os.Stdin, a.stdout)
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:0", "address to listen on")
+	return cmd
+}

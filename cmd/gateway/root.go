@@ -97,7 +97,7 @@ configuration error.`,
 	root.SetErr(a.stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 	root.AddCommand(a.newRunCmd(), a.newConfigCmd(), a.newVersionCmd())
-	root.AddCommand(a.newBenchCmd())
+	root.AddCommand(a.newBenchCmd(), a.newBenchEchoCmd())
 	root.AddCommand(a.newDemoCmd())
 	root.AddCommand(a.newConformanceCmd())
 	root.AddCommand(a.newRouteCmd(), a.newCleanupCmd())

@@ -546,12 +546,13 @@ func answerRequest(c *net.TCPConn) error {
 
 // memory opens IdleConns connections through the gateway, each after a
 // one-byte exchange so that both of its sides exist, and reads the
-// gateway's RSS before and after.
+// gateway's RSS before and after. The server is a process of its own (see
+// echoproc.go), so that 10,000 connections fit the open-file limit.
 func (t *target) memory(ctx context.Context, o Options) (figures, error) {
 	if t.gw == nil {
 		return nil, nil // no gateway process to measure
 	}
-	srv, err := startServer(t.lab.Server(), echo)
+	srv, err := startEchoProc(ctx, t.lab.Server(), o.Gateway)
 	if err != nil {
 		return nil, err
 	}

@@ -73,7 +73,7 @@ func Start(ctx context.Context, lab *netlab.Lab, spec Spec) (*Proc, error) {
 	}, spec.Extra...)
 	g := &Proc{logs: NewTailBuffer(32 << 10), done: make(chan struct{})}
 	g.cmd = lab.Client().Command(ctx, spec.Cmd.Path, args...)
-	g.cmd.Env = gatewayEnv(spec.Cmd.Env)
+	g.cmd.Env = Env(spec.Cmd.Env)
 	g.cmd.Stdout, g.cmd.Stderr = g.logs, g.logs
 	if spec.Out != nil {
 		g.cmd.Stdout = spec.Out
@@ -135,9 +135,9 @@ func (g *Proc) route(ctx context.Context, lab *netlab.Lab, tun string) error {
 	}
 }
 
-// gatewayEnv is env (or the current environment) without TUNGATE_*
+// Env is env (or the current environment) without TUNGATE_*
 // variables.
-func gatewayEnv(env []string) []string {
+func Env(env []string) []string {
 	if env == nil {
 		env = os.Environ()
 	}

@@ -15,12 +15,12 @@ func TestTailBuffer_KeepsTheLastBytes(t *testing.T) {
 	}
 }
 
-func TestGatewayEnv_DropsTungateVariables(t *testing.T) {
-	got := gatewayEnv([]string{"PATH=/bin", "TUNGATE_STACK_KIND=gvisor", "HOME=/root", "TUNGATE_TUN_MTU=9000"})
+func TestEnv_DropsTungateVariables(t *testing.T) {
+	got := Env([]string{"PATH=/bin", "TUNGATE_STACK_KIND=gvisor", "HOME=/root", "TUNGATE_TUN_MTU=9000"})
 	if !slices.Equal(got, []string{"PATH=/bin", "HOME=/root"}) {
 		t.Fatalf("got %v", got)
 	}
-	for _, kv := range gatewayEnv(nil) {
+	for _, kv := range Env(nil) {
 		if strings.HasPrefix(kv, "TUNGATE_") {
 			t.Fatalf("current environment keeps %s", kv)
 		}

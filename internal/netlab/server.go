@@ -24,9 +24,15 @@ func Serve(ns *NS, addr string, handle func(*net.TCPConn)) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netlab: listen %s: %w", addr, err)
 	}
+	return ServeListener(ln, handle), nil
+}
+
+// ServeListener runs handle on every connection ln accepts, for a
+// listener opened elsewhere (a process already in the namespace).
+func ServeListener(ln net.Listener, handle func(*net.TCPConn)) *Server {
 	s := &Server{ln: ln, handle: handle, conns: make(map[*net.TCPConn]struct{})}
 	s.wg.Go(s.acceptLoop)
-	return s, nil
+	return s
 }
 
 // Addr is the address clients dial.
