@@ -73,9 +73,23 @@ func (r *tcpRelay) pipe(from Side) {
 	defer r.p.tcpBufs.put(bp)
 	buf := *bp
 	for {
-		n, rerr := src.Read(buf)
+		n, rerr := readData(src, buf)
 		if n > 0 {
 			r.wd.touch()
+			if errors.Is(rerr, io.EOF) {
+				// The FIN came with this data: both leave together.
+				r.eof(from)
+				_, closed, werr := writeFIN(dst, buf[:n])
+				if werr != nil {
+					r.writeFailed(from, werr)
+					return
+				}
+				r.count(from, n)
+				if closed {
+					r.p.emit(Event{Flow: r.id, Kind: EventCloseWrite, Side: to})
+				}
+				return
+			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				r.writeFailed(from, werr)
 				return
@@ -104,12 +118,7 @@ func (r *tcpRelay) readEnded(from Side, err error) {
 	to := from.other()
 	switch {
 	case errors.Is(err, io.EOF):
-		r.p.emit(Event{Flow: r.id, Kind: EventEOF, Side: from})
-		if r.finished.Add(1) == 1 {
-			// Enter the half-closed phase before the FIN goes out, so
-			// that whoever sees the FIN sees the new limit in force.
-			r.wd.setLimit(r.p.halfCloseLimit())
-		}
+		r.eof(from)
 		r.closeWrite(to)
 	case isReset(err):
 		r.countReset(from)
@@ -121,6 +130,16 @@ func (r *tcpRelay) readEnded(from Side, err error) {
 			r.p.log.Debug("tcp read failed", "flow", r.id, "side", from, "err", err)
 		}
 		r.abortSide(to)
+	}
+}
+
+// eof records from's FIN: the relay enters its half-closed phase. The
+// caller then passes the FIN on, before any later FIN can come back, so
+// that whoever sees it sees the new limit in force.
+func (r *tcpRelay) eof(from Side) {
+	r.p.emit(Event{Flow: r.id, Kind: EventEOF, Side: from})
+	if r.finished.Add(1) == 1 {
+		r.wd.setLimit(r.p.halfCloseLimit())
 	}
 }
 
