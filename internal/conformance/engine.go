@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/stack"
 	"github.com/tungate/tungate/stack/tcp"
@@ -24,13 +25,14 @@ type sent struct {
 	src, dst netip.AddrPort
 }
 
-// harness wraps an Engine built in listen/accept mode on a virtual clock.
+// harness wraps an Engine built in listen/accept mode on a manual clock:
+// script time is how far the clock has moved from start.
 type harness struct {
 	e     *tcp.Engine
-	start time.Time
+	clk   *clock.Manual
+	start clock.Time
 
-	mu        sync.Mutex // guards now, out, accepting, conns, badPacket
-	now       time.Duration
+	mu        sync.Mutex // guards out, accepting, conns, badPacket
 	out       []sent
 	accepting map[netip.AddrPort]bool // remotes whose Accept has not sent its SYN-ACK yet
 	conns     []stack.Conn            // established, not yet taken by accept()
@@ -72,7 +74,7 @@ func (h *harness) WritePackets(bufs [][]byte, offset int) (int, error) {
 		}
 		tc := p.TCP()
 		o, _ := packet.ParseTCPOptions(tc.Options())
-		s := sent{at: h.now, seq: tc.Seq(), ack: tc.Ack(), flags: tc.Flags(), wnd: tc.Window(),
+		s := sent{at: h.elapsed(), seq: tc.Seq(), ack: tc.Ack(), flags: tc.Flags(), wnd: tc.Window(),
 			rawOpts: append([]byte(nil), tc.Options()...), opts: o, dataLen: len(tc.Payload()),
 			src: p.SrcAddrPort(), dst: p.DstAddrPort()}
 		if s.flags&(packet.SYN|packet.ACK) == packet.SYN|packet.ACK {
@@ -84,9 +86,11 @@ func (h *harness) WritePackets(bufs [][]byte, offset int) (int, error) {
 }
 
 func newHarness(mod func(*tcp.Options)) (*harness, error) {
-	h := &harness{start: time.Unix(1_700_000_000, 0), accepting: map[netip.AddrPort]bool{}}
+	// Any start but zero, which the engine reads as "unset".
+	start := clock.Time(1_700_000_000 * time.Second)
+	h := &harness{clk: clock.NewManual(start), start: start, accepting: map[netip.AddrPort]bool{}}
 	opts := tcp.DefaultOptions()
-	opts.Now, opts.ManualTimers = h.clock, true
+	opts.Clock = h.clk
 	if mod != nil {
 		mod(&opts)
 	}
@@ -98,35 +102,26 @@ func newHarness(mod func(*tcp.Options)) (*harness, error) {
 	return h, nil
 }
 
-func (h *harness) clock() time.Time {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.start.Add(h.now)
-}
+// elapsed is the script time: how far the clock has moved since start.
+// Inside a timer's callback, that is the timer's own deadline.
+func (h *harness) elapsed() time.Duration { return h.clk.Now().Sub(h.start) }
 
-func (h *harness) elapsed() time.Duration {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.now
-}
-
-// timerStep is the granularity of virtual time: timers fire at most this
-// late, well inside the default 4 ms tolerance.
+// timerStep is how often advanceTo asks whether to stop. Timers fire on
+// time (the manual clock runs each at its deadline), but the clock may
+// run up to this far past the event that should stop it, well inside
+// the default 4 ms tolerance.
 const timerStep = time.Millisecond
 
-// advanceTo moves the virtual clock to t in timerStep steps, running the
-// timers due at each step, and stops early once stop reports true.
+// advanceTo moves the clock to script time t in timerStep steps, the
+// engine's timers due in each step running at their deadlines, and stops
+// early once stop reports true.
 func (h *harness) advanceTo(t time.Duration, stop func() bool) {
 	for {
-		h.mu.Lock()
-		if h.now >= t {
-			h.mu.Unlock()
+		now := h.elapsed()
+		if now >= t {
 			return
 		}
-		h.now = min(h.now+timerStep, t)
-		now := h.start.Add(h.now)
-		h.mu.Unlock()
-		h.e.RunTimers(now)
+		h.clk.Set(h.start.Add(min(now+timerStep, t)))
 		if stop != nil && stop() {
 			return
 		}

@@ -481,6 +481,28 @@ var errnos = map[string]syscall.Errno{
 // engine; a call that would block in virtual time returns EAGAIN.
 const realWait = 50 * time.Millisecond
 
+// giveUpAfterRealWait makes a non-blocking call give up after realWait of
+// real time: it clears the deadline that set (SetReadDeadline or
+// SetWriteDeadline) sets and sets one in the past once realWait has
+// passed. A deadline of realWait from now would not do: the Conn's
+// deadlines run on the engine's manual clock, which stands still while
+// the call waits. The returned function must be called when the call
+// has returned; it waits for a timeout already firing, so that it cannot
+// overtake the deadline the next call sets.
+func giveUpAfterRealWait(set func(time.Time) error) (done func()) {
+	set(time.Time{})
+	fired := make(chan struct{})
+	t := time.AfterFunc(realWait, func() {
+		set(time.Now())
+		close(fired)
+	})
+	return func() {
+		if !t.Stop() {
+			<-fired
+		}
+	}
+}
+
 func (r *runner) call(ev *Event) error {
 	c := ev.Call
 	ret, errno := int64(0), ""
@@ -587,7 +609,7 @@ func (r *runner) connCall(ev *Event, st *fdState, blocking bool) (int64, string,
 			return 0, "", nil
 		}
 		if !blocking {
-			st.c.SetReadDeadline(time.Now().Add(realWait))
+			defer giveUpAfterRealWait(st.c.SetReadDeadline)()
 		}
 		var got int
 		var rerr error
@@ -615,7 +637,7 @@ func (r *runner) connCall(ev *Event, st *fdState, blocking bool) (int64, string,
 			return -1, "EPIPE", nil
 		}
 		if !blocking {
-			st.c.SetWriteDeadline(time.Now().Add(realWait))
+			defer giveUpAfterRealWait(st.c.SetWriteDeadline)()
 		}
 		got, werr := st.c.Write(make([]byte, n))
 		if got > 0 || werr == nil {

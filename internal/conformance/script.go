@@ -6,10 +6,12 @@
 // once, as a listening socket would, and hands the connection to the
 // script's accept call. The fake peer is 198.18.0.1:40000 (2001:2::1 for
 // --ip_version=ipv6), the engine's side 198.19.0.2:8080; everything stays
-// in memory. Virtual time advances in 1 ms steps, firing the engine's
-// timers at each step; every expected segment must be sent within the
-// tolerance (default 4 ms) of its script time, and any segment the script
-// does not expect is a failure.
+// in memory. Virtual time is the engine's clock, a clock.Manual the
+// runner advances in 1 ms steps: the engine's timers fire at their exact
+// deadlines within a step, and the runner looks for what they sent after
+// each one. Every expected segment must be sent within the tolerance
+// (default 4 ms) of its script time, and any segment the script does not
+// expect is a failure.
 //
 // Strict mode (the default, for the engine's own corpus) compares flags,
 // relative sequence and ack numbers, payload length, the advertised window

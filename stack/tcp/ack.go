@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 )
 
@@ -29,8 +30,8 @@ type recovery struct {
 	// timeout) began; a new recovery waits until SND.UNA reaches it.
 	recover     Seq
 	partialSeen bool
-	burst       int       // segments Output may still send at once; <0 unlimited
-	lastSendAt  time.Time // for the RFC 5681 §4.1 restart window
+	burst       int        // segments Output may still send at once; <0 unlimited
+	lastSendAt  clock.Time // for the RFC 5681 §4.1 restart window
 
 	// RFC 6675 §2 variables, exclusive like the scoreboard's ranges (the
 	// scoreboard is TCB.sb): highRxt is one past HighRxt, rescueRxt one
@@ -46,7 +47,7 @@ type recovery struct {
 // initCC creates the congestion controller once the MSS is known. An
 // unknown name falls back to the default (Config validation is the
 // engine's job; the TCB must not fail here).
-func (t *TCB) initCC(now time.Time) {
+func (t *TCB) initCC(now clock.Time) {
 	if t.cc != nil {
 		return
 	}
@@ -106,7 +107,7 @@ func (t *TCB) processAck(seg *Segment) {
 	}
 	t.lostRetransmissions()
 	if t.sacked() {
-		t.ptoAt = time.Time{} // RFC 8985 §7.2: SACKed data outstanding, no probe
+		t.ptoAt = 0 // RFC 8985 §7.2: SACKed data outstanding, no probe
 	}
 	// "If SND.UNA =< SEG.ACK =< SND.NXT, the send window should be
 	// updated."
@@ -150,7 +151,7 @@ func (t *TCB) updateSendWindow(seg *Segment) {
 	t.sndWl1, t.sndWl2 = seg.Seq, seg.Ack
 	t.maxSndWnd = max(t.maxSndWnd, t.sndWnd)
 	if t.sndWnd != 0 {
-		t.persistAt, t.persistBackoff = time.Time{}, 0
+		t.persistAt, t.persistBackoff = 0, 0
 	}
 }
 
@@ -180,7 +181,7 @@ func (t *TCB) ackNewData(seg *Segment) {
 	partial := t.onAckRecovery(acked, sample)
 	switch {
 	case t.sndUna == t.sndMax:
-		t.rtoAt = time.Time{} // RFC 6298 §5.2
+		t.rtoAt = 0 // RFC 6298 §5.2
 	case partial && t.partialSeen:
 		// RFC 6582 §3.2 step 5: only the first partial ACK restarts the
 		// timer ("Impatient" variant).

@@ -1,8 +1,7 @@
 package tcp
 
 import (
-	"time"
-
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/stack"
 )
@@ -112,7 +111,7 @@ func (b *outBatch) deferOutput(f *flow) {
 }
 
 // runDeferred produces the postponed output of every deferred flow.
-func (b *outBatch) runDeferred(now time.Time) {
+func (b *outBatch) runDeferred(now clock.Time) {
 	for i, f := range b.deferred {
 		f.mu.Lock()
 		f.deferred = false

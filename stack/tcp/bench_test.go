@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 )
 
@@ -11,7 +12,7 @@ import (
 // segments are copied into preallocated slots and delivered in order.
 type wirePair struct {
 	tcb   [2]*TCB
-	now   time.Time
+	now   clock.Time
 	slots [2][]slot // slots[i]: segments in flight to side i
 	n     [2]int
 	emit  [2]func(*Segment)
@@ -84,7 +85,7 @@ func (w *wirePair) round() int {
 		moved += n
 	}
 	w.exchange()
-	if d := w.tcb[1].Deadline(); !d.IsZero() && !w.now.Before(d) {
+	if d := w.tcb[1].Deadline(); d != 0 && !w.now.Before(d) {
 		w.tcb[1].OnTimer(w.now)
 	}
 	return moved
@@ -122,7 +123,7 @@ func TestTCBTransfer_SteadyStateDoesNotAllocate(t *testing.T) {
 // runTimers runs the due timers of both sides and delivers what they send.
 func (w *wirePair) runTimers() {
 	for _, t := range w.tcb {
-		if d := t.Deadline(); !d.IsZero() && !w.now.Before(d) {
+		if d := t.Deadline(); d != 0 && !w.now.Before(d) {
 			t.OnTimer(w.now)
 		}
 	}

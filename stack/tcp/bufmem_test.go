@@ -181,7 +181,7 @@ func TestBufferIdle_ReleasesEmptyBuffersAfterAQuietPeriod(t *testing.T) {
 		h.advance(time.Second)
 	}
 	wantNoBufferMemory(t, h.tcb)
-	if d := h.tcb.Deadline(); !d.IsZero() {
+	if d := h.tcb.Deadline(); d != 0 {
 		t.Fatalf("timer armed at +%v once the buffers are released", d.Sub(h.now))
 	}
 	// Memory comes back with data.
@@ -229,7 +229,7 @@ func TestBufferIdle_NegativeKeepsMemory(t *testing.T) {
 	readAll(h.tcb)
 	h.output()
 	h.advance(time.Second) // the delayed ACK
-	if d := h.tcb.Deadline(); !d.IsZero() {
+	if d := h.tcb.Deadline(); d != 0 {
 		t.Fatalf("timer armed at +%v with BufferIdle < 0", d.Sub(h.now))
 	}
 	h.advance(time.Minute)

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/tungate/tungate/internal/clock"
 )
 
 // congestionControl is the sender's congestion window algorithm, pluggable
@@ -36,11 +38,11 @@ type congestionControl interface {
 	// onAck grows the window for acked bytes newly cumulatively
 	// acknowledged outside recovery. rtt is the current smoothed RTT
 	// (zero while there is no sample); now is the ACK's arrival time.
-	onAck(acked uint32, rtt time.Duration, now time.Time)
+	onAck(acked uint32, rtt time.Duration, now clock.Time)
 	// onEnterRecovery reduces ssthresh and cwnd at the start of fast
 	// recovery; flight is FlightSize (RFC 5681 §3.1): bytes sent but not
 	// cumulatively acknowledged, excluding Limited Transmit segments.
-	onEnterRecovery(now time.Time, flight uint32)
+	onEnterRecovery(now clock.Time, flight uint32)
 	// onDupAck inflates cwnd by one SMSS for a duplicate ACK during
 	// non-SACK fast recovery (RFC 5681 §3.2 steps 3 and 4).
 	onDupAck()
@@ -51,13 +53,13 @@ type congestionControl interface {
 	// Both implementations use RFC 6582 §3.2 step 3 option (2),
 	// cwnd = ssthresh; the TCB must limit the burst this may allow when
 	// little data is outstanding (RFC 6582 asks for it).
-	onExitRecovery(now time.Time)
+	onExitRecovery(now clock.Time)
 	// onRTO collapses the window after a retransmission timeout; flight is
 	// FlightSize before the retransmission.
-	onRTO(now time.Time, flight uint32)
+	onRTO(now clock.Time, flight uint32)
 	// onSendAfterIdle is called before sending when nothing was sent for
 	// idle, and rto is the current RTO. RFC 5681 §4.1 restart window.
-	onSendAfterIdle(now time.Time, idle, rto time.Duration)
+	onSendAfterIdle(now clock.Time, idle, rto time.Duration)
 	// name is the algorithm's configuration name, for traces.
 	name() string
 }
@@ -76,7 +78,7 @@ const ccMaxWindow = 1 << 30
 // newCongestionControl returns the named algorithm ("cubic" or "newreno",
 // any case; "" means cubic, the default) for a connection sending segments
 // of mss bytes.
-func newCongestionControl(name string, mss uint32, now time.Time) (congestionControl, error) {
+func newCongestionControl(name string, mss uint32, now clock.Time) (congestionControl, error) {
 	if mss == 0 {
 		return nil, fmt.Errorf("tcp: congestion control %q: zero MSS", name)
 	}

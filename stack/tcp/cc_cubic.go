@@ -3,6 +3,8 @@ package tcp
 import (
 	"math"
 	"time"
+
+	"github.com/tungate/tungate/internal/clock"
 )
 
 // CUBIC constants (RFC 9438 §4.1.1, §4.6, §5.1).
@@ -31,9 +33,9 @@ type ccCubic struct {
 	alpha     float64 // alpha_cubic for the W_est update
 	wEst      float64 // W_est, segments
 
-	epochValid bool      // a congestion avoidance stage is running
-	epochStart time.Time // t_epoch
-	cwndEpoch  float64   // cwnd_epoch, segments
+	epochValid bool       // a congestion avoidance stage is running
+	epochStart clock.Time // t_epoch
+	cwndEpoch  float64    // cwnd_epoch, segments
 	// afterRTO makes the next epoch use K = 0 and W_max = cwnd_epoch
 	// (RFC 9438 §4.8).
 	afterRTO bool
@@ -43,7 +45,7 @@ type ccCubic struct {
 	exact float64
 }
 
-func newCCCubic(mss uint32, _ time.Time) *ccCubic {
+func newCCCubic(mss uint32, _ clock.Time) *ccCubic {
 	c := &ccCubic{fastConvergence: true, alpha: 1}
 	c.init(mss)
 	return c
@@ -68,7 +70,7 @@ func cubicK(wMax, cwndEpoch float64) float64 {
 
 // onAck is slow start below ssthresh, then the CUBIC window increase of
 // RFC 9438 §4.2-§4.5.
-func (c *ccCubic) onAck(acked uint32, rtt time.Duration, now time.Time) {
+func (c *ccCubic) onAck(acked uint32, rtt time.Duration, now clock.Time) {
 	c.rtoStreak = false
 	if c.inSlowStart() {
 		acked = c.slowStart(acked)
@@ -80,7 +82,7 @@ func (c *ccCubic) onAck(acked uint32, rtt time.Duration, now time.Time) {
 }
 
 // avoid is one new ACK in congestion avoidance.
-func (c *ccCubic) avoid(acked uint32, rtt time.Duration, now time.Time) {
+func (c *ccCubic) avoid(acked uint32, rtt time.Duration, now clock.Time) {
 	if uint32(c.exact) != c.cwndB {
 		c.exact = float64(c.cwndB) // cwnd was set elsewhere since
 	}
@@ -121,7 +123,7 @@ func (c *ccCubic) target(t float64) float64 {
 }
 
 // startEpoch begins a congestion avoidance stage (RFC 9438 §4.2).
-func (c *ccCubic) startEpoch(now time.Time) {
+func (c *ccCubic) startEpoch(now clock.Time) {
 	c.epochValid = true
 	c.epochStart = now
 	c.cwndEpoch = c.segs(c.exact)
@@ -159,20 +161,20 @@ func (c *ccCubic) congestionEvent(flight uint32) {
 }
 
 // onEnterRecovery is RFC 9438 §4.6: cwnd = max(ssthresh, 2 SMSS) on loss.
-func (c *ccCubic) onEnterRecovery(_ time.Time, flight uint32) {
+func (c *ccCubic) onEnterRecovery(_ clock.Time, flight uint32) {
 	c.congestionEvent(flight)
 	c.setCwnd(uint64(c.ssthB))
 }
 
 // onExitRecovery deflates to ssthresh; the next ACK starts a new epoch.
-func (c *ccCubic) onExitRecovery(time.Time) {
+func (c *ccCubic) onExitRecovery(clock.Time) {
 	c.exitRecovery()
 	c.epochValid = false
 }
 
 // onRTO is RFC 9438 §4.8: ssthresh as in §4.6, cwnd as Reno (one SMSS),
 // and the first congestion avoidance stage afterwards uses K = 0.
-func (c *ccCubic) onRTO(_ time.Time, flight uint32) {
+func (c *ccCubic) onRTO(_ clock.Time, flight uint32) {
 	if !c.rtoStreak {
 		c.congestionEvent(flight)
 	}
@@ -183,7 +185,7 @@ func (c *ccCubic) onRTO(_ time.Time, flight uint32) {
 
 // onSendAfterIdle applies the RFC 5681 §4.1 restart window and, per RFC
 // 9438 §5.8, keeps the idle period out of t by moving the epoch start.
-func (c *ccCubic) onSendAfterIdle(_ time.Time, idle, rto time.Duration) {
+func (c *ccCubic) onSendAfterIdle(_ clock.Time, idle, rto time.Duration) {
 	if c.epochValid {
 		c.epochStart = c.epochStart.Add(idle)
 	}

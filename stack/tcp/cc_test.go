@@ -4,11 +4,13 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/tungate/tungate/internal/clock"
 )
 
 const ccMSS = 1000 // round numbers: cwnd in segments = cwnd/1000
 
-var ccT0 = time.Unix(100, 0)
+var ccT0 = clock.Time(100 * time.Second)
 
 func newTestCC(t *testing.T, name string) congestionControl {
 	t.Helper()
@@ -28,7 +30,7 @@ func ccAlgorithms(t *testing.T, f func(t *testing.T, name string)) {
 
 // ackRound acknowledges one cwnd of data in MSS-sized ACKs spread evenly
 // over one rtt starting at now, and returns the time after it.
-func ackRound(cc congestionControl, now time.Time, rtt time.Duration) time.Time {
+func ackRound(cc congestionControl, now clock.Time, rtt time.Duration) clock.Time {
 	n := int(cc.cwnd() / ccMSS)
 	for i := range n {
 		cc.onAck(ccMSS, rtt, now.Add(rtt*time.Duration(i)/time.Duration(n)))

@@ -164,7 +164,7 @@ func TestTimeWait_OnlyTheTimeWaitTimerRuns(t *testing.T) {
 	h.take()
 	h.in(h.fin()) // acks our FIN too
 	h.wantState(TimeWait)
-	if got := h.tcb.Deadline(); !got.Equal(h.now.Add(60 * time.Second)) {
+	if got := h.tcb.Deadline(); got != h.now.Add(60*time.Second) {
 		t.Fatalf("deadline %v, want only 2MSL", got)
 	}
 }
@@ -177,7 +177,7 @@ func TestTimeWait_RetransmittedFINIsAckedAndRestartsTimer(t *testing.T) {
 	h.peerNxt = h.tcb.rcvNxt
 	h.in(f)
 	wantAck(t, h.one(), h.tcb.rcvNxt)
-	if got := h.tcb.Deadline(); !got.Equal(h.now.Add(60 * time.Second)) {
+	if got := h.tcb.Deadline(); got != h.now.Add(60*time.Second) {
 		t.Fatalf("deadline %v, want restarted 2MSL", got)
 	}
 	h.wantDrop(dropTimeWaitFIN)

@@ -3,10 +3,12 @@ package tcp
 import (
 	"context"
 	"io"
+	"math"
 	"net"
 	"os"
 	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/stack"
 )
 
@@ -17,9 +19,10 @@ type Conn struct {
 	f             *flow
 	local, remote *net.TCPAddr
 
-	// Guarded by f.mu.
+	// Guarded by f.mu. The deadlines are instants of the engine's clock,
+	// 0 for none (see setDeadlines).
 	closed, readClosed          bool
-	readDeadline, writeDeadline time.Time
+	readDeadline, writeDeadline clock.Time
 }
 
 var _ stack.Conn = (*Conn)(nil)
@@ -76,7 +79,7 @@ func (c *Conn) readGateLocked(op string) error {
 	switch {
 	case c.closed || c.readClosed:
 		return c.opErr(op, net.ErrClosed)
-	case expired(c.readDeadline):
+	case c.expired(c.readDeadline):
 		return c.opErr(op, os.ErrDeadlineExceeded)
 	}
 	return nil
@@ -127,7 +130,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 			f.mu.Unlock()
 			return written, c.opErr("write", net.ErrClosed)
 		}
-		if expired(c.writeDeadline) {
+		if c.expired(c.writeDeadline) {
 			f.mu.Unlock()
 			return written, c.opErr("write", os.ErrDeadlineExceeded)
 		}
@@ -159,22 +162,25 @@ func (c *Conn) Write(p []byte) (int, error) {
 func (c *Conn) flushLocked() {
 	e := c.f.e
 	b := e.getBatch()
-	c.f.afterLocked(e.now(), b)
+	c.f.afterLocked(e.clk.Now(), b)
 	e.putBatch(b)
 }
 
 // await blocks until ch signals, the deadline passes or changes, or the
-// engine closes.
-func (c *Conn) await(ch <-chan struct{}, dl time.Time, dlCh <-chan struct{}) error {
-	var timeout <-chan time.Time
-	if !dl.IsZero() {
-		d := time.Until(dl)
+// engine closes. The deadline is a timer of the engine's clock, so a
+// manual clock decides when it passes.
+func (c *Conn) await(ch <-chan struct{}, dl clock.Time, dlCh <-chan struct{}) error {
+	var timeout chan struct{}
+	if dl != 0 {
+		clk := c.f.e.clk
+		d := dl.Sub(clk.Now())
 		if d <= 0 {
 			return os.ErrDeadlineExceeded
 		}
-		t := time.NewTimer(d)
+		passed := make(chan struct{})
+		t := clk.AfterFunc(d, func() { close(passed) })
 		defer t.Stop()
-		timeout = t.C
+		timeout = passed
 	}
 	select {
 	case <-ch:
@@ -188,7 +194,7 @@ func (c *Conn) await(ch <-chan struct{}, dl time.Time, dlCh <-chan struct{}) err
 
 // expired reports whether a deadline is set and has passed (net.Conn
 // semantics: even data already buffered is not returned then).
-func expired(dl time.Time) bool { return !dl.IsZero() && !time.Now().Before(dl) }
+func (c *Conn) expired(dl clock.Time) bool { return dl != 0 && !c.f.e.clk.Now().Before(dl) }
 
 // awaitEstablished waits for the third ACK of the handshake.
 func (c *Conn) awaitEstablished(ctx context.Context) error {
@@ -259,12 +265,18 @@ func (c *Conn) control(op func()) error {
 	return nil
 }
 
+// The deadline setters take wall-clock times, as net.Conn's do (the
+// package's only time.Time); setDeadlines turns them into instants of the
+// engine's clock.
 func (c *Conn) SetDeadline(t time.Time) error {
 	return c.setDeadlines(t, true, true)
 }
 func (c *Conn) SetReadDeadline(t time.Time) error  { return c.setDeadlines(t, true, false) }
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.setDeadlines(t, false, true) }
 
+// setDeadlines stores t, converted to the engine's clock: the deadline
+// passes once that clock has moved by time.Until(t), so a manual clock
+// drives Conn deadlines as it drives the TCBs' timers.
 func (c *Conn) setDeadlines(t time.Time, read, write bool) error {
 	f := c.f
 	f.mu.Lock()
@@ -272,14 +284,33 @@ func (c *Conn) setDeadlines(t time.Time, read, write bool) error {
 	if c.closed {
 		return c.opErr("set deadline", net.ErrClosed) // as net.TCPConn
 	}
+	dl := deadlineAt(f.e.clk.Now(), t)
 	if read {
-		c.readDeadline = t
+		c.readDeadline = dl
 	}
 	if write {
-		c.writeDeadline = t
+		c.writeDeadline = dl
 	}
 	f.wait.deadlineChanged()
 	return nil
+}
+
+// deadlineAt is the wall-clock deadline t as an instant of a clock now
+// reading now: the zero time stays 0 (no deadline), a time in the past
+// becomes now (passed, yet not 0), one too far to represent the latest
+// instant.
+func deadlineAt(now clock.Time, t time.Time) clock.Time {
+	if t.IsZero() {
+		return 0
+	}
+	d := time.Until(t)
+	switch {
+	case d <= 0:
+		return now
+	case d > time.Duration(math.MaxInt64-now):
+		return math.MaxInt64
+	}
+	return now.Add(d)
 }
 
 // opErr wraps err as a *net.OpError, as net.TCPConn's errors are; io.EOF

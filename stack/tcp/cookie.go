@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/tungate/tungate/internal/clock"
 )
 
 // SYN cookie layout (RFC 4987 §3.6). Our ISS for a cookie SYN-ACK is
@@ -83,8 +85,8 @@ func newRandomCookieJar() (*cookieJar, error) {
 }
 
 // cookieCount is the cookie clock at now.
-func cookieCount(now time.Time) uint32 {
-	return uint32(now.UnixNano() / int64(cookieSlot))
+func cookieCount(now clock.Time) uint32 {
+	return uint32(int64(now) / int64(cookieSlot))
 }
 
 func (j *cookieJar) h1(src, dst netip.AddrPort) uint32 {
@@ -107,7 +109,7 @@ func (j *cookieJar) h2(src, dst netip.AddrPort, clientISN Seq, count, mssIndex u
 // default when the SYN had none), and the MSS value the cookie encodes,
 // which is what check will return and what the connection must use. It
 // does not allocate.
-func (j *cookieJar) make(src, dst netip.AddrPort, clientISN Seq, mss uint16, now time.Time) (iss Seq, encodedMSS uint16) {
+func (j *cookieJar) make(src, dst netip.AddrPort, clientISN Seq, mss uint16, now clock.Time) (iss Seq, encodedMSS uint16) {
 	idx := cookieMSSIndex(mss)
 	count := cookieCount(now)
 	low := count<<cookieCountPos | idx<<cookieMSSPos | j.h2(src, dst, clientISN, count, idx)
@@ -118,7 +120,7 @@ func (j *cookieJar) make(src, dst netip.AddrPort, clientISN Seq, mss uint16, now
 // is SEG.SEQ-1 and cookie is SEG.ACK-1 of that ACK. It returns the MSS the
 // cookie encodes, and ok false for a forged, mangled or expired cookie. It
 // does not allocate.
-func (j *cookieJar) check(src, dst netip.AddrPort, clientISN, cookie Seq, now time.Time) (mss uint16, ok bool) {
+func (j *cookieJar) check(src, dst netip.AddrPort, clientISN, cookie Seq, now clock.Time) (mss uint16, ok bool) {
 	v := uint32(cookie) - j.h1(src, dst) - uint32(clientISN)
 	cur := cookieCount(now)
 	age := (cur - v>>cookieCountPos) & 0xff

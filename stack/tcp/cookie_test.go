@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/tungate/tungate/internal/clock"
 )
 
 func testCookieJar() *cookieJar {
@@ -19,7 +21,7 @@ const cookieClientISN Seq = 0xffff_fff0
 
 func TestCookie_RoundTrip(t *testing.T) {
 	j := testCookieJar()
-	now := time.Unix(1_000_000, 0)
+	now := clock.Time(1_000_000 * time.Second)
 	for _, tu := range [][2]netip.AddrPort{{isnCli4, isnSrv4}, {isnCli6, isnSrv6}} {
 		for _, isn := range []Seq{0, 1, cookieClientISN, 0x7fffffff} {
 			iss, mss := j.make(tu[0], tu[1], isn, 1460, now)
@@ -33,7 +35,7 @@ func TestCookie_RoundTrip(t *testing.T) {
 
 func TestCookie_MSSDecodesToLargestEntryNotAbove(t *testing.T) {
 	j := testCookieJar()
-	now := time.Unix(1_000_000, 0)
+	now := clock.Time(1_000_000 * time.Second)
 	tests := []struct{ client, want uint16 }{
 		{0, 536}, {100, 536}, {536, 536}, {1219, 536}, {1220, 1220}, {1299, 1220},
 		{1300, 1300}, {1399, 1300}, {1400, 1400}, {1440, 1440}, {1459, 1440},
@@ -50,7 +52,7 @@ func TestCookie_MSSDecodesToLargestEntryNotAbove(t *testing.T) {
 
 func TestCookie_AnyFlippedBitRejected(t *testing.T) {
 	j := testCookieJar()
-	now := time.Unix(1_000_000, 0)
+	now := clock.Time(1_000_000 * time.Second)
 	iss, _ := j.make(isnCli4, isnSrv4, cookieClientISN, 1460, now)
 	for bit := range 32 {
 		bad := iss ^ Seq(1)<<bit
@@ -62,7 +64,7 @@ func TestCookie_AnyFlippedBitRejected(t *testing.T) {
 
 func TestCookie_WrongTupleOrClientISNRejected(t *testing.T) {
 	j := testCookieJar()
-	now := time.Unix(1_000_000, 0)
+	now := clock.Time(1_000_000 * time.Second)
 	iss, _ := j.make(isnCli4, isnSrv4, cookieClientISN, 1460, now)
 	tests := []struct {
 		name     string
@@ -85,11 +87,11 @@ func TestCookie_WrongTupleOrClientISNRejected(t *testing.T) {
 
 func TestCookie_ExpiresAfterPreviousSlot(t *testing.T) {
 	j := testCookieJar()
-	slotStart := time.Unix(0, 0).Add(15625 * cookieSlot) // a slot boundary
+	slotStart := clock.Time(15625 * cookieSlot) // a slot boundary
 	made := slotStart.Add(10 * time.Second)
 	iss, _ := j.make(isnCli4, isnSrv4, cookieClientISN, 1460, made)
 	tests := []struct {
-		at   time.Time
+		at   clock.Time
 		want bool
 	}{
 		{made, true},
@@ -110,7 +112,7 @@ func TestCookie_ExpiresAfterPreviousSlot(t *testing.T) {
 }
 
 func TestCookie_OtherSecretRejects(t *testing.T) {
-	now := time.Unix(1_000_000, 0)
+	now := clock.Time(1_000_000 * time.Second)
 	a := testCookieJar()
 	b, err := newRandomCookieJar()
 	if err != nil {
@@ -131,7 +133,7 @@ func TestCookie_OtherSecretRejects(t *testing.T) {
 
 func TestCookie_ForgedCookiesRarelyPass(t *testing.T) {
 	j := testCookieJar()
-	now := time.Unix(1_000_000, 0)
+	now := clock.Time(1_000_000 * time.Second)
 	// Random guesses pass with probability about 2^-21 * 2 slots / 256; over
 	// 2^16 guesses expect almost none.
 	accepted := 0
@@ -176,7 +178,7 @@ func TestCookieTS_ScaleAbove14IsClamped(t *testing.T) {
 
 func TestCookie_DoesNotAllocate(t *testing.T) {
 	j := testCookieJar()
-	now := time.Unix(1_000_000, 0)
+	now := clock.Time(1_000_000 * time.Second)
 	var ok bool
 	allocs := testing.AllocsPerRun(100, func() {
 		iss, _ := j.make(isnCli6, isnSrv6, cookieClientISN, 1440, now)
@@ -189,7 +191,7 @@ func TestCookie_DoesNotAllocate(t *testing.T) {
 
 func BenchmarkCookieMake(b *testing.B) {
 	j := testCookieJar()
-	now := time.Unix(1_000_000, 0)
+	now := clock.Time(1_000_000 * time.Second)
 	var sink Seq
 	b.ReportAllocs()
 	for b.Loop() {
@@ -201,7 +203,7 @@ func BenchmarkCookieMake(b *testing.B) {
 
 func BenchmarkCookieCheck(b *testing.B) {
 	j := testCookieJar()
-	now := time.Unix(1_000_000, 0)
+	now := clock.Time(1_000_000 * time.Second)
 	iss, _ := j.make(isnCli4, isnSrv4, cookieClientISN, 1460, now)
 	b.ReportAllocs()
 	for b.Loop() {

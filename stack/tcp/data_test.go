@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 )
 
@@ -17,7 +18,7 @@ type link struct {
 
 type flight struct {
 	to  int
-	at  time.Time
+	at  clock.Time
 	seg Segment
 	seq int // tie-breaker: FIFO among equal times
 }
@@ -30,7 +31,7 @@ type pair struct {
 	tcb   [2]*TCB
 	links [2]link // links[i] carries segments sent by side i
 	rng   *rand.Rand
-	now   time.Time
+	now   clock.Time
 	q     []flight
 	nseq  int
 
@@ -126,10 +127,10 @@ func (p *pair) pump() {
 }
 
 // next returns the earliest pending event time.
-func (p *pair) next() (time.Time, bool) {
-	var at time.Time
+func (p *pair) next() (clock.Time, bool) {
+	var at clock.Time
 	for _, f := range p.q {
-		if at.IsZero() || f.at.Before(at) {
+		if at == 0 || f.at.Before(at) {
 			at = f.at
 		}
 	}
@@ -137,11 +138,11 @@ func (p *pair) next() (time.Time, bool) {
 		if tc == nil {
 			continue
 		}
-		if d := tc.Deadline(); !d.IsZero() && (at.IsZero() || d.Before(at)) {
+		if d := tc.Deadline(); d != 0 && (at == 0 || d.Before(at)) {
 			at = d
 		}
 	}
-	return at, !at.IsZero()
+	return at, at != 0
 }
 
 // step advances to the next event and processes everything due.
@@ -156,7 +157,7 @@ func (p *pair) step() bool {
 	for {
 		k := -1
 		for j, f := range p.q {
-			if !f.at.After(p.now) && (k < 0 || f.at.Before(p.q[k].at) || (f.at.Equal(p.q[k].at) && f.seq < p.q[k].seq)) {
+			if !f.at.After(p.now) && (k < 0 || f.at.Before(p.q[k].at) || (f.at == p.q[k].at && f.seq < p.q[k].seq)) {
 				k = j
 			}
 		}
@@ -169,7 +170,7 @@ func (p *pair) step() bool {
 	}
 	for _, tc := range p.tcb {
 		if tc != nil {
-			if d := tc.Deadline(); !d.IsZero() && !p.now.Before(d) {
+			if d := tc.Deadline(); d != 0 && !p.now.Before(d) {
 				tc.OnTimer(p.now)
 			}
 		}

@@ -9,8 +9,8 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/stack"
 	"github.com/tungate/tungate/stack/udp"
@@ -56,12 +56,11 @@ type Options struct {
 	// Logger receives debug lines per connection and drop; nil discards.
 	Logger *slog.Logger
 
-	// Now replaces time.Now as the engine's clock, and ManualTimers stops
-	// the timer goroutine: the caller then runs due timers with
-	// RunTimers. Together they let tests and script runners drive the
-	// engine in virtual time.
-	Now          func() time.Time
-	ManualTimers bool
+	// Clock is the engine's time: every TCB reads it, and its one
+	// timer runs the TCBs' timers and the Conns' deadlines. Nil means
+	// clock.Real(); tests and script runners pass a *clock.Manual and
+	// drive the engine in virtual time with Advance and Set.
+	Clock clock.Clock
 }
 
 // DefaultMaxTimeWait is Options.MaxTimeWait's default: at ~1.4 KB of heap
@@ -84,9 +83,14 @@ func DefaultOptions() Options {
 // stack/udp and answers ICMP echo for every address.
 //
 // Concurrency: DeliverInbound runs on the TUN reader's goroutine; Conn
-// methods run on the proxy's goroutines; one timer goroutine runs the
-// TCBs' timers. Each flow's TCB is guarded by its flow's mutex; the flow
-// table by e.mu. Lock order: flow.mu, then e.mu or e.timers.mu.
+// methods run on the proxy's goroutines; the callback of one clock.Timer
+// runs the TCBs' timers (on a runtime goroutine with the real clock, on
+// the goroutine advancing a manual one). Each flow's TCB is guarded by
+// its flow's mutex; the flow table by e.mu. Lock order: e.timers.runMu,
+// flow.mu, then e.mu or e.timers.mu; the clock's own locks come last
+// (the timer is reset under e.timers.mu), which holds because a Clock
+// calls back with none of its locks held. Engine code never advances a
+// manual clock: its callbacks run on the advancing goroutine.
 type Engine struct {
 	cfg      Config // per-TCB config with defaults applied; shared by every TCB
 	cfg6     Config // the same for IPv6 (smaller MSS)
@@ -99,12 +103,12 @@ type Engine struct {
 	udp      *udp.Table
 	counters Counters
 	ec       engineCounters
-	now      func() time.Time
-	tsEpoch  time.Time
+	clk      clock.Clock
+	tsEpoch  clock.Time
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // handler goroutines and the timer goroutine
+	wg     sync.WaitGroup // handler goroutines and running timer callbacks
 
 	mu       sync.RWMutex // guards flows, pending, synRcvd, timeWait, closed
 	flows    map[stack.FlowID]*flow
@@ -115,7 +119,7 @@ type Engine struct {
 
 	timers timerQueue
 
-	lastCookie atomic.Int64 // UnixNano of the last SYN cookie sent; 0 if none
+	lastCookie atomic.Int64 // clock.Time of the last SYN cookie sent; 0 if none
 
 	batches sync.Pool // *outBatch
 }
@@ -139,7 +143,7 @@ func New(w stack.PacketWriter, h stack.Handler, opts Options) (*Engine, error) {
 	if opts.MaxTimeWait <= 0 {
 		opts.MaxTimeWait = DefaultMaxTimeWait
 	}
-	if _, err := newCongestionControl(opts.TCB.CongestionControl, 1460, time.Time{}); err != nil {
+	if _, err := newCongestionControl(opts.TCB.CongestionControl, 1460, 0); err != nil {
 		return nil, err
 	}
 	isn, err := newISNGenerator()
@@ -152,15 +156,15 @@ func New(w stack.PacketWriter, h stack.Handler, opts Options) (*Engine, error) {
 	}
 	e := &Engine{
 		opts: opts, w: w, h: h, log: opts.Logger, isn: isn, cookies: cookies,
-		flows: make(map[stack.FlowID]*flow), now: opts.Now,
+		flows: make(map[stack.FlowID]*flow), clk: opts.Clock,
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if e.now == nil {
-		e.now = time.Now
+	if e.clk == nil {
+		e.clk = clock.Real()
 	}
-	e.tsEpoch = e.now()
+	e.tsEpoch = e.clk.Now()
 	e.cfg = opts.TCB
 	e.cfg.MSS = opts.MTU - 40
 	e.cfg.TSEpoch = e.tsEpoch
@@ -178,11 +182,8 @@ func New(w stack.PacketWriter, h stack.Handler, opts Options) (*Engine, error) {
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.udp = udp.New(w, h, opts.UDP)
 	e.batches.New = func() any { return newOutBatch(e) }
-	e.timers.init()
-	if !opts.ManualTimers {
-		e.wg.Add(1)
-		go e.timerLoop()
-	}
+	e.timers.init(e.clk, e.fireTimers)
+	e.opts.Trace.useClock(e.clk)
 	return e, nil
 }
 
@@ -226,7 +227,7 @@ func (e *Engine) DeliverInbound(pkts [][]byte) error {
 		}
 	}
 	b.coalesce = false
-	b.runDeferred(e.now())
+	b.runDeferred(e.clk.Now())
 	e.putBatch(b)
 	return nil
 }
@@ -245,7 +246,8 @@ func (e *Engine) inputICMP(p packet.Packet, b *outBatch) {
 }
 
 // Close aborts every connection (RST to the app), ends UDP flows, stops
-// the timer goroutine and waits for every handler to return.
+// the engine's timer and waits for every handler, and a timer callback
+// already running, to return.
 func (e *Engine) Close() error {
 	e.mu.Lock()
 	if e.closed {

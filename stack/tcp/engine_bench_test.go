@@ -5,10 +5,10 @@ import (
 	"io"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/stack"
 )
@@ -95,10 +95,9 @@ type benchEngine struct {
 	e     *Engine
 	w     *benchWriter
 	conns chan stack.Conn
-	nanos atomic.Int64 // the engine's clock; Accept reads it on the handler's goroutine
+	clk   *clock.Manual // the engine's clock; Accept reads it on the handler's goroutine
 	pkt   []byte
 	batch [][]byte
-	due   []*flow
 	opts  packet.TCPOptions
 	// guard bounds waits on the handler's goroutine; reused so that the
 	// harness does not allocate a timer per connection.
@@ -109,11 +108,11 @@ func newBenchEngine(tb testing.TB, mod func(*Options)) *benchEngine {
 	tb.Helper()
 	b := &benchEngine{tb: tb, w: newBenchWriter(), conns: make(chan stack.Conn, 1),
 		pkt: make([]byte, 2048), batch: make([][]byte, 1)}
-	b.nanos.Store(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano())
+	b.clk = clock.NewManual(clock.Time(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()))
 	b.guard = time.NewTimer(time.Hour)
 	b.guard.Stop()
 	opts := DefaultOptions()
-	opts.Now, opts.ManualTimers = b.clock, true
+	opts.Clock = b.clk
 	if mod != nil {
 		mod(&opts)
 	}
@@ -126,14 +125,10 @@ func newBenchEngine(tb testing.TB, mod func(*Options)) *benchEngine {
 	return b
 }
 
-func (b *benchEngine) clock() time.Time { return time.Unix(0, b.nanos.Load()) }
+func (b *benchEngine) clock() clock.Time { return b.clk.Now() }
 
-// tick advances the clock and runs due timers, as the timer goroutine
-// would.
-func (b *benchEngine) tick(d time.Duration) {
-	now := time.Unix(0, b.nanos.Add(int64(d)))
-	b.due = b.e.runTimers(now, b.due[:0])
-}
+// tick advances the clock, which runs the engine's due timers.
+func (b *benchEngine) tick(d time.Duration) { b.clk.Advance(d) }
 
 // send builds a segment from src to dst and delivers it.
 func (b *benchEngine) send(src, dst netip.AddrPort, seq, ack Seq, flags packet.TCPFlags, opts *packet.TCPOptions, data []byte) {
@@ -479,7 +474,7 @@ func (l *transferLink) pump() {
 // drainEngine hands the engine's queued packets to the peer, reads what
 // arrived, and collects the peer's answers. It reports whether there
 // was anything.
-func (l *transferLink) drainEngine(now time.Time) bool {
+func (l *transferLink) drainEngine(now clock.Time) bool {
 	w := l.b.w
 	w.mu.Lock()
 	q := w.q
@@ -525,7 +520,7 @@ func (l *transferLink) run(tb testing.TB, n int64) {
 		l.pump()
 		l.b.tick(20 * time.Microsecond)
 		now := l.b.clock()
-		if d := l.peer.Deadline(); !d.IsZero() && !now.Before(d) {
+		if d := l.peer.Deadline(); d != 0 && !now.Before(d) {
 			l.peer.OnTimer(now)
 		}
 		if l.err != nil {

@@ -7,16 +7,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/stack"
 )
 
-// pktHarness drives an Engine with hand-built packets on manual time and
-// captures what it emits.
+// pktHarness drives an Engine with hand-built packets on a manual clock
+// and captures what it emits.
 type pktHarness struct {
 	t   *testing.T
 	e   *Engine
-	now time.Time
+	clk *clock.Manual
 
 	mu   sync.Mutex
 	out  [][]byte // packets emitted, oldest first, not yet taken
@@ -49,9 +50,9 @@ func (h chanHandler) HandleUDP(ctx context.Context, c stack.PacketConn) { c.Clos
 
 func newPktHarness(t *testing.T, mod func(*Options)) *pktHarness {
 	t.Helper()
-	h := &pktHarness{t: t, now: time.Unix(1_700_000_000, 0), reqs: make(chan stack.Request, 64)}
+	h := &pktHarness{t: t, clk: clock.NewManual(pktT0), reqs: make(chan stack.Request, 64)}
 	opts := DefaultOptions()
-	opts.Now, opts.ManualTimers = h.clock, true
+	opts.Clock = h.clk
 	if mod != nil {
 		mod(&opts)
 	}
@@ -64,20 +65,15 @@ func newPktHarness(t *testing.T, mod func(*Options)) *pktHarness {
 	return h
 }
 
-func (h *pktHarness) clock() time.Time {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.now
-}
+// pktT0 is where the harnesses' manual clocks start: any non-zero
+// instant, as a zero clock.Time means "unset" to the engine.
+const pktT0 = clock.Time(1_700_000_000 * time.Second)
 
-// advance moves time and runs due timers.
-func (h *pktHarness) advance(d time.Duration) {
-	h.mu.Lock()
-	h.now = h.now.Add(d)
-	now := h.now
-	h.mu.Unlock()
-	h.e.runTimers(now, nil)
-}
+func (h *pktHarness) clock() clock.Time { return h.clk.Now() }
+
+// advance moves the clock by d; the engine's timers due on the way run,
+// each at its own deadline.
+func (h *pktHarness) advance(d time.Duration) { h.clk.Advance(d) }
 
 var (
 	appAddr = netip.MustParseAddrPort("198.18.0.1:40000")

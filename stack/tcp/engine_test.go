@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/stack"
 )
@@ -210,17 +211,6 @@ func TestEngine_AbortSendsRST(t *testing.T) {
 	}
 	if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("write after abort: %v", err)
-	}
-}
-
-func TestEngine_ReadDeadline(t *testing.T) {
-	h := newPktHarness(t, nil)
-	c, _ := h.establish(1)
-	c.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
-	_, err := c.Read(make([]byte, 1))
-	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() {
-		t.Fatalf("read past deadline: %v; want timeout", err)
 	}
 }
 
@@ -561,7 +551,7 @@ func TestEngine_DeferredOutputOfAFrozenFlowIsANoOp(t *testing.T) {
 
 func TestChallengeLimiter_AllowsTheLimitPerSecond(t *testing.T) {
 	l := NewChallengeLimiter(3)
-	now := time.Unix(1000, 0)
+	now := clock.Time(1000 * time.Second)
 	for i := range 5 {
 		if got, want := l.allow(now), i < 3; got != want {
 			t.Fatalf("challenge %d: allowed %v, want %v", i, got, want)
@@ -607,9 +597,9 @@ func (returnAtOnce) HandleUDP(_ context.Context, c stack.PacketConn) { c.Close()
 // TestEngine_UndecidedHandlerMeansRST: the stack contract's rule for a
 // handler that returns without Accept or Reject.
 func TestEngine_UndecidedHandlerMeansRST(t *testing.T) {
-	h := &pktHarness{t: t, now: time.Unix(1_700_000_000, 0), reqs: make(chan stack.Request, 1)}
+	h := &pktHarness{t: t, clk: clock.NewManual(pktT0), reqs: make(chan stack.Request, 1)}
 	opts := DefaultOptions()
-	opts.Now, opts.ManualTimers = h.clock, true
+	opts.Clock = h.clk
 	e, err := New(capture{h}, returnAtOnce{}, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -402,7 +402,7 @@ func TestEstablished_EverySecondFullSegmentIsAckedAtOnce(t *testing.T) {
 	h.none()
 	h.in(h.data(pattern(1448, 1448)))
 	wantAck(t, h.one(), h.peerNxt)
-	if !h.tcb.delackAt.IsZero() {
+	if h.tcb.delackAt != 0 {
 		t.Fatal("delayed-ACK timer still armed after the ACK")
 	}
 }

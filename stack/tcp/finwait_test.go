@@ -36,7 +36,7 @@ func TestFinWait1_AckOfFINGoesToFinWait2(t *testing.T) {
 	h.in(h.ack())
 	h.none()
 	h.wantState(FinWait2)
-	if !h.tcb.rtoAt.IsZero() {
+	if h.tcb.rtoAt != 0 {
 		t.Fatal("retransmission timer armed after the FIN was acknowledged")
 	}
 }
@@ -125,7 +125,7 @@ func TestFinWait2_FINGoesToTimeWait(t *testing.T) {
 
 func TestFinWait2_NoTimeoutAfterCloseWriteOnly(t *testing.T) {
 	h := finWait2(t)
-	if !h.tcb.Deadline().IsZero() {
+	if h.tcb.Deadline() != 0 {
 		t.Fatalf("deadline %v: half-closed FIN-WAIT-2 must wait for the peer", h.tcb.Deadline())
 	}
 }
@@ -151,7 +151,7 @@ func TestFinWait2_CloseLongAfterTheLastSegmentArmsFromNow(t *testing.T) {
 	h.now = h.now.Add(20 * time.Second) // idle: no segment, no timer
 	h.tcb.Close()
 	h.output()
-	if got, want := h.tcb.Deadline(), h.now.Add(30*time.Second); !got.Equal(want) {
+	if got, want := h.tcb.Deadline(), h.now.Add(30*time.Second); got != want {
 		t.Fatalf("deadline %v, want %v: 30s after the Close", got, want)
 	}
 }
@@ -163,7 +163,7 @@ func TestFinWait2_TimeoutArmedWhenClosedBeforeReachingIt(t *testing.T) {
 	h.one()
 	h.in(h.ack())
 	h.wantState(FinWait2)
-	if got := h.tcb.Deadline(); !got.Equal(h.now.Add(10 * time.Second)) {
+	if got := h.tcb.Deadline(); got != h.now.Add(10*time.Second) {
 		t.Fatalf("deadline %v, want now+10s", got)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 )
 
@@ -19,7 +20,7 @@ const (
 	peerWnd = 0xffff
 )
 
-var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+var t0 = clock.Time(time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC).UnixNano())
 
 // harness drives one TCB with hand-made segments from a simulated peer and
 // records what the TCB emits. Time is manual.
@@ -27,7 +28,7 @@ type harness struct {
 	t      *testing.T
 	cfg    Config
 	tcb    *TCB
-	now    time.Time
+	now    clock.Time
 	out    []Segment // emitted since the last take, payloads copied
 	stats  Counters
 	traces []TraceEvent
@@ -99,7 +100,7 @@ func (h *harness) in(seg Segment) {
 // advance moves the clock, runs due timers and collects the output.
 func (h *harness) advance(d time.Duration) {
 	h.now = h.now.Add(d)
-	if dl := h.tcb.Deadline(); !dl.IsZero() && !h.now.Before(dl) {
+	if dl := h.tcb.Deadline(); dl != 0 && !h.now.Before(dl) {
 		h.tcb.OnTimer(h.now)
 	}
 	h.output()

@@ -2,8 +2,8 @@ package tcp
 
 import (
 	"sync"
-	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/stack"
 )
@@ -33,7 +33,7 @@ type flow struct {
 
 	// heap position and deadline, guarded by e.timers.mu.
 	heapIdx  int
-	deadline time.Time
+	deadline clock.Time
 }
 
 // segmentOf fills seg from a validated TCP packet.
@@ -56,7 +56,7 @@ func (e *Engine) inputTCP(p packet.Packet, b *outBatch) {
 	// per packet.
 	seg := &b.in
 	segmentOf(seg, p.TCP())
-	now := e.now()
+	now := e.clk.Now()
 	for {
 		e.mu.RLock()
 		f := e.flows[id]
@@ -75,7 +75,7 @@ func (e *Engine) inputTCP(p packet.Packet, b *outBatch) {
 
 // input hands seg to the flow. It returns false when the segment must be
 // processed as if no flow existed (the flow just ended).
-func (f *flow) input(seg *Segment, now time.Time, b *outBatch) bool {
+func (f *flow) input(seg *Segment, now clock.Time, b *outBatch) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.gone {
@@ -135,7 +135,7 @@ func (f *flow) inputPending(seg *Segment, b *outBatch) {
 
 // afterLocked runs after every call into the TCB: it emits what is due,
 // wakes waiters, re-arms the timer and retires a finished TCB.
-func (f *flow) afterLocked(now time.Time, b *outBatch) {
+func (f *flow) afterLocked(now clock.Time, b *outBatch) {
 	t := f.tcb
 	if t == nil {
 		// Frozen in TIME-WAIT since its output was deferred (runDeferred):
@@ -232,7 +232,7 @@ func (f *flow) retireLocked() {
 }
 
 // onTimer runs the TCB's due timers.
-func (f *flow) onTimer(now time.Time, b *outBatch) {
+func (f *flow) onTimer(now clock.Time, b *outBatch) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.thawLocked()
@@ -260,6 +260,6 @@ func (f *flow) shutdown(b *outBatch) {
 		return
 	}
 	f.tcb.Abort()
-	f.afterLocked(f.e.now(), b)
+	f.afterLocked(f.e.clk.Now(), b)
 	f.retireLocked()
 }

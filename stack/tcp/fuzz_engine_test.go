@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/stack"
 )
@@ -34,13 +35,12 @@ type fzEngine struct {
 	old  [2]*fzPeer
 	rbuf []byte
 	pkt  []byte
-	due  []*flow
 	hist []fzStep
 	prev Stats
 	held [][]byte // segments waiting to be delivered in one batch
 
-	mu       sync.Mutex // guards now, out, captured, synAcks
-	now      time.Time
+	clk      *clock.Manual
+	mu       sync.Mutex // guards out, captured, synAcks
 	out      [][]byte
 	captured uint64
 	synAcks  [2]int
@@ -81,12 +81,6 @@ func (h *fzEngine) index(src netip.AddrPort) int {
 	return 0
 }
 
-func (h *fzEngine) clock() time.Time {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.now
-}
-
 func (h *fzEngine) fail(format string, args ...any) {
 	h.t.Helper()
 	var b strings.Builder
@@ -103,13 +97,13 @@ func engineFuzz(t *testing.T, data []byte) *fzEngine {
 	ignore := goleak.IgnoreCurrent()
 	r := fzReader{b: data}
 	hdr0, hdr1 := r.u8(), r.u8()
-	h := &fzEngine{t: t, now: time.Unix(1_800_000_000, 0), rbuf: make([]byte, 64<<10), pkt: make([]byte, 16<<10)}
+	h := &fzEngine{t: t, clk: clock.NewManual(clock.Time(1_800_000_000 * time.Second)), rbuf: make([]byte, 64<<10), pkt: make([]byte, 16<<10)}
 	h.tuple[0] = stack.FlowID{Src: netip.MustParseAddrPort("198.18.0.1:40000"), Dst: netip.MustParseAddrPort("198.19.0.2:80")}
 	h.tuple[1] = stack.FlowID{Src: netip.MustParseAddrPort("[2001:2::1]:40001"), Dst: netip.MustParseAddrPort("[2001:2::2]:443")}
 	h.peer[0] = &fzPeer{synOpt: fzSynOpts(hdr0&15, 100), tsval: 100}
 	h.peer[1] = &fzPeer{v6: true, synOpt: fzSynOpts(hdr0>>4, 5000), tsval: 5000}
 	opts := DefaultOptions()
-	opts.Now, opts.ManualTimers = h.clock, true
+	opts.Clock = h.clk
 	fzConfig(&opts.TCB, hdr1)
 	e, err := New(fzWriter{h}, fzHandler{}, opts)
 	if err != nil {
@@ -181,16 +175,20 @@ func (h *fzEngine) apply(st *fzStep) {
 	h.settle(0, before[0])
 	h.settle(1, before[1])
 	if st.adv > 0 {
-		h.mu.Lock()
-		h.now = h.now.Add(st.adv)
-		now := h.now
-		h.mu.Unlock()
 		for _, p := range h.peer {
 			p.tsval += uint32(st.adv / time.Millisecond)
 		}
-		h.due = h.e.runTimers(now, h.due[:0])
-		if next := h.e.timers.next(); !next.IsZero() && !next.After(now) {
-			h.fail("after running the timers due at %v the next deadline is %v: the timer goroutine would spin", now, next)
+		h.clk.Advance(st.adv)
+		now := h.clk.Now()
+		if next := h.e.timers.next(); next != 0 && !next.After(now) {
+			h.fail("after advancing to %v the next deadline is %v: its timer did not run", now, next)
+		}
+		// The engine's one timer must be pending for the earliest
+		// deadline or before: a later one, or none, is a lost wake-up.
+		if next := h.e.timers.next(); next != 0 {
+			if at, ok := h.clk.Next(); !ok || at.After(next) {
+				h.fail("the earliest deadline is %v but the clock's next timer is %v (pending %v): it would never run", next, at, ok)
+			}
 		}
 	}
 	h.collect()
@@ -508,10 +506,10 @@ func tcbFuzz(t *testing.T, data []byte) (*fzPeer, *Counters) {
 		if st.adv > 0 {
 			now = now.Add(st.adv)
 			p.tsval += uint32(st.adv / time.Millisecond)
-			if d := tcb.Deadline(); !d.IsZero() && !now.Before(d) {
+			if d := tcb.Deadline(); d != 0 && !now.Before(d) {
 				tcb.OnTimer(now)
 				tcb.Output(now, emit)
-				if d := tcb.Deadline(); !d.IsZero() && !d.After(now) {
+				if d := tcb.Deadline(); d != 0 && !d.After(now) {
 					fail("after OnTimer(%v) and Output the deadline is %v", now, d)
 				}
 			}

@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 )
 
@@ -37,7 +38,7 @@ const (
 // 9293 §3.10.7). seg and its payload are only read during the call. Call
 // Output afterwards to collect what is due, and Events to learn what
 // changed for the application.
-func (t *TCB) Input(seg *Segment, now time.Time) {
+func (t *TCB) Input(seg *Segment, now clock.Time) {
 	t.now = now
 	t.trace(TraceSegIn, seg, "")
 	switch t.state {
@@ -102,7 +103,7 @@ func (t *TCB) inputSynSent(seg *Segment) {
 	}
 	t.initCC(t.now)
 	t.ackNewData(seg)
-	t.rtoAt = time.Time{}
+	t.rtoAt = 0
 	t.ackNow = true
 	t.setState(Established, "SYN-ACK received")
 	t.armKeepalive()

@@ -7,6 +7,8 @@ import (
 	"math/bits"
 	"net/netip"
 	"time"
+
+	"github.com/tungate/tungate/internal/clock"
 )
 
 // isnTick is the period of the ISN clock M (RFC 6528 §3, after RFC 793's
@@ -24,9 +26,9 @@ const isnTick = 4 * time.Microsecond
 // successive connections of the same 4-tuple still get increasing ISNs,
 // which is what RFC 9293 §3.4.1 and TIME-WAIT reuse rely on.
 //
-// M is derived from now.UnixNano(), so callers should pass times from a
-// clock that never steps back (the engine's monotonic clock); a clock
-// stepped back would let a reused 4-tuple's ISN go backwards. A generator
+// M is derived from now, so callers should pass readings of one clock,
+// which never steps back (a clock.Clock is monotonic); a clock stepped back
+// would let a reused 4-tuple's ISN go backwards. A generator
 // is read-only after construction and safe for concurrent use.
 type isnGenerator struct {
 	k0, k1 uint64
@@ -49,11 +51,11 @@ func newISNGeneratorWithKey(key [16]byte) *isnGenerator {
 
 // isn returns the initial sequence number for a connection from src (the
 // peer) to dst (us) at now. It does not allocate.
-func (g *isnGenerator) isn(src, dst netip.AddrPort, now time.Time) Seq {
+func (g *isnGenerator) isn(src, dst netip.AddrPort, now clock.Time) Seq {
 	var buf [tupleLen]byte
 	putTuple(buf[:], src, dst)
 	f := sipHash24(g.k0, g.k1, buf[:])
-	m := uint32(now.UnixNano() / int64(isnTick))
+	m := uint32(int64(now) / int64(isnTick))
 	return Seq(m + uint32(f))
 }
 

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/tungate/tungate/internal/clock"
 )
 
 func TestSipHash24_MatchesReferenceVectors(t *testing.T) {
@@ -58,7 +60,7 @@ func testISNKey(b byte) [16]byte {
 
 func TestISN_DiffersPerFourTuple(t *testing.T) {
 	g := newISNGeneratorWithKey(testISNKey(1))
-	now := time.Unix(1000, 0)
+	now := clock.Time(1000 * time.Second)
 	tuples := [][2]netip.AddrPort{
 		{isnCli4, isnSrv4},
 		{isnSrv4, isnCli4}, // reversed direction
@@ -80,7 +82,7 @@ func TestISN_DiffersPerFourTuple(t *testing.T) {
 
 func TestISN_AdvancesWithFourMicrosecondClock(t *testing.T) {
 	g := newISNGeneratorWithKey(testISNKey(1))
-	t0 := time.Unix(5000, 0)
+	t0 := clock.Time(5000 * time.Second)
 	base := g.isn(isnCli4, isnSrv4, t0)
 	tests := []struct {
 		after time.Duration
@@ -112,7 +114,7 @@ func TestISN_AdvancesWithFourMicrosecondClock(t *testing.T) {
 }
 
 func TestISN_UnpredictableAcrossKeys(t *testing.T) {
-	now := time.Unix(1000, 0)
+	now := clock.Time(1000 * time.Second)
 	a := newISNGeneratorWithKey(testISNKey(1))
 	b := newISNGeneratorWithKey(testISNKey(2))
 	// Across generators, ISNs of the same tuples differ by unrelated
@@ -146,7 +148,7 @@ func TestISN_RandomGeneratorsDiffer(t *testing.T) {
 
 func TestISN_DoesNotAllocate(t *testing.T) {
 	g := newISNGeneratorWithKey(testISNKey(1))
-	now := time.Unix(1000, 0)
+	now := clock.Time(1000 * time.Second)
 	var sink Seq
 	allocs := testing.AllocsPerRun(100, func() { sink += g.isn(isnCli6, isnSrv6, now) })
 	if allocs != 0 {
@@ -156,7 +158,7 @@ func TestISN_DoesNotAllocate(t *testing.T) {
 
 func BenchmarkISN(b *testing.B) {
 	g := newISNGeneratorWithKey(testISNKey(1))
-	now := time.Unix(1000, 0)
+	now := clock.Time(1000 * time.Second)
 	var sink Seq
 	b.ReportAllocs()
 	for b.Loop() {

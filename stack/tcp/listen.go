@@ -3,6 +3,7 @@ package tcp
 import (
 	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/stack"
 )
@@ -13,7 +14,7 @@ const cookieWindow = 130 * time.Second
 
 // listen handles a segment for which no flow exists: the LISTEN state of
 // RFC 9293 §3.10.7.2, for every address the TUN delivers.
-func (e *Engine) listen(id stack.FlowID, seg *Segment, now time.Time, b *outBatch) {
+func (e *Engine) listen(id stack.FlowID, seg *Segment, now clock.Time, b *outBatch) {
 	e.opts.Trace.segment(id, "in", seg, "LISTEN")
 	switch {
 	case seg.Flags&packet.RST != 0:
@@ -42,7 +43,7 @@ func (e *Engine) listen(id stack.FlowID, seg *Segment, now time.Time, b *outBatc
 
 // newSYN opens a pending flow for seg and asks the handler, or answers
 // with a SYN cookie when a backlog is full.
-func (e *Engine) newSYN(id stack.FlowID, seg *Segment, now time.Time, b *outBatch) {
+func (e *Engine) newSYN(id stack.FlowID, seg *Segment, now clock.Time, b *outBatch) {
 	e.ec.syns.Add(1)
 	f := &flow{id: id, e: e, heapIdx: -1}
 	f.syn = *seg
@@ -91,7 +92,7 @@ func (e *Engine) handle(r *request) {
 // encoded in the ISS; window scale and SACK-permitted in the low bits of
 // our TSval when the client sent timestamps (without them, the SYN-ACK
 // offers neither, as Linux does).
-func (e *Engine) sendCookie(id stack.FlowID, syn *Segment, now time.Time, b *outBatch) {
+func (e *Engine) sendCookie(id stack.FlowID, syn *Segment, now clock.Time, b *outBatch) {
 	cfg := e.config(id)
 	peerMSS := uint16(cfg.DefaultSendMSS)
 	if syn.Opts.HasMSS {
@@ -115,7 +116,7 @@ func (e *Engine) sendCookie(id stack.FlowID, syn *Segment, now time.Time, b *out
 		out.Opts.TSEcr = syn.Opts.TSVal
 	}
 	e.ec.cookiesSent.Add(1)
-	e.lastCookie.Store(now.UnixNano())
+	e.lastCookie.Store(int64(now))
 	e.opts.Trace.segment(id, "out", &out, "SYN cookie: backlog full")
 	b.cur = id
 	b.emit(&out)
@@ -123,9 +124,9 @@ func (e *Engine) sendCookie(id stack.FlowID, syn *Segment, now time.Time, b *out
 
 // cookieACK completes a SYN-cookie handshake if seg carries a valid
 // cookie, and reports whether it did.
-func (e *Engine) cookieACK(id stack.FlowID, seg *Segment, now time.Time, b *outBatch) bool {
+func (e *Engine) cookieACK(id stack.FlowID, seg *Segment, now clock.Time, b *outBatch) bool {
 	last := e.lastCookie.Load()
-	if last == 0 || now.Sub(time.Unix(0, last)) > cookieWindow {
+	if last == 0 || now.Sub(clock.Time(last)) > cookieWindow {
 		return false
 	}
 	irs := seg.Seq.Add(^uint32(0))

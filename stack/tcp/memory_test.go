@@ -6,6 +6,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 )
 
@@ -22,7 +23,7 @@ func memConfig() Config {
 // the harness's recording, so that what stays on the heap is the TCB's.
 type memPeer struct {
 	tcb *TCB
-	now time.Time
+	now clock.Time
 	nxt Seq
 	ts  uint32
 }
@@ -83,7 +84,7 @@ func memEstablished(cfg *Config, i int, idle time.Duration) *TCB {
 // idle advances the clock by d, running timers as they fall due.
 func (p *memPeer) idle(d time.Duration) {
 	end := p.now.Add(d)
-	for dl := p.tcb.Deadline(); !dl.IsZero() && !dl.After(end); dl = p.tcb.Deadline() {
+	for dl := p.tcb.Deadline(); dl != 0 && !dl.After(end); dl = p.tcb.Deadline() {
 		p.now = dl
 		p.tcb.OnTimer(p.now)
 		p.tcb.Output(p.now, discardSeg)

@@ -3,8 +3,8 @@ package tcp
 import (
 	"math"
 	"sync/atomic"
-	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 )
 
@@ -23,7 +23,7 @@ const (
 // Nagle allow, probes, and finally a pure ACK if one is still owed. The
 // *Segment and its payload are valid only during the emit call (the
 // engine serialises them into a packet there). Output does not allocate.
-func (t *TCB) Output(now time.Time, emit func(*Segment)) {
+func (t *TCB) Output(now clock.Time, emit func(*Segment)) {
 	t.now = now
 	if t.finWait2Arm {
 		t.finWait2Arm = false
@@ -62,7 +62,7 @@ func (t *TCB) Output(now time.Time, emit func(*Segment)) {
 		t.tlpRearm = false
 		t.armPTO()
 	}
-	if t.bufIdleAt.IsZero() {
+	if t.bufIdleAt == 0 {
 		t.armBufferIdle()
 	}
 }
@@ -129,7 +129,7 @@ func (t *TCB) emitSeg(emit func(*Segment), seq Seq, flags packet.TCPFlags, paylo
 	t.fillOptions(&s.Opts)
 	s.Wnd = t.windowField()
 	t.lastAckSent = t.rcvNxt
-	t.ackNow, t.ackPending, t.delackAt = false, 0, time.Time{}
+	t.ackNow, t.ackPending, t.delackAt = false, 0, 0
 	t.trace(TraceSegOut, s, "")
 	emit(s)
 	// The payload is a view of the send buffer: it must not keep buffer
@@ -494,7 +494,7 @@ func (t *TCB) sendSegment(emit func(*Segment), seq Seq, n int, fin bool) {
 		t.timing, t.timedSq, t.timedAt = true, seq, t.now
 	}
 	t.emitSeg(emit, seq, flags, payload)
-	t.persistAt, t.persistBackoff = time.Time{}, 0
+	t.persistAt, t.persistBackoff = 0, 0
 	t.armRTOIfIdle() // RFC 6298 §5.1
 }
 
@@ -503,7 +503,7 @@ func (t *TCB) sendSegment(emit func(*Segment), seq Seq, n int, fin bool) {
 // §3.8.6.1) or too small for sender SWS avoidance (the override timeout
 // of §3.8.6.2.1).
 func (t *TCB) maybeArmPersist() {
-	if !t.persistAt.IsZero() || !t.rtoAt.IsZero() || t.sndNxt != t.sndUna || !t.hasUnsent() {
+	if t.persistAt != 0 || t.rtoAt != 0 || t.sndNxt != t.sndUna || !t.hasUnsent() {
 		return
 	}
 	t.armPersist()
@@ -532,7 +532,7 @@ func (t *TCB) sendProbe(emit func(*Segment)) {
 // restartAfterIdle lets the controller shrink cwnd when nothing was sent
 // for longer than the RTO (RFC 5681 §4.1).
 func (t *TCB) restartAfterIdle() {
-	if t.sndUna == t.sndMax && !t.lastSendAt.IsZero() {
+	if t.sndUna == t.sndMax && t.lastSendAt != 0 {
 		t.cc.onSendAfterIdle(t.now, t.now.Sub(t.lastSendAt), t.currentRTO())
 	}
 	t.lastSendAt = t.now

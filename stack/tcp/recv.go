@@ -4,6 +4,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 )
 
@@ -80,7 +81,7 @@ func (t *TCB) scheduleAck(n int) {
 		t.ackNow = true
 		return
 	}
-	if t.delackAt.IsZero() {
+	if t.delackAt == 0 {
 		t.delackAt = t.now.Add(t.cfg.DelayedAck)
 	}
 }
@@ -182,14 +183,14 @@ type rcvTune struct {
 	// A window measurement runs from rcvRTTAt, when the right edge first
 	// moved beyond rcvRTTSeq, until data beyond it arrives; zero rcvRTTAt:
 	// none runs.
-	rcvRTTAt  time.Time
+	rcvRTTAt  clock.Time
 	rcvRTTSeq Seq
 	rcvRTTEcr uint32 // the TSecr of the last timestamp sample
 	// readTotal counts bytes the application read; drsMark is its value
 	// when the current measuring period began, which ends at drsDue.
 	readTotal uint64
 	drsMark   uint64
-	drsDue    time.Time
+	drsDue    clock.Time
 }
 
 // startRcvRTT is called when the advertised right edge is about to move
@@ -197,7 +198,7 @@ type rcvTune struct {
 // beyond today's edge can arrive only after the peer got the new window,
 // a round trip from now at the earliest.
 func (t *TCB) startRcvRTT() {
-	if t.rcvRTTAt.IsZero() {
+	if t.rcvRTTAt == 0 {
 		t.rcvRTTAt, t.rcvRTTSeq = t.now, t.rcvAdv
 	}
 }
@@ -220,9 +221,9 @@ func (t *TCB) measureRcvRTT(seg *Segment, end Seq) {
 			t.rcvRTTSample(max(time.Duration(d), 1) * clockGranularity)
 		}
 	}
-	if !t.rcvRTTAt.IsZero() && end.GreaterThan(t.rcvRTTSeq) {
+	if t.rcvRTTAt != 0 && end.GreaterThan(t.rcvRTTSeq) {
 		t.rcvRTTSample(max(t.now.Sub(t.rcvRTTAt), time.Microsecond))
-		t.rcvRTTAt = time.Time{}
+		t.rcvRTTAt = 0
 	}
 }
 
@@ -243,7 +244,7 @@ func (t *TCB) tuneRcvBuf() {
 	if t.rcvRTT == 0 || t.now.Before(t.drsDue) {
 		return
 	}
-	first := t.drsDue.IsZero()
+	first := t.drsDue == 0
 	copied := t.readTotal - t.drsMark
 	t.drsDue, t.drsMark = t.now.Add(t.rcvRTT), t.readTotal
 	if first {

@@ -49,7 +49,7 @@ func (r *request) Accept(ctx context.Context) (stack.Conn, error) {
 		e.putBatch(b)
 		return nil, errAppGone
 	}
-	now := e.now()
+	now := e.clk.Now()
 	e.mu.Lock()
 	f.inPending = false
 	e.pending--

@@ -11,6 +11,14 @@
 // and tlp.go the timers; listen.go the LISTEN state, SYN cookies and the
 // handshake held while the handler decides; timewait.go the compact
 // TIME-WAIT record.
+//
+// Time is an internal/clock reading (clock.Time, nanoseconds of one
+// monotonic clock, 0 meaning "not set") everywhere inside: the TCB is
+// handed it, the Engine reads Options.Clock and runs the TCBs' timers and
+// the Conns' deadlines on that clock's timers. Only the net.Conn deadline
+// setters take a wall-clock time.Time, converted on the way in. With a
+// clock.Manual, tests and the script runner move the whole engine
+// through virtual time by advancing the clock.
 package tcp
 
 // Seq is a TCP sequence number. Sequence space is circular (RFC 9293

@@ -7,6 +7,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 )
 
@@ -83,9 +84,10 @@ type Config struct {
 	// connection sharing it (the engine's Options.ChallengeAckGlobalLimit).
 	ChallengeAcks *ChallengeLimiter
 	// TSEpoch is the origin of our timestamp clock: TSval = offset +
-	// milliseconds since TSEpoch. The engine sets it once so that SYN
-	// cookies and TCBs agree; zero means the TCB's creation time.
-	TSEpoch time.Time
+	// milliseconds since TSEpoch, an instant of the clock the TCBs' now
+	// comes from. The engine sets it once so that SYN cookies and TCBs
+	// agree; zero means the TCB's creation time.
+	TSEpoch clock.Time
 	// Stats receives counters; nil disables them.
 	Stats *Counters
 
@@ -170,8 +172,10 @@ const (
 // TCB is the transmission control block of one connection: its state, the
 // sequence variables of RFC 9293 §3.3.1, buffers and timers. It is
 // sans-I/O: it never blocks, starts goroutines, reads the clock or locks.
-// Time comes from the caller: Input, Output and OnTimer take now, and only
-// they arm timers. The application's calls (Read, Write, CloseRead,
+// Time comes from the caller: Input, Output and OnTimer take now, a reading
+// of the owner's clock.Clock that never goes back from one call to the
+// next (a non-zero one: the zero clock.Time means "no timer" to Deadline),
+// and only they arm timers; Deadline is an instant of that same clock. The application's calls (Read, Write, CloseRead,
 // CloseWrite, Close, Abort) take no time and arm nothing: what they start
 // (an ACK of a window update, the FIN, the FIN-WAIT-2 timeout after Close)
 // happens in the Output the owner runs after them. It is not safe for
@@ -184,8 +188,8 @@ type TCB struct {
 	state       State
 	stateReason string
 	passive     bool
-	err         error     // why the connection ended; nil while it lives
-	now         time.Time // of the last Input, Output or OnTimer
+	err         error      // why the connection ended; nil while it lives
+	now         clock.Time // of the last Input, Output or OnTimer
 
 	iss, irs Seq
 
@@ -227,9 +231,9 @@ type TCB struct {
 	// Options negotiated on the handshake.
 	wsOK, sackOK, tsOK bool
 	tsOffset           uint32
-	tsEpoch            time.Time
+	tsEpoch            clock.Time
 	tsRecent           uint32
-	tsRecentAt         time.Time
+	tsRecentAt         clock.Time
 	tsRecentSet        bool
 	lastAckSent        Seq
 
@@ -255,7 +259,7 @@ type TCB struct {
 	dsackDue             bool
 	dsackStart, dsackEnd Seq
 
-	challengeWindow time.Time // start of the current RFC 5961 §7 second
+	challengeWindow clock.Time // start of the current RFC 5961 §7 second
 	challengeCount  int
 
 	events Events
@@ -269,7 +273,7 @@ type TCB struct {
 
 // newTCB allocates a TCB. Its buffers, the out-of-order ranges and the
 // SACK scoreboard are allocated when first needed.
-func newTCB(cfg *Config, tsOffset uint32, now time.Time) *TCB {
+func newTCB(cfg *Config, tsOffset uint32, now clock.Time) *TCB {
 	if cfg == nil {
 		c := DefaultConfig()
 		cfg = &c
@@ -288,7 +292,7 @@ func newTCB(cfg *Config, tsOffset uint32, now time.Time) *TCB {
 		rcvBuf:   newRing(cfg.RecvBufSize),
 		recovery: recovery{burst: -1},
 	}
-	if t.tsEpoch.IsZero() {
+	if t.tsEpoch == 0 {
 		t.tsEpoch = now
 	}
 	t.rtt.init(cfg)
@@ -301,7 +305,7 @@ func newTCB(cfg *Config, tsOffset uint32, now time.Time) *TCB {
 // call Output to get it. tsOffset is the random per-connection offset of
 // our timestamp clock (RFC 7323 §5.4). cfg is shared, not copied, once
 // SetDefaults has been called on it.
-func NewSynReceived(cfg *Config, syn *Segment, iss Seq, tsOffset uint32, now time.Time) *TCB {
+func NewSynReceived(cfg *Config, syn *Segment, iss Seq, tsOffset uint32, now clock.Time) *TCB {
 	t := newTCB(cfg, tsOffset, now)
 	t.passive = true
 	t.state = Listen
@@ -325,7 +329,7 @@ func NewSynReceived(cfg *Config, syn *Segment, iss Seq, tsOffset uint32, now tim
 // NewSynSent builds a TCB for an active open and queues our SYN with every
 // option cfg enables. The engine opens passively only; this serves the
 // package's tests and benchmarks that need a peer TCB.
-func NewSynSent(cfg *Config, iss Seq, tsOffset uint32, now time.Time) *TCB {
+func NewSynSent(cfg *Config, iss Seq, tsOffset uint32, now clock.Time) *TCB {
 	t := newTCB(cfg, tsOffset, now)
 	t.iss, t.sndUna, t.sndNxt, t.sndMax = iss, iss, iss, iss
 	t.recover = iss
@@ -341,7 +345,7 @@ func NewSynSent(cfg *Config, iss Seq, tsOffset uint32, now time.Time) *TCB {
 // and sackOK what the cookie encoded. Timestamps are on when the ACK
 // carries them and cfg enables them; the engine must then have generated
 // the cookie TSval with the same TSEpoch and tsOffset.
-func NewFromCookie(cfg *Config, ack *Segment, iss, irs Seq, mss int, wscale int8, sackOK bool, tsOffset uint32, now time.Time) *TCB {
+func NewFromCookie(cfg *Config, ack *Segment, iss, irs Seq, mss int, wscale int8, sackOK bool, tsOffset uint32, now clock.Time) *TCB {
 	t := newTCB(cfg, tsOffset, now)
 	t.passive = true
 	t.irs, t.rcvNxt = irs, irs.Add(1)

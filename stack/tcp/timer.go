@@ -3,18 +3,20 @@ package tcp
 import (
 	"sync/atomic"
 	"time"
+
+	"github.com/tungate/tungate/internal/clock"
 )
 
 // timers holds every deadline of a TCB; the zero time means "not armed".
 type timers struct {
-	rtoAt       time.Time // retransmission (data, FIN, SYN, SYN-ACK)
-	delackAt    time.Time // delayed ACK
-	persistAt   time.Time // zero-window probe
-	keepaliveAt time.Time
-	timeWaitAt  time.Time
-	finWait2At  time.Time
-	bufIdleAt   time.Time // release of empty buffers' memory (Config.BufferIdle)
-	ptoAt       time.Time // tail loss probe (RFC 8985 §7.2)
+	rtoAt       clock.Time // retransmission (data, FIN, SYN, SYN-ACK)
+	delackAt    clock.Time // delayed ACK
+	persistAt   clock.Time // zero-window probe
+	keepaliveAt clock.Time
+	timeWaitAt  clock.Time
+	finWait2At  clock.Time
+	bufIdleAt   clock.Time // release of empty buffers' memory (Config.BufferIdle)
+	ptoAt       clock.Time // tail loss probe (RFC 8985 §7.2)
 
 	rtoRetries     int // consecutive expiries for the same SND.UNA
 	persistBackoff int
@@ -32,7 +34,7 @@ type rtt struct {
 	// timed at a time and the sample is dropped if it is retransmitted.
 	timing  bool
 	timedSq Seq
-	timedAt time.Time
+	timedAt clock.Time
 }
 
 // clockGranularity is G of RFC 6298 §2: our timestamps tick in ms.
@@ -73,15 +75,15 @@ func (t *TCB) armRTO() { t.rtoAt = t.now.Add(t.currentRTO()) }
 
 // armRTOIfIdle starts the timer only if it is not running (RFC 6298 §5.1).
 func (t *TCB) armRTOIfIdle() {
-	if t.rtoAt.IsZero() {
+	if t.rtoAt == 0 {
 		t.armRTO()
 	}
 }
 
 func (t *TCB) stopAllTimers() {
-	t.rtoAt, t.delackAt, t.persistAt = time.Time{}, time.Time{}, time.Time{}
-	t.keepaliveAt, t.timeWaitAt, t.finWait2At = time.Time{}, time.Time{}, time.Time{}
-	t.bufIdleAt, t.ptoAt = time.Time{}, time.Time{}
+	t.rtoAt, t.delackAt, t.persistAt = 0, 0, 0
+	t.keepaliveAt, t.timeWaitAt, t.finWait2At = 0, 0, 0
+	t.bufIdleAt, t.ptoAt = 0, 0
 }
 
 // armFinWait2 bounds FIN-WAIT-2 once nobody can read from the connection
@@ -105,54 +107,54 @@ func (t *TCB) armKeepalive() {
 
 // Deadline returns when OnTimer must run next; zero when no timer is
 // armed.
-func (t *TCB) Deadline() time.Time {
-	var d time.Time
-	for _, at := range [...]time.Time{t.rtoAt, t.delackAt, t.persistAt, t.keepaliveAt, t.timeWaitAt, t.finWait2At, t.bufIdleAt, t.ptoAt} {
-		if !at.IsZero() && (d.IsZero() || at.Before(d)) {
+func (t *TCB) Deadline() clock.Time {
+	var d clock.Time
+	for _, at := range [...]clock.Time{t.rtoAt, t.delackAt, t.persistAt, t.keepaliveAt, t.timeWaitAt, t.finWait2At, t.bufIdleAt, t.ptoAt} {
+		if at != 0 && (d == 0 || at.Before(d)) {
 			d = at
 		}
 	}
 	return d
 }
 
-func due(at, now time.Time) bool { return !at.IsZero() && !now.Before(at) }
+func due(at, now clock.Time) bool { return at != 0 && !now.Before(at) }
 
 // OnTimer runs every timer that is due at now. Call Output afterwards.
-func (t *TCB) OnTimer(now time.Time) {
+func (t *TCB) OnTimer(now clock.Time) {
 	t.now = now
 	if due(t.timeWaitAt, now) {
-		t.timeWaitAt = time.Time{}
+		t.timeWaitAt = 0
 		t.close(errNormalClose, "TIME-WAIT 2MSL expired")
 		return
 	}
 	if due(t.finWait2At, now) {
-		t.finWait2At = time.Time{}
+		t.finWait2At = 0
 		t.count(func(c *Counters) *atomic.Uint64 { return &c.Timeouts })
 		t.close(errNormalClose, "FIN-WAIT-2 timeout")
 		return
 	}
 	if due(t.rtoAt, now) {
-		t.rtoAt = time.Time{}
+		t.rtoAt = 0
 		t.onRTO()
 	}
 	if due(t.ptoAt, now) {
-		t.ptoAt = time.Time{}
+		t.ptoAt = 0
 		t.onPTO()
 	}
 	if due(t.persistAt, now) {
-		t.persistAt = time.Time{}
+		t.persistAt = 0
 		t.onPersist()
 	}
 	if due(t.keepaliveAt, now) {
-		t.keepaliveAt = time.Time{}
+		t.keepaliveAt = 0
 		t.onKeepalive()
 	}
 	if due(t.delackAt, now) {
-		t.delackAt = time.Time{}
+		t.delackAt = 0
 		t.ackNow = true
 	}
 	if due(t.bufIdleAt, now) {
-		t.bufIdleAt = time.Time{}
+		t.bufIdleAt = 0
 		t.onBufferIdle()
 	}
 }

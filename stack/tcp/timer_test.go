@@ -95,7 +95,7 @@ func TestRTO_StopsWhenEverythingIsAcked(t *testing.T) {
 	h := established(t)
 	h.sent(100)
 	h.in(h.ack())
-	if !h.tcb.rtoAt.IsZero() {
+	if h.tcb.rtoAt != 0 {
 		t.Fatal("timer armed with nothing outstanding")
 	}
 }
@@ -302,7 +302,7 @@ func TestPersist_WindowOpeningSendsDataAndStopsProbing(t *testing.T) {
 	if len(d.Payload) != 1000 {
 		t.Fatalf("sent %v after window opened", d.String())
 	}
-	if !h.tcb.persistAt.IsZero() {
+	if h.tcb.persistAt != 0 {
 		t.Fatal("persist timer still armed")
 	}
 }
@@ -327,7 +327,7 @@ func TestPersist_AcceptedProbeOctetAdvancesSndUna(t *testing.T) {
 
 func TestKeepalive_OffByDefault(t *testing.T) {
 	h := established(t)
-	if !h.tcb.Deadline().IsZero() {
+	if h.tcb.Deadline() != 0 {
 		t.Fatal("a timer runs on an idle connection without keepalive")
 	}
 }
@@ -386,7 +386,7 @@ func TestDelayedAck_PiggybacksOnData(t *testing.T) {
 func TestDeadline_IsEarliestTimer(t *testing.T) {
 	h := established(t, keepalive)
 	h.in(h.data([]byte("x"))) // delayed ACK at +40ms, keepalive at +10s
-	if got := h.tcb.Deadline(); !got.Equal(h.now.Add(40 * time.Millisecond)) {
+	if got := h.tcb.Deadline(); got != h.now.Add(40*time.Millisecond) {
 		t.Fatalf("deadline %v, want the delayed ACK", got.Sub(h.now))
 	}
 }

@@ -3,37 +3,72 @@ package tcp
 import (
 	"sync"
 	"time"
+
+	"github.com/tungate/tungate/internal/clock"
 )
 
 // timerQueue orders flows by their TCB's next deadline: an indexed
 // min-heap, so that re-arming a flow's timer (which happens on most
-// segments) is O(log n) and allocation-free. One goroutine per engine
-// sleeps until the earliest deadline.
+// segments) is O(log n) and allocation-free. One clock.Timer per engine
+// waits for the earliest deadline. It is reset only when that deadline
+// moves earlier than the timer's: a deadline that moves later (an RTO
+// pushed back by an ACK, a delayed ACK sent early) leaves the timer to
+// fire early, find nothing due and re-arm, which costs one callback
+// instead of a Reset per segment.
 type timerQueue struct {
-	mu   sync.Mutex // guards h and every flow's heapIdx and deadline
-	h    []*flow
-	wake chan struct{} // signalled when the earliest deadline moves earlier
-	done chan struct{} // closed by stop
-	once sync.Once
+	clk   clock.Clock
+	timer clock.Timer // calls Engine.fireTimers
+
+	mu      sync.Mutex // guards h, armedAt, stopped and every flow's heapIdx and deadline
+	h       []*flow
+	armedAt clock.Time // when timer is due; 0 when it is not pending
+	stopped bool       // the engine closed: never arm again
+
+	runMu sync.Mutex // serializes fireTimers; guards due
+	due   []*flow    // fireTimers' scratch space
 }
 
-func (q *timerQueue) init() {
-	q.wake = make(chan struct{}, 1)
-	q.done = make(chan struct{})
+// init makes the queue's timer, not pending, on clk.
+func (q *timerQueue) init(clk clock.Clock, fire func()) {
+	q.clk = clk
+	// A Clock makes only scheduled timers: schedule this one far away
+	// and cancel it at once; set arms it when a flow has a deadline.
+	q.timer = clk.AfterFunc(time.Hour, fire)
+	q.timer.Stop()
 }
 
-func (q *timerQueue) stop() { q.once.Do(func() { close(q.done) }) }
-
-// set (re)arms f for at; a zero at disarms it.
-func (q *timerQueue) set(f *flow, at time.Time) {
+// stop cancels the timer for good. A callback already on its way finds
+// the engine closed (see fireTimers).
+func (q *timerQueue) stop() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if at.IsZero() {
+	q.stopped = true
+	q.armedAt = 0
+	q.timer.Stop()
+}
+
+// armLocked makes the timer fire by at: it resets it only when it is not
+// pending or pending for later. The clock's callbacks run with no lock of
+// ours held (Manual runs them on the goroutine that advances it, without
+// its own lock), so resetting under q.mu cannot deadlock.
+func (q *timerQueue) armLocked(at clock.Time) {
+	if q.stopped || (q.armedAt != 0 && !at.Before(q.armedAt)) {
+		return
+	}
+	q.armedAt = at
+	q.timer.Reset(at.Sub(q.clk.Now()))
+}
+
+// set (re)arms f for at; a zero at disarms it.
+func (q *timerQueue) set(f *flow, at clock.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if at == 0 {
 		q.removeLocked(f)
 		return
 	}
 	if f.heapIdx >= 0 {
-		if f.deadline.Equal(at) {
+		if f.deadline == at {
 			return
 		}
 		f.deadline = at
@@ -44,9 +79,7 @@ func (q *timerQueue) set(f *flow, at time.Time) {
 		q.h = append(q.h, f)
 		q.up(f.heapIdx)
 	}
-	if q.h[0] == f {
-		signal(q.wake)
-	}
+	q.armLocked(q.h[0].deadline)
 }
 
 func (q *timerQueue) remove(f *flow) {
@@ -71,24 +104,30 @@ func (q *timerQueue) removeLocked(f *flow) {
 }
 
 // next returns the earliest deadline, zero if none.
-func (q *timerQueue) next() time.Time {
+func (q *timerQueue) next() clock.Time {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if len(q.h) == 0 {
-		return time.Time{}
+		return 0
 	}
 	return q.h[0].deadline
 }
 
 // popDue appends to due every flow whose deadline is not after now and
-// disarms them.
-func (q *timerQueue) popDue(now time.Time, due []*flow) []*flow {
+// disarms them, then arms the timer for the earliest deadline left. It
+// runs when the timer has fired, so the timer is not pending unless a
+// set since then reset it; resetting it again replaces that schedule.
+func (q *timerQueue) popDue(now clock.Time, due []*flow) []*flow {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	for len(q.h) > 0 && !q.h[0].deadline.After(now) {
 		f := q.h[0]
 		q.removeLocked(f)
 		due = append(due, f)
+	}
+	q.armedAt = 0
+	if len(q.h) > 0 {
+		q.armLocked(q.h[0].deadline)
 	}
 	return due
 }
@@ -138,34 +177,27 @@ func (q *timerQueue) down(i int) bool {
 	return i > start
 }
 
-// timerLoop runs due TCB timers until the engine closes.
-func (e *Engine) timerLoop() {
-	defer e.wg.Done()
-	t := time.NewTimer(time.Hour)
-	defer t.Stop()
-	var due []*flow
-	for {
-		var c <-chan time.Time
-		if next := e.timers.next(); !next.IsZero() {
-			t.Reset(max(time.Until(next), 0))
-			c = t.C
-		}
-		select {
-		case <-e.timers.done:
-			return
-		case <-e.timers.wake:
-		case <-c:
-		}
-		due = e.runTimers(e.now(), due[:0])
+// fireTimers is the timer's callback: it runs the TCB timers due at the
+// clock's Now. It counts itself in e.wg, so that Close does not return
+// while it runs, and does nothing once the engine is closed: the Add
+// happens under e.mu before Close sets e.closed and so before its Wait.
+func (e *Engine) fireTimers() {
+	e.mu.RLock()
+	if e.closed {
+		e.mu.RUnlock()
+		return
 	}
+	e.wg.Add(1)
+	e.mu.RUnlock()
+	defer e.wg.Done()
+	q := &e.timers
+	q.runMu.Lock()
+	defer q.runMu.Unlock()
+	q.due = e.runTimers(e.clk.Now(), q.due[:0])
 }
 
-// RunTimers fires the timers due at now. It is for engines built with
-// Options.ManualTimers; the timer goroutine does this otherwise.
-func (e *Engine) RunTimers(now time.Time) { e.runTimers(now, nil) }
-
 // runTimers fires every due flow's timers; due is scratch space.
-func (e *Engine) runTimers(now time.Time, due []*flow) []*flow {
+func (e *Engine) runTimers(now clock.Time, due []*flow) []*flow {
 	due = e.timers.popDue(now, due)
 	if len(due) == 0 {
 		return due

@@ -1,6 +1,6 @@
 package tcp
 
-import "time"
+import "github.com/tungate/tungate/internal/clock"
 
 // A connection in TIME-WAIT lasts 2·MSL (60 s by default) after both
 // directions ended; at thousands of connections per second that is the
@@ -23,7 +23,7 @@ type twRecord struct {
 	stateReason string
 	err         error
 
-	now, tsEpoch, tsRecentAt, timeWaitAt, challengeWindow time.Time
+	now, tsEpoch, tsRecentAt, timeWaitAt, challengeWindow clock.Time
 
 	iss, irs, sndUna, sndNxt, sndMax, sndWl1, sndWl2, finSeq Seq
 	rcvNxt, rcvAdv, oooFinAt, lastAckSent                    Seq
@@ -50,7 +50,7 @@ func (t *TCB) freezeTimeWait() *twRecord {
 		return nil
 	}
 	tm := t.timers
-	tm.timeWaitAt = time.Time{}
+	tm.timeWaitAt = 0
 	if tm != (timers{}) {
 		return nil
 	}

@@ -150,7 +150,7 @@ func TestTimeWait_NotFrozenWhileSomethingIsPending(t *testing.T) {
 	if h.tcb.freezeTimeWait() != nil {
 		t.Error("frozen with a timer other than 2MSL armed")
 	}
-	h.tcb.delackAt = time.Time{}
+	h.tcb.delackAt = 0
 	h.tcb.events = EventReadable
 	if h.tcb.freezeTimeWait() != nil {
 		t.Error("frozen with an event undelivered")

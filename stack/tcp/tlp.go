@@ -46,7 +46,7 @@ type tlp struct {
 // recovery take over (RFC 8985 §7.1).
 func (t *TCB) resetTLP() {
 	t.tlpActive, t.tlpRetrans, t.tlpDue = false, false, false
-	t.ptoAt = time.Time{}
+	t.ptoAt = 0
 }
 
 // armPTO (re)starts the probe timer after new data went out or new data
@@ -56,9 +56,9 @@ func (t *TCB) resetTLP() {
 // a single segment, or 1 s without an RTT sample; when the RTO would
 // fire first, only the RTO is left armed.
 func (t *TCB) armPTO() {
-	t.ptoAt = time.Time{}
+	t.ptoAt = 0
 	if !t.cfg.TailLossProbe || !t.sackOK || t.inRecovery || t.tlpActive || t.sacked() ||
-		t.sndUna == t.sndMax || t.sndNxt != t.sndMax || t.rtoRetries > 0 || t.rtoAt.IsZero() {
+		t.sndUna == t.sndMax || t.sndNxt != t.sndMax || t.rtoRetries > 0 || t.rtoAt == 0 {
 		return
 	}
 	switch t.state {

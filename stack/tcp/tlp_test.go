@@ -1,9 +1,10 @@
 package tcp
 
 import (
-	"github.com/tungate/tungate/internal/packet"
 	"testing"
 	"time"
+
+	"github.com/tungate/tungate/internal/packet"
 )
 
 // The handshake in the harness takes no time, so SRTT is below the
@@ -40,7 +41,7 @@ func TestTLP_RetransmitsTheLastSegmentWhenTheFlightsACKsStop(t *testing.T) {
 	}
 	// RFC 8985 §7.3: after the probe the RTO is armed afresh, and no
 	// second probe comes while the first is unacknowledged.
-	if want := h.now.Add(h.tcb.currentRTO()); !h.tcb.rtoAt.Equal(want) || !h.tcb.ptoAt.IsZero() {
+	if want := h.now.Add(h.tcb.currentRTO()); h.tcb.rtoAt != want || h.tcb.ptoAt != 0 {
 		t.Fatalf("after the probe: rto at %v (want %v), pto at %v", h.tcb.rtoAt, want, h.tcb.ptoAt)
 	}
 	h.advance(h.tcb.currentRTO() - time.Millisecond)
@@ -82,7 +83,7 @@ func TestTLP_SingleSegmentWaitsForTheDelayedACKAndTheRTOComesFirst(t *testing.T)
 	h.sent(100)
 	// 2·SRTT + 2 ms + 200 ms (TLP.max_ack_delay) is not before the
 	// 200 ms RTO: only the RTO is armed (RFC 8985 §7.2).
-	if !h.tcb.ptoAt.IsZero() {
+	if h.tcb.ptoAt != 0 {
 		t.Fatalf("PTO armed at %v with one segment in flight", h.tcb.ptoAt.Sub(h.now))
 	}
 	h.advance(200 * time.Millisecond)
@@ -99,7 +100,7 @@ func TestTLP_OffWithoutSACKOrWhenDisabled(t *testing.T) {
 	} {
 		h := established(t, mod)
 		h.sent(3 * segSize)
-		if !h.tcb.ptoAt.IsZero() {
+		if h.tcb.ptoAt != 0 {
 			t.Errorf("%s: PTO armed", name)
 		}
 		h.advance(199 * time.Millisecond)
@@ -114,7 +115,7 @@ func TestTLP_NotArmedWhileSACKedDataIsOutstanding(t *testing.T) {
 	h.sent(4 * segSize)
 	h.in(h.sackOf(segAt(0), [2]int{1, 2})) // segment 0 missing, 1 SACKed
 	h.take()
-	if !h.tcb.ptoAt.IsZero() {
+	if h.tcb.ptoAt != 0 {
 		t.Fatal("PTO armed with SACKed data outstanding (RFC 8985 §7.2)")
 	}
 }
@@ -157,7 +158,7 @@ func TestTLP_RTOEndsTheEpisode(t *testing.T) {
 	h := probedFlight(t)
 	h.advance(h.tcb.currentRTO())
 	h.take()
-	if h.tcb.tlpActive || !h.tcb.ptoAt.IsZero() || h.stats.RTOs.Load() != 1 {
+	if h.tcb.tlpActive || h.tcb.ptoAt != 0 || h.stats.RTOs.Load() != 1 {
 		t.Fatalf("after the RTO: episode open %v, PTO %v, RTOs %d", h.tcb.tlpActive, h.tcb.ptoAt, h.stats.RTOs.Load())
 	}
 }

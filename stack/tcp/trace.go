@@ -7,8 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"time"
 
+	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/stack"
 )
@@ -23,14 +23,15 @@ type Tracer struct {
 	addr netip.Addr // zero: any address
 	port uint16     // zero: any port
 
-	mu    sync.Mutex // guards w and flows
+	mu    sync.Mutex // guards clk, w and flows
+	clk   clock.Clock
 	w     io.Writer
 	flows map[stack.FlowID]*traceFlow
 }
 
 // traceFlow remembers what makes a flow's lines relative.
 type traceFlow struct {
-	start    time.Time
+	start    clock.Time
 	irs, iss Seq
 	hasIRS   bool
 	hasISS   bool
@@ -38,9 +39,11 @@ type traceFlow struct {
 
 // NewTracer traces the connections filter selects: a port ("80"), an
 // address ("198.19.0.2", "2001:2::1") or both ("198.19.0.2:80",
-// "[2001:2::1]:80"); either end of a connection may match.
+// "[2001:2::1]:80"); either end of a connection may match. Its lines are
+// timed on the clock of the engine it is given to (Options.Trace), so a
+// Tracer serves one engine.
 func NewTracer(w io.Writer, filter string) (*Tracer, error) {
-	t := &Tracer{w: w, flows: make(map[stack.FlowID]*traceFlow)}
+	t := &Tracer{clk: clock.Real(), w: w, flows: make(map[stack.FlowID]*traceFlow)}
 	filter = strings.TrimSpace(filter)
 	if p, err := strconv.ParseUint(filter, 10, 16); err == nil && p > 0 {
 		t.port = uint16(p)
@@ -188,10 +191,20 @@ func formatOptions(o *packet.TCPOptions) string {
 	return strings.Join(parts, ",")
 }
 
+// useClock times the lines on clk, the engine's clock, from now on.
+func (t *Tracer) useClock(clk clock.Clock) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	t.clk = clk
+	t.mu.Unlock()
+}
+
 func (t *Tracer) flowLocked(id stack.FlowID) *traceFlow {
 	tf := t.flows[id]
 	if tf == nil {
-		tf = &traceFlow{start: time.Now()}
+		tf = &traceFlow{start: t.clk.Now()}
 		t.flows[id] = tf
 		fmt.Fprintf(t.w, "── %s → %s ──\n", id.Src, id.Dst)
 	}
@@ -204,7 +217,7 @@ func (t *Tracer) line(id stack.FlowID, arrow, what string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	tf := t.flowLocked(id)
-	ms := float64(time.Since(tf.start).Microseconds()) / 1000
+	ms := float64(t.clk.Now().Sub(tf.start).Microseconds()) / 1000
 	fmt.Fprintf(t.w, "%10.3fms  %-10s  %s\n", ms, arrow, what)
 }
 
