@@ -1,9 +1,9 @@
 // Package clock is an injectable time source: a monotonic nanosecond
 // counter and one-shot timers, with a real implementation and a manual one
-// that tests drive deterministically. The relay's timeouts (proxy), the
-// fault injector (tun/faulty) and the DNS cache (dns) take one; the TCP
-// engine still takes its time as time.Time from its own Options, to be
-// moved onto this one.
+// that tests drive deterministically. The TCP engine (stack/tcp, through
+// its Options.Clock: its TCBs' time, their timers and its Conns'
+// deadlines), the relay's timeouts (proxy), the fault injector
+// (tun/faulty) and the DNS cache (dns) take one.
 package clock
 
 import (
