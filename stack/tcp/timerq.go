@@ -48,9 +48,10 @@ func (q *timerQueue) stop() {
 }
 
 // armLocked makes the timer fire by at: it resets it only when it is not
-// pending or pending for later. The clock's callbacks run with no lock of
-// ours held (Manual runs them on the goroutine that advances it, without
-// its own lock), so resetting under q.mu cannot deadlock.
+// pending or pending for later. Resetting under q.mu cannot deadlock: a
+// Clock holds none of its locks while it calls back (Manual runs the
+// callback on the goroutine that advances it, after releasing its
+// mutex), so the callback's path to q.mu never waits on the clock.
 func (q *timerQueue) armLocked(at clock.Time) {
 	if q.stopped || (q.armedAt != 0 && !at.Before(q.armedAt)) {
 		return
