@@ -37,6 +37,12 @@ func (t *TCB) Read(p []byte) (int, error) {
 	return 0, nil
 }
 
+// atEOF reports whether the next Read returns io.EOF: the peer's FIN has
+// arrived and all data before it has been read.
+func (t *TCB) atEOF() bool {
+	return t.finRcvd && t.err == nil && !t.readClosed && t.rcvBuf.len() == 0
+}
+
 // Peek copies buffered in-order data into p without consuming it.
 func (t *TCB) Peek(p []byte) int {
 	if t.readClosed {

@@ -41,7 +41,10 @@ func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 
 // Read reads in-order data. It returns io.EOF after the app's FIN, an
 // error wrapping ECONNRESET after its RST, net.ErrClosed after Close or
-// CloseRead, and os.ErrDeadlineExceeded past the read deadline.
+// CloseRead, and os.ErrDeadlineExceeded past the read deadline. When the
+// FIN has arrived and this read takes the last data before it, the data
+// and io.EOF come together, so that a relay can send them on together
+// (see WriteFIN).
 func (c *Conn) Read(p []byte) (int, error) {
 	f := c.f
 	for {
@@ -59,11 +62,14 @@ func (c *Conn) Read(p []byte) (int, error) {
 			if f.tcb.Readable() {
 				signal(f.wait.read) // more for another reader
 			}
+			if n > 0 && err == nil && f.tcb.atEOF() {
+				err = io.EOF
+			}
 			f.mu.Unlock()
-			if err != nil {
+			if err != nil && err != io.EOF {
 				return n, c.opErr("read", err)
 			}
-			return n, nil
+			return n, err
 		}
 		dl, dlCh, ch := c.readDeadline, f.wait.deadline, f.wait.read
 		f.mu.Unlock()
@@ -121,7 +127,23 @@ func (c *Conn) Peek(p []byte) (int, error) {
 // Write copies p into the send buffer, waiting for space as needed. It
 // returns net.ErrClosed after Close or CloseWrite and an error wrapping
 // ECONNRESET after a reset.
-func (c *Conn) Write(p []byte) (int, error) {
+func (c *Conn) Write(p []byte) (int, error) { return c.write(p, false) }
+
+// WriteFIN is Write followed by CloseWrite, except that the FIN is queued
+// with the last of p before anything is sent, so it rides on p's last
+// segment. The relay uses it to pass on an upstream's last data and FIN
+// as they came: together (issue 13's close order; RFC 9293 §3.6 lets a
+// FIN share a segment with data).
+func (c *Conn) WriteFIN(p []byte) (int, error) {
+	n, err := c.write(p, true)
+	if err == nil && len(p) == 0 {
+		err = c.CloseWrite()
+	}
+	return n, err
+}
+
+// write is Write; with fin, the FIN is queued once all of p is.
+func (c *Conn) write(p []byte, fin bool) (int, error) {
 	f := c.f
 	written := 0
 	for {
@@ -136,8 +158,15 @@ func (c *Conn) Write(p []byte) (int, error) {
 		}
 		n, err := f.tcb.Write(p[written:])
 		written += n
+		finNow := fin && n > 0 && err == nil && written == len(p)
+		if finNow {
+			f.tcb.CloseWrite()
+		}
 		if n > 0 {
 			c.flushLocked()
+		}
+		if finNow {
+			f.wait.wakeAll() // as CloseWrite does
 		}
 		if err != nil || written == len(p) {
 			if f.tcb.Writable() {

@@ -180,6 +180,9 @@ func New(w stack.PacketWriter, h stack.Handler, opts Options) (*Engine, error) {
 	e.cfg6.MSS = opts.MTU - 60
 	e.cfg6.DefaultSendMSS = 1220 // RFC 8200 §5 minimum MTU 1280 - 60
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	if opts.UDP.Clock == nil {
+		opts.UDP.Clock = e.clk // one clock for the UDP flows' deadlines too
+	}
 	e.udp = udp.New(w, h, opts.UDP)
 	e.batches.New = func() any { return newOutBatch(e) }
 	e.timers.init(e.clk, e.fireTimers)
