@@ -153,6 +153,9 @@ func unsupported(s *Script, opts Options) string {
 	if _, why := planSockopts(s, opts.Lenient); why != "" {
 		return why
 	}
+	if line := boundNotListening(s); line != 0 {
+		return fmt.Sprintf("line %d: the socket is bound but never listens, a CLOSED port (RFC 9293 §3.10.7.1); the engine answers every SYN as a listener would", line)
+	}
 	for _, ev := range s.Events {
 		if ev.Kind != Syscall {
 			continue
@@ -406,7 +409,9 @@ func (r *runner) act(ev *Event) error {
 func (r *runner) inject(ev *Event) error {
 	sp := ev.Seg
 	h := packet.TCPHeader{Src: r.remote, Dst: r.local, Seq: sp.Seq + r.b.remote, Flags: parseFlags(sp.Flags), Window: 65535}
-	if sp.HasAck {
+	if sp.HasAck || strings.Contains(sp.Flags, ".") {
+		// An ACK without "ack N" acknowledges relative 0, as in
+		// packetdrill.
 		h.Ack = sp.Ack + r.b.local
 	}
 	if sp.HasWin {
@@ -570,7 +575,7 @@ func (r *runner) call(ev *Event) error {
 // checkReturn compares a call's result with the script's.
 func (r *runner) checkReturn(ev *Event, ret int64, errno string) error {
 	c := ev.Call
-	if ret != c.Ret || (c.Ret == -1 && errno != c.Errno) {
+	if ret != c.Ret || (c.Ret == -1 && sameErrno(errno) != sameErrno(c.Errno)) {
 		got := strconv.FormatInt(ret, 10)
 		if ret == -1 {
 			got += " " + errno
@@ -672,4 +677,12 @@ func (r *runner) connCall(ev *Event, st *fdState, blocking bool) (int64, string,
 		return 0, "", nil
 	}
 	return 0, "", r.fail(ev, "unsupported call %s", c.Name)
+}
+
+// sameErrno maps errno names that are one value on Linux to one name.
+func sameErrno(name string) string {
+	if name == "EWOULDBLOCK" {
+		return "EAGAIN"
+	}
+	return name
 }

@@ -100,6 +100,8 @@ type SegSpec struct {
 	HasWin   bool
 	Opts     []Option
 	HasOpts  bool
+	// AnyOpts is packetdrill's <...>: the options are not checked.
+	AnyOpts bool
 }
 
 // Option is one TCP option of a script's <...> list.
@@ -142,6 +144,16 @@ func Parse(path, text string, po ParseOptions) (*Script, error) {
 	for i := 0; i < len(lines); i++ {
 		lineNo := i + 1
 		line := uncomment(lines[i])
+		// A backquoted shell command may span lines: skip to its end.
+		if shellStart(line) && strings.Count(line, "`")%2 == 1 {
+			for i+1 < len(lines) && !strings.Contains(lines[i+1], "`") {
+				i++
+			}
+			if i+1 < len(lines) {
+				i++
+			}
+			continue
+		}
 		// A statement goes on over the next lines while a parenthesis,
 		// bracket or brace is open (packetdrill's multi-line calls).
 		for depth := nesting(line); depth > 0 && i+1 < len(lines); depth = nesting(line) {
@@ -197,12 +209,23 @@ func Parse(path, text string, po ParseOptions) (*Script, error) {
 	return s, nil
 }
 
-// uncomment drops a line's // comment and surrounding space.
+// uncomment drops a line's // comment and surrounding space; tabs count
+// as spaces.
 func uncomment(line string) string {
 	if j := strings.Index(line, "//"); j >= 0 {
 		line = line[:j]
 	}
-	return strings.TrimSpace(line)
+	return strings.TrimSpace(strings.ReplaceAll(line, "\t", " "))
+}
+
+// shellStart reports whether line starts a backquoted shell command,
+// alone or after an event time ("+0 `tc qdisc ...`").
+func shellStart(line string) bool {
+	if strings.HasPrefix(line, "`") {
+		return true
+	}
+	_, rest, ok := strings.Cut(line, " ")
+	return ok && strings.HasPrefix(strings.TrimSpace(rest), "`")
 }
 
 // nesting is how many ( [ { the line leaves open.
@@ -355,6 +378,9 @@ func parseSegment(s string) (SegSpec, error) {
 		}
 		opts, s = s[i+1:j], s[:i]+s[j+1:]
 		seg.HasOpts = true
+		if strings.TrimSpace(opts) == "..." {
+			seg.HasOpts, seg.AnyOpts = false, true
+		}
 	}
 	f := strings.Fields(s)
 	if len(f) < 2 {

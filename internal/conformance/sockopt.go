@@ -50,6 +50,15 @@ var engineSockopts = map[string]engineSockopt{
 	"TCP_KEEPCNT":   {"TCP_KEEPCNT", func(o *tcp.Options, v int64) { o.TCB.KeepaliveCount = int(v) }},
 }
 
+// wireSockopts change what goes on the wire in ways the engine cannot
+// follow, so a script that sets them is skipped even with --lenient:
+// answering them would turn into failures that say nothing about the
+// engine.
+var wireSockopts = map[string]bool{"TCP_NOOPT": true, "TCP_MAXSEG": true, "TCP_CORK": true}
+
+// wireSendFlags are send flags of that kind.
+var wireSendFlags = []string{"MSG_MORE", "MSG_EOR"}
+
 // linuxKeepIdle is Linux's default TCP_KEEPIDLE (tcp_keepalive_time).
 const linuxKeepIdle = 7200 * time.Second
 
@@ -60,6 +69,7 @@ var unansweredSockopts = map[string]string{
 	"TCP_MAXSEG":        "the engine's MSS follows its MTU (the --mtu header flag), not a socket option",
 	"TCP_CONGESTION":    "congestion control is chosen for all connections (stack.custom.congestion_control)",
 	"TCP_CORK":          "the engine has no corking",
+	"TCP_NOOPT":         "the engine's TCP options are set for all connections (the --no_timestamps, --no_sack, --no_wscale header flags)",
 	"TCP_NOTSENT_LOWAT": "the engine has no unsent-data low-water mark",
 	"TCP_USER_TIMEOUT":  "the engine has no per-socket user timeout",
 	"TCP_FASTOPEN":      "the engine does not implement TCP Fast Open",
@@ -111,6 +121,12 @@ func planSockopts(s *Script, lenient bool) (sockoptPlan, string) {
 		switch c.Name {
 		case "read", "recv", "recvfrom", "recvmsg", "readv", "write", "send", "sendto", "sendmsg", "writev":
 			dataMoved = true
+			args := strings.Join(c.Args, ",")
+			for _, fl := range wireSendFlags {
+				if strings.Contains(args, fl) {
+					return p, fmt.Sprintf("line %d: %s with %s: the engine has no corking or record boundaries, so what it sends would differ for that reason alone", ev.Line, c.Name, fl)
+				}
+			}
 			continue
 		case "getsockopt":
 			if lenient {
@@ -127,6 +143,13 @@ func planSockopts(s *Script, lenient bool) (sockoptPlan, string) {
 			continue
 		}
 		name := argAt(c, 2)
+		if wireSockopts[name] {
+			why := unansweredSockopts[name]
+			if why == "" {
+				why = "the engine has no equivalent"
+			}
+			return p, fmt.Sprintf("line %d: setsockopt %s: %s, and it changes what is sent, so the script is skipped even with --lenient", ev.Line, name, why)
+		}
 		reason := ""
 		switch name {
 		case "SO_REUSEADDR", "SO_REUSEPORT":
@@ -246,4 +269,24 @@ func iovLen(s string) (int64, error) {
 		total += n
 	}
 	return total, nil
+}
+
+// boundNotListening returns the line of a bind() in a script that never
+// calls listen(), 0 if there is none.
+func boundNotListening(s *Script) int {
+	bind := 0
+	for _, ev := range s.Events {
+		if ev.Kind != Syscall {
+			continue
+		}
+		switch ev.Call.Name {
+		case "listen":
+			return 0
+		case "bind":
+			if bind == 0 {
+				bind = ev.Line
+			}
+		}
+	}
+	return bind
 }
