@@ -275,7 +275,9 @@ func (t *TCB) onDupAck() {
 		return
 	}
 	t.count(func(c *Counters) *atomic.Uint64 { return &c.FastRetransmits })
-	t.cc.onEnterRecovery(t.now, t.flight())
+	// FlightSize without the Limited Transmit segments (RFC 5681 §3.2
+	// step 2): capped at cwnd, as for SACK recovery.
+	t.cc.onEnterRecovery(t.now, min(t.flight(), t.cc.cwnd()))
 	for range dupThresh { // RFC 5681 §3.2 step 3: cwnd = ssthresh + 3*SMSS
 		t.cc.onDupAck()
 	}

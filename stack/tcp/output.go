@@ -325,6 +325,13 @@ func (t *TCB) sendRoom() int {
 		inFlight = t.sb.pipe(t.sndUna, t.sndNxt, t.sndUna, t.smss(), dupThresh)
 	}
 	cwnd := t.cc.cwnd()
+	if !t.inRecovery && !t.sacked() && t.dupAcks > 0 && t.dupAcks < dupThresh {
+		// Limited Transmit without SACK (RFC 5681 §3.2 step 1, RFC 3042
+		// §2): the first and second duplicate ACK each let one new
+		// segment out, FlightSize up to cwnd + 2*SMSS; cwnd itself is
+		// unchanged. (With SACK, pipe does this: RFC 6675 §5 step 3.)
+		cwnd += uint32(t.dupAcks) * t.smss()
+	}
 	if inFlight >= cwnd {
 		return 0
 	}
