@@ -97,7 +97,8 @@ type Request interface {
 // Conn is an established TCP connection terminated in the stack.
 //
 // Read returns io.EOF once the app's FIN has been received and all data
-// before it read; an error wrapping syscall.ECONNRESET (so that
+// before it read (the last data and io.EOF may come from one call, as
+// io.Reader allows); an error wrapping syscall.ECONNRESET (so that
 // errors.Is(err, syscall.ECONNRESET) holds) when the app reset the
 // connection; net.ErrClosed after Close or
 // CloseRead. Write returns net.ErrClosed after Close or CloseWrite and
