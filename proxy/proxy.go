@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tungate/tungate/internal/clock"
@@ -180,7 +181,11 @@ func orDefault(d, def time.Duration) time.Duration {
 }
 
 // Stats returns a snapshot of the counters.
-func (p *Proxy) Stats() Stats { return p.stats.snapshot() }
+func (p *Proxy) Stats() Stats {
+	s := p.stats.snapshot()
+	s.TCPLargeBuffers = p.tcpBufs.out.Load()
+	return s
+}
 
 // Close aborts every relay (RST to both sides), fails dials in progress
 // (their apps get a RST), and waits until every HandleTCP and HandleUDP
@@ -247,9 +252,11 @@ const (
 type bufPool struct {
 	size int
 	pool sync.Pool
+	out  atomic.Int64 // buffers handed out and not yet put back
 }
 
 func (b *bufPool) get() *[]byte {
+	b.out.Add(1)
 	if v, ok := b.pool.Get().(*[]byte); ok {
 		return v
 	}
@@ -257,4 +264,7 @@ func (b *bufPool) get() *[]byte {
 	return &buf
 }
 
-func (b *bufPool) put(buf *[]byte) { b.pool.Put(buf) }
+func (b *bufPool) put(buf *[]byte) {
+	b.out.Add(-1)
+	b.pool.Put(buf)
+}

@@ -39,7 +39,19 @@ type tcpRelay struct {
 	reset    [2]atomic.Bool   // per Side: reset by its peer
 	finished atomic.Int32     // directions ended by EOF
 	bytes    [2]atomic.Uint64 // per Side: payload read from it
+
+	// small is each direction's own buffer, see pipe.
+	small [2][smallBufSize]byte
 }
+
+// smallBufSize is the buffer a direction reads with while its flow
+// trickles: a request, a response, a keystroke. A read that fills it
+// means a burst, which continues with a pooled tcpBufSize buffer until a
+// read no longer fills it (the source is drained for now). A connection
+// therefore holds no large buffer while its reads wait: with 32 KiB per
+// direction held for good, the pages a one-byte exchange touched were the
+// largest part of an idle relay's resident memory.
+const smallBufSize = 512
 
 // relay runs the flow until both directions have ended, then closes both
 // connections (those not aborted are closed gracefully).
@@ -65,13 +77,19 @@ func (p *Proxy) relay(ctx context.Context, id stack.FlowID, app stack.Conn, up n
 }
 
 // pipe copies from side from to the other side until from's Read ends or
-// a write fails.
+// a write fails. It reads with the direction's small buffer while the flow
+// trickles and with a pooled large one during a burst (see smallBufSize).
 func (r *tcpRelay) pipe(from Side) {
 	to := from.other()
 	src, dst := r.conns[from], r.conns[to]
-	bp := r.p.tcpBufs.get()
-	defer r.p.tcpBufs.put(bp)
-	buf := *bp
+	small := r.small[from][:]
+	buf := small
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			r.p.tcpBufs.put(big)
+		}
+	}()
 	for {
 		n, rerr := readData(src, buf)
 		if n > 0 {
@@ -99,6 +117,14 @@ func (r *tcpRelay) pipe(from Side) {
 		if rerr != nil {
 			r.readEnded(from, rerr)
 			return
+		}
+		switch {
+		case big == nil && n == len(small): // a burst
+			big = r.p.tcpBufs.get()
+			buf = *big
+		case big != nil && n < len(buf): // drained: wait without it
+			r.p.tcpBufs.put(big)
+			big, buf = nil, small
 		}
 	}
 }

@@ -313,3 +313,21 @@ func TestRelay_ClosesBothConnectionsAfterBothFINs(t *testing.T) {
 		t.Error("upstream conn not closed")
 	}
 }
+
+func TestRelay_HoldsNoLargeBufferWhileItsReadsWait(t *testing.T) {
+	h := newHarness(t, proxy.Options{})
+	app, up, _ := h.establish()
+	transfer(t, app, up, "x")
+	transfer(t, up, app, "y")
+	if n := h.p.Stats().TCPLargeBuffers; n != 0 {
+		t.Fatalf("%d large buffers held after a one-byte exchange, want 0", n)
+	}
+	// A burst takes one and gives it back once the source is drained.
+	burst := bytes.Repeat([]byte("z"), 200<<10)
+	go up.Write(burst)
+	app.SetReadDeadline(time.Now().Add(waitLimit))
+	if _, err := io.ReadFull(app, make([]byte, len(burst))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the burst's buffer to be given back", func() bool { return h.p.Stats().TCPLargeBuffers == 0 })
+}

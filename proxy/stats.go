@@ -35,6 +35,9 @@ type Stats struct {
 	// TCPLimitRejected counts SYNs answered with a RST because
 	// Options.MaxConnections flows were in progress.
 	TCPLimitRejected uint64
+	// TCPLargeBuffers is the number of 32 KiB relay buffers held now: one
+	// per direction in a burst, none for a connection whose reads wait.
+	TCPLargeBuffers int64
 	// TCPFDExhausted counts upstream dials that failed because the
 	// process or the system had no file descriptor left (EMFILE,
 	// ENFILE); they are also in TCPDialFailed.

@@ -23,6 +23,7 @@ type runFlags struct {
 	trace      string
 	faults     string
 	cpuProfile string
+	memProfile string
 }
 
 func (a *app) newRunCmd() *cobra.Command {
@@ -51,6 +52,7 @@ given, TUNGATE_* environment variables (TUNGATE_TUN_MTU for tun.mtu), the
 	fs.StringVar(&f.pcap, "pcap", "", "write every packet read from or written to the TUN to this pcap `file`")
 	fs.StringVar(&f.trace, "trace", "", "print packets and state changes of matching connections: a port, an address or addr:port")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this `file` (go tool pprof)")
+	fs.StringVar(&f.memProfile, "memprofile", "", "on SIGUSR1, write a heap profile to this `file` and log the memory in use (heap, goroutine stacks, goroutines)")
 	fs.StringVar(&f.faults, "faults", "", "inject seeded faults between the TUN and the stack, for testing: e.g. `loss=0.01,dup=0.005,reorder=0.02,seed=1`")
 	config.RegisterFlags(fs)
 	return cmd
@@ -70,6 +72,9 @@ func (a *app) runGateway(cmd *cobra.Command, f runFlags) error {
 			return err
 		}
 		defer stopProfile()
+	}
+	if f.memProfile != "" {
+		defer memProfileOnSignal(f.memProfile, logger)()
 	}
 	err = a.serve(ctx, cfg, gateway.Options{PcapPath: f.pcap, Trace: f.trace, Faults: f.faults, Logger: logger})
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {

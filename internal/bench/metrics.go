@@ -32,6 +32,9 @@ const (
 	mP999           = "p999"
 	mRSSBase        = "rss_before"
 	mRSSIdle        = "rss_idle"
+	mHeapPerConn    = "heap_per_connection"
+	mStackPerConn   = "stack_per_connection"
+	mGoroutinesConn = "goroutines_per_connection"
 	mRSSEnd         = "rss_end"
 	mPerConn        = "per_connection"
 	mGatewayCPUConn = "gateway_cpu_per_connection"
@@ -55,6 +58,9 @@ func metricsOf(test string) []metric {
 	case TestMemory:
 		return []metric{
 			{key: mPerConn, title: "gateway memory per idle connection", unit: "bytes", lowerBetter: true, gatewayOnly: noGateway},
+			{key: mHeapPerConn, title: "of which Go heap in use (runtime.MemStats.HeapInuse)", unit: "bytes", lowerBetter: true, gatewayOnly: noGateway},
+			{key: mStackPerConn, title: "of which goroutine stacks (StackInuse)", unit: "bytes", lowerBetter: true, gatewayOnly: noGateway},
+			{key: mGoroutinesConn, title: "goroutines per idle connection", unit: "goroutines", lowerBetter: true, gatewayOnly: noGateway},
 			{key: mRSSIdle, title: "gateway RSS with the idle connections", unit: "MiB", lowerBetter: true, gatewayOnly: noGateway},
 			{key: mRSSBase, title: "gateway RSS before", unit: "MiB", lowerBetter: true, gatewayOnly: noGateway},
 		}

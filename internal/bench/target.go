@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/tungate/tungate/internal/gwproc"
@@ -56,7 +58,10 @@ func bringUp(ctx context.Context, lab *netlab.Lab, o Options, stack string, roun
 
 // gatewaySpecFor is how a round of the bench runs the gateway of stack.
 func gatewaySpecFor(o Options, stack string, round int) gwproc.Spec {
-	spec := gwproc.Spec{Cmd: o.Gateway, Stack: stack, TUN: benchTUN, MTU: o.MTU}
+	spec := gwproc.Spec{Cmd: o.Gateway, Stack: stack, TUN: benchTUN, MTU: o.MTU,
+		// The memory test asks for the heap and stack figures with
+		// SIGUSR1 (see memBreakdown).
+		Extra: []string{"--memprofile", filepath.Join(os.TempDir(), fmt.Sprintf("tungate-bench-%d-%s.heap", os.Getpid(), stack))}}
 	if o.CPUProfile != "" {
 		spec.Extra = append(spec.Extra, "--cpuprofile", fmt.Sprintf("%s-%s-round%d.prof", o.CPUProfile, stack, round))
 	}

@@ -8,9 +8,12 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"regexp"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -569,21 +572,33 @@ func (t *target) memory(ctx context.Context, o Options) (figures, error) {
 	if err != nil {
 		return nil, err
 	}
+	mb, err := t.memBreakdown(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var after int64
+	var ma memStats
 	err = t.idleConns(ctx, srv.Addr(), o.IdleConns, func() error {
 		if err := sleepCtx(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
-		after, err = processRSS(t.gw.Pid())
+		if after, err = processRSS(t.gw.Pid()); err != nil {
+			return err
+		}
+		ma, err = t.memBreakdown(ctx)
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
+	n := float64(o.IdleConns)
 	return figures{
-		mRSSBase: float64(before) / mib,
-		mRSSIdle: float64(after) / mib,
-		mPerConn: float64(after-before) / float64(o.IdleConns),
+		mRSSBase:        float64(before) / mib,
+		mRSSIdle:        float64(after) / mib,
+		mPerConn:        float64(after-before) / n,
+		mHeapPerConn:    float64(ma.heap-mb.heap) / n,
+		mStackPerConn:   float64(ma.stack-mb.stack) / n,
+		mGoroutinesConn: float64(ma.goroutines-mb.goroutines) / n,
 	}, nil
 }
 
@@ -606,4 +621,34 @@ func (t *target) idleConns(ctx context.Context, addr string, n int, while func()
 		}
 	}
 	return while()
+}
+
+// memStats is the gateway's own account of its memory (its "memory" log
+// line, see `gateway run --memprofile`).
+type memStats struct{ heap, stack, goroutines int64 }
+
+var memLineRE = regexp.MustCompile(`msg=memory .*heap_inuse=(\d+) stack_inuse=(\d+) goroutines=(\d+)`)
+
+// memBreakdown asks the gateway for its memory figures (SIGUSR1) and reads
+// them from its log. The runtime collects garbage first, so the heap
+// figure is what is live, not what awaits collection.
+func (t *target) memBreakdown(ctx context.Context) (memStats, error) {
+	seen := len(memLineRE.FindAllString(t.gw.Output(), -1))
+	if err := syscall.Kill(t.gw.Pid(), syscall.SIGUSR1); err != nil {
+		return memStats{}, fmt.Errorf("bench: asking the gateway for its memory: %w", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		if all := memLineRE.FindAllStringSubmatch(t.gw.Output(), -1); len(all) > seen {
+			m := all[len(all)-1]
+			var s memStats
+			s.heap, _ = strconv.ParseInt(m[1], 10, 64)
+			s.stack, _ = strconv.ParseInt(m[2], 10, 64)
+			s.goroutines, _ = strconv.ParseInt(m[3], 10, 64)
+			return s, nil
+		}
+		if err := sleepCtx(ctx, 10*time.Millisecond); err != nil {
+			return memStats{}, err
+		}
+	}
+	return memStats{}, fmt.Errorf("bench: the gateway logged no memory line after SIGUSR1%s", t.gw.LogTail())
 }

@@ -213,6 +213,10 @@ func isTerminatedBy(err error, sig syscall.Signal) bool {
 	return ok && ws.Signaled() && ws.Signal() == sig
 }
 
+// Output is the end of the gateway's output (its last 32 KiB), for
+// callers that read what it logged.
+func (g *Proc) Output() string { return g.logs.String() }
+
 // LogTail is the end of the gateway's output, for error messages.
 func (g *Proc) LogTail() string {
 	s := strings.TrimSpace(g.logs.String())
