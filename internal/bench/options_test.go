@@ -1,6 +1,9 @@
 package bench
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -102,11 +105,12 @@ func TestOptions_FaultsAreCheckedAndGivenToEveryGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec := gatewaySpecFor(o.withDefaults(), StackGVisor, 2)
-	want := []string{"--cpuprofile", "/tmp/p-gvisor-round2.prof", "--faults", "loss=0.01,seed=3"}
+	mem := filepath.Join(os.TempDir(), fmt.Sprintf("tungate-bench-%d-gvisor.heap", os.Getpid()))
+	want := []string{"--memprofile", mem, "--cpuprofile", "/tmp/p-gvisor-round2.prof", "--faults", "loss=0.01,seed=3"}
 	if !slices.Equal(spec.Extra, want) || spec.Stack != StackGVisor {
 		t.Fatalf("gateway flags %q, want %q", spec.Extra, want)
 	}
-	if extra := gatewaySpecFor(Options{}.withDefaults(), StackCustom, 1).Extra; len(extra) != 0 {
-		t.Fatalf("without faults or profile: %q", extra)
+	if extra := gatewaySpecFor(Options{}.withDefaults(), StackCustom, 1).Extra; len(extra) != 2 || extra[0] != "--memprofile" {
+		t.Fatalf("without faults or profile: %q, want only --memprofile (the memory test's breakdown)", extra)
 	}
 }
