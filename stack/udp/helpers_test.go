@@ -159,15 +159,3 @@ func readString(t *testing.T, c stack.PacketConn) string {
 	}
 	return string(buf[:n])
 }
-
-// eventually waits for cond, which another goroutine makes true.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}

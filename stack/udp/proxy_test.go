@@ -9,6 +9,7 @@ import (
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/proxy"
 	"github.com/tungate/tungate/stack"
+	"github.com/tungate/tungate/stack/stacktest"
 	"github.com/tungate/tungate/stack/udp"
 )
 
@@ -55,7 +56,7 @@ func TestProxy_DatagramRoundTripsThroughTheUpstream(t *testing.T) {
 	for _, msg := range []string{"hello", "again"} {
 		tab.Deliver(udpPacket(t, flow, []byte(msg)))
 		var pkts [][]byte
-		eventually(t, "the echo of "+msg+" comes back", func() bool {
+		stacktest.Eventually(t, "the echo of "+msg+" comes back", func() bool {
 			pkts = w.packets()
 			return len(pkts) > 0
 		})

@@ -16,6 +16,7 @@ import (
 	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/stack"
+	"github.com/tungate/tungate/stack/stacktest"
 	"github.com/tungate/tungate/stack/udp"
 )
 
@@ -314,7 +315,7 @@ func TestClose_LaterDatagramStartsANewFlow(t *testing.T) {
 	tab.Deliver(udpPacket(t, flow4, []byte("one")))
 	first := h.next(t)
 	tab.Deliver(udpPacket(t, flow4, []byte("unread")))
-	eventually(t, "the second datagram is queued", func() bool { return tab.Stats().DatagramsIn == 2 })
+	stacktest.Eventually(t, "the second datagram is queued", func() bool { return tab.Stats().DatagramsIn == 2 })
 	first.Close()
 	tab.Deliver(udpPacket(t, flow4, []byte("two")))
 	second := h.next(t)
@@ -429,7 +430,7 @@ func TestHandler_FlowIsClosedWhenTheHandlerForgets(t *testing.T) {
 	h.serve = func(context.Context, stack.PacketConn) {}
 	tab.Deliver(udpPacket(t, flow4, []byte("a")))
 	c := h.next(t)
-	eventually(t, "the flow is closed", func() bool { return tab.Stats().Active == 0 })
+	stacktest.Eventually(t, "the flow is closed", func() bool { return tab.Stats().Active == 0 })
 	if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
 		t.Errorf("Write = %v, want net.ErrClosed", err)
 	}
@@ -482,7 +483,7 @@ func TestConcurrentFlows_EveryDatagramArrivesOnce(t *testing.T) {
 	for range flows {
 		<-h.conns
 	}
-	eventually(t, "every datagram was echoed", func() bool { return tab.Stats().DatagramsOut == flows*per })
+	stacktest.Eventually(t, "every datagram was echoed", func() bool { return tab.Stats().DatagramsOut == flows*per })
 	tab.Close()
 	if len(seen) != flows*per {
 		t.Errorf("%d distinct datagrams read, want %d", len(seen), flows*per)
