@@ -50,11 +50,12 @@ var engineSockopts = map[string]engineSockopt{
 	"TCP_KEEPCNT":   {"TCP_KEEPCNT", func(o *tcp.Options, v int64) { o.TCB.KeepaliveCount = int(v) }},
 }
 
-// wireSockopts change what goes on the wire in ways the engine cannot
-// follow, so a script that sets them is skipped even with --lenient:
+// wireSockopts change what goes on the wire, or when a call blocks
+// (SO_SNDBUF), in ways the engine cannot follow, so a script that sets
+// them is skipped even with --lenient:
 // answering them would turn into failures that say nothing about the
 // engine.
-var wireSockopts = map[string]bool{"TCP_NOOPT": true, "TCP_MAXSEG": true, "TCP_CORK": true}
+var wireSockopts = map[string]bool{"TCP_NOOPT": true, "TCP_MAXSEG": true, "TCP_CORK": true, "SO_SNDBUF": true}
 
 // wireSendFlags are send flags of that kind.
 var wireSendFlags = []string{"MSG_MORE", "MSG_EOR"}

@@ -42,6 +42,7 @@ func TestRunner_SkipsWhatChangesTheWireEvenWhenLenient(t *testing.T) {
 		{"0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 setsockopt(3, SOL_TCP, TCP_NOOPT, [1], 4) = 0\n", "TCP_NOOPT"},
 		{"0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 setsockopt(3, SOL_TCP, TCP_MAXSEG, [1100], 4) = 0\n", "TCP_MAXSEG"},
 		{handshake + "+0 send(4, ..., 40, MSG_MORE) = 40\n", "MSG_MORE"},
+		{handshake + "+0 setsockopt(4, SOL_SOCKET, SO_SNDBUF, [21000], 4) = 0\n", "SO_SNDBUF"},
 		{"0 socket(..., SOCK_STREAM, IPPROTO_TCP) = 3\n+0 bind(3, ..., ...) = 0\n+0 < S 0:0(0) win 65535\n", "never listens"},
 	} {
 		res := runText(t, tc.script, Options{Lenient: true})
