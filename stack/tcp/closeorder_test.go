@@ -7,7 +7,7 @@ import (
 	"github.com/tungate/tungate/internal/packet"
 )
 
-// The close order of issue 13: a FIN that comes with the last data leaves
+// The close order: a FIN that comes with the last data leaves
 // with it, in both directions.
 
 func TestConnWriteFIN_SendsTheDataAndTheFINInOneSegment(t *testing.T) {

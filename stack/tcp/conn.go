@@ -131,9 +131,9 @@ func (c *Conn) Write(p []byte) (int, error) { return c.write(p, false) }
 
 // WriteFIN is Write followed by CloseWrite, except that the FIN is queued
 // with the last of p before anything is sent, so it rides on p's last
-// segment. The relay uses it to pass on an upstream's last data and FIN
-// as they came: together (issue 13's close order; RFC 9293 §3.6 lets a
-// FIN share a segment with data).
+// segment (RFC 9293 §3.6 lets a FIN share a segment with data). The relay
+// uses it to pass on an upstream's last data and FIN as they came,
+// together, so that who closes first does not change.
 func (c *Conn) WriteFIN(p []byte) (int, error) {
 	n, err := c.write(p, true)
 	if err == nil && len(p) == 0 {
