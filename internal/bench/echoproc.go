@@ -45,16 +45,17 @@ func ServeEcho(addr string, stop io.Reader, out io.Writer) error {
 	return err
 }
 
-// echoProc is a running `gateway bench-echo`.
-type echoProc struct {
+// EchoServer is a running `gateway bench-echo`.
+type EchoServer struct {
 	cmd   *exec.Cmd
 	stop  io.WriteCloser
 	addr  string
 	waitc chan error
 }
 
-// startEchoProc starts the echo server in ns and waits until it listens.
-func startEchoProc(ctx context.Context, ns *netlab.NS, gw gwproc.Command) (*echoProc, error) {
+// StartEcho starts `gw bench-echo` in ns and waits until it listens. The
+// end-to-end tests use it too, for the same reason as the bench.
+func StartEcho(ctx context.Context, ns *netlab.NS, gw gwproc.Command) (*EchoServer, error) {
 	cmd := ns.Command(ctx, gw.Path, EchoCommand, "--listen", netlab.ServerAddr4+":0")
 	cmd.Env = gwproc.Env(gw.Env)
 	stop, err := cmd.StdinPipe()
@@ -71,7 +72,7 @@ func startEchoProc(ctx context.Context, ns *netlab.NS, gw gwproc.Command) (*echo
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("bench: start %s %s: %w", gw.Path, EchoCommand, err)
 	}
-	p := &echoProc{cmd: cmd, stop: stop, waitc: make(chan error, 1)}
+	p := &EchoServer{cmd: cmd, stop: stop, waitc: make(chan error, 1)}
 	line, rerr := bufio.NewReader(stdout).ReadString('\n')
 	go func() { p.waitc <- cmd.Wait() }()
 	addr, ok := strings.CutPrefix(strings.TrimSpace(line), echoReadyPrefix)
@@ -84,10 +85,10 @@ func startEchoProc(ctx context.Context, ns *netlab.NS, gw gwproc.Command) (*echo
 }
 
 // Addr is the address clients dial.
-func (p *echoProc) Addr() string { return p.addr }
+func (p *EchoServer) Addr() string { return p.addr }
 
 // Close stops the process (EOF on its stdin) and waits for it.
-func (p *echoProc) Close() error {
+func (p *EchoServer) Close() error {
 	p.stop.Close()
 	select {
 	case err := <-p.waitc:

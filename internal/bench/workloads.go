@@ -555,7 +555,7 @@ func (t *target) memory(ctx context.Context, o Options) (figures, error) {
 	if t.gw == nil {
 		return nil, nil // no gateway process to measure
 	}
-	srv, err := startEchoProc(ctx, t.lab.Server(), o.Gateway)
+	srv, err := StartEcho(ctx, t.lab.Server(), o.Gateway)
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -10,12 +9,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/tungate/tungate/internal/bench"
+	"github.com/tungate/tungate/internal/gwproc"
 	"github.com/tungate/tungate/internal/netlab"
 )
 
@@ -120,26 +120,12 @@ func tenThousand(t *testing.T, kind string) {
 // descriptors, and returns its address.
 func startEcho(t *testing.T, lab *netlab.Lab) string {
 	t.Helper()
-	cmd := lab.Server().Command(context.Background(), gatewayBin, "bench-echo", "--listen", netlab.ServerAddr4+":0")
-	cmd.Env = cleanEnv()
-	stop, err := cmd.StdinPipe()
+	srv, err := bench.StartEcho(context.Background(), lab.Server(), gwproc.Command{Path: gatewayBin, Env: cleanEnv()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { stop.Close(); cmd.Wait() })
-	line, err := bufio.NewReader(out).ReadString('\n')
-	addr, ok := strings.CutPrefix(strings.TrimSpace(line), "listening ")
-	if err != nil || !ok {
-		t.Fatalf("bench-echo: %q, %v", line, err)
-	}
-	return addr
+	t.Cleanup(func() { srv.Close() })
+	return srv.Addr()
 }
 
 // countFDs counts the open descriptors of process pid.
