@@ -272,15 +272,3 @@ func wantWriteFails(t testing.TB, c net.Conn, who string) {
 	}
 	t.Fatalf("%s writes still succeed", who)
 }
-
-// waitFor polls cond until it holds, for counters that are updated just
-// after the I/O a test can wait for.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(waitLimit); !cond(); {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tungate/tungate/proxy"
+	"github.com/tungate/tungate/stack/stacktest"
 )
 
 // sendAndHash writes n random bytes to w, half-closes it and returns
@@ -329,5 +330,5 @@ func TestRelay_HoldsNoLargeBufferWhileItsReadsWait(t *testing.T) {
 	if _, err := io.ReadFull(app, make([]byte, len(burst))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the burst's buffer to be given back", func() bool { return h.p.Stats().TCPLargeBuffers == 0 })
+	stacktest.Eventually(t, "the burst's buffer to be given back", func() bool { return h.p.Stats().TCPLargeBuffers == 0 })
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/tungate/tungate/proxy"
 	"github.com/tungate/tungate/proxy/proxytest"
 	"github.com/tungate/tungate/stack"
+	"github.com/tungate/tungate/stack/stacktest"
 )
 
 // serveUDP answers every datagram on a fresh 127.0.0.1 socket with
@@ -91,7 +92,7 @@ func TestHandleUDP_RelaysDatagramsBothWays(t *testing.T) {
 	assertOpen(t, done, "session end")
 	// The relay counts a datagram after passing it on, so the counters
 	// may trail the echo the app already read.
-	waitFor(t, "datagram counters", func() bool {
+	stacktest.Eventually(t, "datagram counters", func() bool {
 		s := h.p.Stats()
 		return s.UDPSessions == 1 && s.UDPActive == 1 && s.UDPPacketsUp == 4 && s.UDPPacketsDown == 4 &&
 			s.UDPBytesUp == uint64(len("first")+len("second")+len(big)) && s.UDPBytesDown == s.UDPBytesUp
@@ -174,7 +175,7 @@ func TestHandleUDP_SurvivesPortUnreachable(t *testing.T) {
 	tmp.Close()
 	h := newHarness(t, proxy.Options{UDPDialer: proxy.NewDirect(proxy.DirectOptions{})})
 	app, done := h.handleUDP(dst.String(), []byte("lost: nobody listens"))
-	waitFor(t, "the ICMP port unreachable", func() bool { return h.p.Stats().UDPPortUnreachable > 0 })
+	stacktest.Eventually(t, "the ICMP port unreachable", func() bool { return h.p.Stats().UDPPortUnreachable > 0 })
 
 	serveUDPOn(t, dst)
 	for deadline := time.Now().Add(waitLimit); time.Now().Before(deadline); {
