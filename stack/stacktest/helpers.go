@@ -5,16 +5,12 @@ import (
 	"time"
 )
 
-// WaitLimit bounds every wait of the helpers below, so that a broken stack
-// fails a test instead of hanging it.
-const WaitLimit = waitLimit
-
 // Eventually polls cond every millisecond until it holds, for state that
 // a stack's own goroutines change (counters, flow tables), and fails the
-// test after WaitLimit saying what it waited for.
+// test after waitLimit saying what it waited for.
 func Eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(WaitLimit); !cond(); {
+	for deadline := time.Now().Add(waitLimit); !cond(); {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting until %s", what)
 		}
