@@ -121,6 +121,29 @@ type Conn interface {
 	Abort() error
 }
 
+// NonblockingConn is a Conn that can be served without a goroutine
+// blocked on it: TryRead and TryWrite return syscall.EAGAIN where Read and
+// Write would wait, and SetNotify's function runs whenever that may have
+// changed. A relay of many mostly idle connections then needs no
+// goroutine per connection. The own engine's Conns implement it.
+type NonblockingConn interface {
+	Conn
+
+	// TryRead is Read without waiting; at the end of the stream it
+	// returns the last data with io.EOF where it can, as Read does.
+	TryRead(p []byte) (int, error)
+
+	// TryWrite writes what fits now and returns the count; with fin, the
+	// FIN follows once all of p is written, on its last segment. It
+	// returns 0, syscall.EAGAIN when nothing fits.
+	TryWrite(p []byte, fin bool) (int, error)
+
+	// SetNotify registers fn, called whenever the Conn may have become
+	// readable or writable or has failed. fn runs on the stack's own
+	// goroutines and must neither block nor call into the Conn.
+	SetNotify(fn func())
+}
+
 // Refuser is implemented by PacketConns that can refuse their flow as a
 // host with no socket on the port does: an ICMP port unreachable quoting
 // the first datagram (RFC 1122 §4.1.3.1), so a connected UDP socket of the

@@ -6,6 +6,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/tungate/tungate/internal/clock"
@@ -25,7 +26,7 @@ type Conn struct {
 	readDeadline, writeDeadline clock.Time
 }
 
-var _ stack.Conn = (*Conn)(nil)
+var _ stack.NonblockingConn = (*Conn)(nil)
 
 func newConn(f *flow) *Conn {
 	return &Conn{
@@ -49,34 +50,58 @@ func (c *Conn) Read(p []byte) (int, error) {
 	f := c.f
 	for {
 		f.mu.Lock()
-		if err := c.readGateLocked("read"); err != nil {
+		n, err, wait := c.readLocked(p)
+		if !wait {
 			f.mu.Unlock()
-			return 0, err
-		}
-		n, err := f.tcb.Read(p)
-		if n > 0 || err != nil || len(p) == 0 {
-			if n > 0 {
-				// Reading may open the window enough for an update.
-				c.flushLocked()
-			}
-			if f.tcb.Readable() {
-				signal(f.wait.read) // more for another reader
-			}
-			if n > 0 && err == nil && f.tcb.atEOF() {
-				err = io.EOF
-			}
-			f.mu.Unlock()
-			if err != nil && err != io.EOF {
-				return n, c.opErr("read", err)
-			}
 			return n, err
 		}
-		dl, dlCh, ch := c.readDeadline, f.wait.deadline, f.wait.read
+		dl, dlCh, ch := c.readDeadline, f.wait.deadlineCh(), f.wait.readCh()
 		f.mu.Unlock()
 		if err := c.await(ch, dl, dlCh); err != nil {
 			return 0, c.opErr("read", err)
 		}
 	}
+}
+
+// TryRead is Read without waiting: where Read would wait it returns 0,
+// syscall.EAGAIN, and the function given to SetNotify runs once that may
+// have changed.
+func (c *Conn) TryRead(p []byte) (int, error) {
+	f := c.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, err, wait := c.readLocked(p)
+	if wait {
+		return 0, syscall.EAGAIN
+	}
+	return n, err
+}
+
+// readLocked is one attempt of Read; wait reports that there is nothing
+// to return yet.
+func (c *Conn) readLocked(p []byte) (n int, err error, wait bool) {
+	f := c.f
+	if err := c.readGateLocked("read"); err != nil {
+		return 0, err, false
+	}
+	n, err = f.tcb.Read(p)
+	if n == 0 && err == nil && len(p) > 0 {
+		return 0, nil, true
+	}
+	if n > 0 {
+		// Reading may open the window enough for an update.
+		c.flushLocked()
+	}
+	if f.tcb.Readable() {
+		signal(f.wait.read) // more for another reader
+	}
+	if n > 0 && err == nil && f.tcb.atEOF() {
+		err = io.EOF
+	}
+	if err != nil && err != io.EOF {
+		return n, c.opErr("read", err), false
+	}
+	return n, err, false
 }
 
 // readGateLocked is why a Read or Peek (op) fails before it looks at the
@@ -116,7 +141,7 @@ func (c *Conn) Peek(p []byte) (int, error) {
 			}
 			return 0, io.EOF
 		}
-		dl, dlCh, ch := c.readDeadline, f.wait.deadline, f.wait.read
+		dl, dlCh, ch := c.readDeadline, f.wait.deadlineCh(), f.wait.readCh()
 		f.mu.Unlock()
 		if err := c.await(ch, dl, dlCh); err != nil {
 			return 0, c.opErr("peek", err)
@@ -178,12 +203,61 @@ func (c *Conn) write(p []byte, fin bool) (int, error) {
 			}
 			return written, nil
 		}
-		dl, dlCh, ch := c.writeDeadline, f.wait.deadline, f.wait.write
+		dl, dlCh, ch := c.writeDeadline, f.wait.deadlineCh(), f.wait.writeCh()
 		f.mu.Unlock()
 		if err := c.await(ch, dl, dlCh); err != nil {
 			return written, c.opErr("write", err)
 		}
 	}
+}
+
+// TryWrite is Write without waiting, and with fin the FIN queued once
+// all of p is (WriteFIN): it copies what the send buffer takes now and
+// returns the count, which is short when the buffer filled up; when it
+// takes nothing it returns 0, syscall.EAGAIN, and the function given to
+// SetNotify runs once there is room.
+func (c *Conn) TryWrite(p []byte, fin bool) (int, error) {
+	f := c.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c.closed {
+		return 0, c.opErr("write", net.ErrClosed)
+	}
+	if c.expired(c.writeDeadline) {
+		return 0, c.opErr("write", os.ErrDeadlineExceeded)
+	}
+	n, err := f.tcb.Write(p)
+	if err != nil {
+		return n, c.opErr("write", err)
+	}
+	finNow := fin && n == len(p)
+	if finNow {
+		f.tcb.CloseWrite()
+	}
+	if n > 0 || finNow {
+		c.flushLocked()
+	}
+	if finNow {
+		f.wait.wakeAll() // as CloseWrite does
+	}
+	if n == 0 && len(p) > 0 {
+		return 0, syscall.EAGAIN
+	}
+	return n, nil
+}
+
+// SetNotify registers fn to run whenever the Conn may have become
+// readable or writable, or has failed or closed: the readiness TryRead
+// and TryWrite wait for, without a goroutine per connection waiting on
+// it. fn runs on the engine's goroutines with the connection's lock
+// held, so it must return quickly and not call the Conn; it typically
+// schedules whoever calls TryRead and TryWrite. A spurious call is
+// possible. Only one function is kept; nil removes it.
+func (c *Conn) SetNotify(fn func()) {
+	f := c.f
+	f.mu.Lock()
+	f.wait.notify = fn
+	f.mu.Unlock()
 }
 
 // flushLocked emits what the TCB has due and writes it out. The flow
@@ -236,7 +310,7 @@ func (c *Conn) awaitEstablished(ctx context.Context) error {
 			f.mu.Unlock()
 			return net.ErrClosed
 		}
-		st, err, gone, ch := f.tcb.State(), f.tcb.Err(), f.gone, f.wait.state
+		st, err, gone, ch := f.tcb.State(), f.tcb.Err(), f.gone, f.wait.stateCh()
 		f.mu.Unlock()
 		switch {
 		case st >= Established && st != TimeWait:
@@ -354,29 +428,49 @@ func (c *Conn) opErr(op string, err error) error {
 // waiters wakes goroutines blocked on a flow. read, write and state hold
 // one pending signal each, so a wake-up is never lost; a woken waiter
 // re-checks the TCB, and passes the signal on when the condition still
-// holds for others (see Read and Write). deadline is closed and replaced
+// holds for others (see Read and Write). deadline is closed and dropped
 // whenever a deadline changes, waking every blocked reader and writer at
-// once. The deadline field is guarded by the flow's mutex.
+// once. Each channel is made by the first waiter that needs it (under
+// the flow's mutex, before it looks at the TCB, so no signal is lost):
+// a connection served through TryRead and TryWrite never has any, and
+// an idle one costs four channels less. notify is SetNotify's function.
+// Every field is guarded by the flow's mutex.
 type waiters struct {
 	read, write, state chan struct{}
 	deadline           chan struct{}
+	notify             func()
 }
 
-func (w *waiters) init() {
-	w.read = make(chan struct{}, 1)
-	w.write = make(chan struct{}, 1)
-	w.state = make(chan struct{}, 1)
-	w.deadline = make(chan struct{})
+func (w *waiters) readCh() chan struct{}  { return makeSignal(&w.read) }
+func (w *waiters) writeCh() chan struct{} { return makeSignal(&w.write) }
+func (w *waiters) stateCh() chan struct{} { return makeSignal(&w.state) }
+
+func makeSignal(ch *chan struct{}) chan struct{} {
+	if *ch == nil {
+		*ch = make(chan struct{}, 1)
+	}
+	return *ch
 }
 
+func (w *waiters) deadlineCh() chan struct{} {
+	if w.deadline == nil {
+		w.deadline = make(chan struct{})
+	}
+	return w.deadline
+}
+
+// signal leaves a pending signal on ch; a nil ch has no waiter.
 func signal(ch chan struct{}) {
+	if ch == nil {
+		return
+	}
 	select {
 	case ch <- struct{}{}:
 	default:
 	}
 }
 
-// wake signals the waiters that ev concerns.
+// wake signals the waiters that ev concerns and calls notify.
 func (w *waiters) wake(ev Events) {
 	if ev&(EventReadable|EventPeerFIN|EventReset|EventClosed) != 0 {
 		signal(w.read)
@@ -387,13 +481,18 @@ func (w *waiters) wake(ev Events) {
 	if ev&(EventEstablished|EventReset|EventClosed) != 0 {
 		signal(w.state)
 	}
+	if w.notify != nil && ev&(EventReadable|EventPeerFIN|EventWritable|EventReset|EventClosed) != 0 {
+		w.notify()
+	}
 }
 
 func (w *waiters) wakeAll() { w.wake(EventReadable | EventWritable | EventClosed) }
 
 // deadlineChanged wakes every blocked Read and Write so they re-read
-// their deadline. It allocates, but only when a deadline is set.
+// their deadline.
 func (w *waiters) deadlineChanged() {
-	close(w.deadline)
-	w.deadline = make(chan struct{})
+	if w.deadline != nil {
+		close(w.deadline)
+		w.deadline = nil
+	}
 }

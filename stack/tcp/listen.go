@@ -49,8 +49,6 @@ func (e *Engine) newSYN(id stack.FlowID, seg *Segment, now clock.Time, b *outBat
 	f.syn = *seg
 	f.syn.Payload = nil // data on a SYN is not acknowledged; the app resends it
 	f.req = &request{f: f}
-	f.wait.init()
-
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
@@ -142,7 +140,6 @@ func (e *Engine) cookieACK(id stack.FlowID, seg *Segment, now clock.Time, b *out
 		wscale, sack = decodeCookieTS(seg.Opts.TSEcr)
 	}
 	f := &flow{id: id, e: e, heapIdx: -1}
-	f.wait.init()
 	f.req = &request{f: f, preEstablished: true}
 	e.mu.Lock()
 	if e.closed || e.flows[id] != nil {
