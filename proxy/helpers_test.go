@@ -127,6 +127,9 @@ func newHarness(t *testing.T, o proxy.Options) *harness {
 	o.Logger = testLogger(t)
 	o.Observer = h.events.observe
 	h.p = proxy.New(o)
+	if goroutineRelays {
+		h.p.UseGoroutineRelays()
+	}
 	t.Cleanup(func() {
 		h.p.Close()
 		h.wg.Wait()
@@ -141,14 +144,38 @@ func (h *harness) handleTCP(dst string) (req *proxytest.Request, done <-chan str
 	return req, h.handleRequest(req)
 }
 
-// handleRequest runs HandleTCP for req; done is closed when it returns.
+// handleRequest runs HandleTCP for req; done is closed when it has
+// returned and the flow's relay, when it runs on events past the return,
+// has ended too.
 func (h *harness) handleRequest(req *proxytest.Request) (done <-chan struct{}) {
 	ch := make(chan struct{})
 	h.wg.Go(func() {
 		defer close(ch)
 		h.p.HandleTCP(context.Background(), req)
+		h.p.WaitRelayEnd(req.ID(), waitLimit)
 	})
 	return ch
+}
+
+// goroutineRelays makes newHarness's proxies relay with a goroutine per
+// direction instead of by events; bothRelays sets it.
+var goroutineRelays bool
+
+// bothRelays runs test once with each relay: by events (the default for
+// these tests' kernel-socket Conns and the own engine's) and with a
+// goroutine per direction (the gVisor stack's).
+func bothRelays(t *testing.T, test func(t *testing.T)) {
+	for _, g := range []bool{false, true} {
+		name := "evented"
+		if g {
+			name = "goroutines"
+		}
+		t.Run(name, func(t *testing.T) {
+			goroutineRelays = g
+			defer func() { goroutineRelays = false }()
+			test(t)
+		})
+	}
 }
 
 // establish runs a flow to a fresh upstream listener and returns the

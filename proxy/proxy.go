@@ -124,8 +124,14 @@ type Proxy struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu     sync.Mutex // guards closed and the Add side of flows
+	mu     sync.Mutex // guards closed, the fields below and the Add side of flows
 	closed bool
+	// evented relays flows by events where both sides allow it (see
+	// evrelay.go); the proxy's tests turn it off to test tcpRelay.
+	evented   bool
+	poller    *poller // made by the first evented relay
+	pollerErr error
+	relays    map[*evRelay]struct{} // the evented relays running
 	// flows counts the handler calls running in the proxy; Close waits
 	// for them.
 	flows sync.WaitGroup
@@ -157,6 +163,8 @@ func New(o Options) *Proxy {
 		cancel:           cancel,
 		tcpBufs:          bufPool{size: tcpBufSize},
 		udpBufs:          bufPool{size: udpBufSize},
+		evented:          true,
+		relays:           make(map[*evRelay]struct{}),
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -194,9 +202,19 @@ func (p *Proxy) Stats() Stats {
 func (p *Proxy) Close() error {
 	p.mu.Lock()
 	p.closed = true
+	for r := range p.relays {
+		r.interrupt(intrAbort)
+	}
 	p.mu.Unlock()
 	p.cancel()
 	p.flows.Wait()
+	p.mu.Lock()
+	pl := p.poller
+	p.poller = nil
+	p.mu.Unlock()
+	if pl != nil {
+		pl.close()
+	}
 	return nil
 }
 

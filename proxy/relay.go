@@ -54,8 +54,13 @@ type tcpRelay struct {
 const smallBufSize = 512
 
 // relay runs the flow until both directions have ended, then closes both
-// connections (those not aborted are closed gracefully).
-func (p *Proxy) relay(ctx context.Context, id stack.FlowID, app stack.Conn, up net.Conn) {
+// connections (those not aborted are closed gracefully). When both can be
+// served by events it hands the flow to an evRelay instead and returns
+// detached at once.
+func (p *Proxy) relay(ctx context.Context, id stack.FlowID, app stack.Conn, up net.Conn) (detached bool) {
+	if p.startEvented(id, app, up) {
+		return true
+	}
 	p.stats.tcpActive.Add(1)
 	defer p.stats.tcpActive.Add(-1)
 	r := &tcpRelay{p: p, id: id, conns: [2]net.Conn{SideApp: app, SideUpstream: up}}
@@ -74,6 +79,7 @@ func (p *Proxy) relay(ctx context.Context, id stack.FlowID, app stack.Conn, up n
 	r.ended = true
 	r.mu.Unlock()
 	r.closeBoth()
+	return false
 }
 
 // pipe copies from side from to the other side until from's Read ends or

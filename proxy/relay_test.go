@@ -37,6 +37,10 @@ func readAndHash(r net.Conn) ([32]byte, int64, error) {
 }
 
 func TestRelay_CopiesMegabytesBothWaysIntact(t *testing.T) {
+	bothRelays(t, testRelay_CopiesMegabytesBothWaysIntact)
+}
+
+func testRelay_CopiesMegabytesBothWaysIntact(t *testing.T) {
 	const size = 4 << 20
 	h := newHarness(t, proxy.Options{})
 	app, up, done := h.establish()
@@ -84,6 +88,10 @@ func TestRelay_CopiesMegabytesBothWaysIntact(t *testing.T) {
 }
 
 func TestRelay_AppFINHalfClosesUpstreamWhileDownstreamFlows(t *testing.T) {
+	bothRelays(t, testRelay_AppFINHalfClosesUpstreamWhileDownstreamFlows)
+}
+
+func testRelay_AppFINHalfClosesUpstreamWhileDownstreamFlows(t *testing.T) {
 	h := newHarness(t, proxy.Options{})
 	app, up, done := h.establish()
 	transfer(t, app, up, "request")
@@ -118,6 +126,10 @@ func TestRelay_AppFINHalfClosesUpstreamWhileDownstreamFlows(t *testing.T) {
 }
 
 func TestRelay_UpstreamFINHalfClosesAppWhileUpstreamFlowContinues(t *testing.T) {
+	bothRelays(t, testRelay_UpstreamFINHalfClosesAppWhileUpstreamFlowContinues)
+}
+
+func testRelay_UpstreamFINHalfClosesAppWhileUpstreamFlowContinues(t *testing.T) {
 	h := newHarness(t, proxy.Options{})
 	app, up, done := h.establish()
 	if err := up.CloseWrite(); err != nil {
@@ -145,7 +157,9 @@ func reset(t testing.TB, c *net.TCPConn) {
 	c.Close()
 }
 
-func TestRelay_UpstreamResetAbortsApp(t *testing.T) {
+func TestRelay_UpstreamResetAbortsApp(t *testing.T) { bothRelays(t, testRelay_UpstreamResetAbortsApp) }
+
+func testRelay_UpstreamResetAbortsApp(t *testing.T) {
 	h := newHarness(t, proxy.Options{})
 	app, up, done := h.establish()
 	transfer(t, up, app, "some data first")
@@ -160,7 +174,9 @@ func TestRelay_UpstreamResetAbortsApp(t *testing.T) {
 	}
 }
 
-func TestRelay_AppResetAbortsUpstream(t *testing.T) {
+func TestRelay_AppResetAbortsUpstream(t *testing.T) { bothRelays(t, testRelay_AppResetAbortsUpstream) }
+
+func testRelay_AppResetAbortsUpstream(t *testing.T) {
 	h := newHarness(t, proxy.Options{})
 	app, up, done := h.establish()
 	transfer(t, app, up, "some data first")
@@ -173,6 +189,10 @@ func TestRelay_AppResetAbortsUpstream(t *testing.T) {
 }
 
 func TestRelay_ResetAfterHalfCloseStillAbortsOtherSide(t *testing.T) {
+	bothRelays(t, testRelay_ResetAfterHalfCloseStillAbortsOtherSide)
+}
+
+func testRelay_ResetAfterHalfCloseStillAbortsOtherSide(t *testing.T) {
 	h := newHarness(t, proxy.Options{})
 	app, up, done := h.establish()
 	if err := app.CloseWrite(); err != nil {
@@ -185,6 +205,10 @@ func TestRelay_ResetAfterHalfCloseStillAbortsOtherSide(t *testing.T) {
 }
 
 func TestRelay_IdleTimeoutAbortsBothSides(t *testing.T) {
+	bothRelays(t, testRelay_IdleTimeoutAbortsBothSides)
+}
+
+func testRelay_IdleTimeoutAbortsBothSides(t *testing.T) {
 	const idle = time.Minute
 	h := newHarness(t, proxy.Options{IdleTimeout: idle})
 	app, up, done := h.establish()
@@ -209,6 +233,10 @@ func TestRelay_IdleTimeoutAbortsBothSides(t *testing.T) {
 }
 
 func TestRelay_HalfCloseTimeoutAbortsSilentOpenDirection(t *testing.T) {
+	bothRelays(t, testRelay_HalfCloseTimeoutAbortsSilentOpenDirection)
+}
+
+func testRelay_HalfCloseTimeoutAbortsSilentOpenDirection(t *testing.T) {
 	const half = 10 * time.Second
 	h := newHarness(t, proxy.Options{IdleTimeout: time.Hour, HalfCloseTimeout: half})
 	app, up, done := h.establish()
@@ -233,6 +261,10 @@ func TestRelay_HalfCloseTimeoutAbortsSilentOpenDirection(t *testing.T) {
 }
 
 func TestRelay_NegativeIdleTimeoutDisablesIt(t *testing.T) {
+	bothRelays(t, testRelay_NegativeIdleTimeoutDisablesIt)
+}
+
+func testRelay_NegativeIdleTimeoutDisablesIt(t *testing.T) {
 	h := newHarness(t, proxy.Options{IdleTimeout: -1})
 	app, up, done := h.establish()
 	transfer(t, app, up, "ping")
@@ -245,6 +277,10 @@ func TestRelay_NegativeIdleTimeoutDisablesIt(t *testing.T) {
 }
 
 func TestClose_AbortsRelaysAndWaitsForThem(t *testing.T) {
+	bothRelays(t, testClose_AbortsRelaysAndWaitsForThem)
+}
+
+func testClose_AbortsRelaysAndWaitsForThem(t *testing.T) {
 	h := newHarness(t, proxy.Options{})
 	app, up, _ := h.establish()
 	transfer(t, app, up, "ping")
@@ -257,6 +293,10 @@ func TestClose_AbortsRelaysAndWaitsForThem(t *testing.T) {
 }
 
 func TestRelay_AppDataQueuedBeforeFINArrivesBeforeEOF(t *testing.T) {
+	bothRelays(t, testRelay_AppDataQueuedBeforeFINArrivesBeforeEOF)
+}
+
+func testRelay_AppDataQueuedBeforeFINArrivesBeforeEOF(t *testing.T) {
 	h := newHarness(t, proxy.Options{})
 	app, up, done := h.establish()
 	msg := bytes.Repeat([]byte("x"), 100<<10)
@@ -286,6 +326,10 @@ func (c *trackedConn) Close() error {
 }
 
 func TestRelay_ClosesBothConnectionsAfterBothFINs(t *testing.T) {
+	bothRelays(t, testRelay_ClosesBothConnectionsAfterBothFINs)
+}
+
+func testRelay_ClosesBothConnectionsAfterBothFINs(t *testing.T) {
 	direct := proxy.NewDirect(proxy.DirectOptions{})
 	upstreams := make(chan *trackedConn, 1)
 	h := newHarness(t, proxy.Options{Dialer: dialFunc(func(ctx context.Context, network, address string) (net.Conn, error) {
@@ -316,6 +360,10 @@ func TestRelay_ClosesBothConnectionsAfterBothFINs(t *testing.T) {
 }
 
 func TestRelay_HoldsNoLargeBufferWhileItsReadsWait(t *testing.T) {
+	bothRelays(t, testRelay_HoldsNoLargeBufferWhileItsReadsWait)
+}
+
+func testRelay_HoldsNoLargeBufferWhileItsReadsWait(t *testing.T) {
 	h := newHarness(t, proxy.Options{})
 	app, up, _ := h.establish()
 	transfer(t, app, up, "x")

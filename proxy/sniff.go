@@ -212,12 +212,12 @@ const sniffBufSize = 16 << 10
 
 // handleSniffed routes a flow by its first bytes: handshake, read, route,
 // dial, then relay with the bytes read sent upstream first.
-func (p *Proxy) handleSniffed(ctx context.Context, req stack.Request, id stack.FlowID, sniff Route) {
+func (p *Proxy) handleSniffed(ctx context.Context, req stack.Request, id stack.FlowID, sniff Route) (detached bool) {
 	conn, err := p.accept(ctx, req, id)
 	if err != nil {
 		p.stats.tcpAcceptFailed.Add(1)
 		p.log.Debug("tcp accept failed", "flow", id, "err", err)
-		return
+		return false
 	}
 	first, domain := p.sniff(conn)
 	p.stats.tcpSniffed.Add(1)
@@ -235,25 +235,25 @@ func (p *Proxy) handleSniffed(ctx context.Context, req stack.Request, id stack.F
 			p.stats.tcpRouteDropped.Add(1)
 		}
 		p.abort(id, SideApp, conn)
-		return
+		return false
 	}
 	up, err := p.dialTCP(ctx, id, rt)
 	if err != nil {
 		p.countDialFailure(err)
 		p.log.Debug("tcp dial after sniffing failed", "flow", id, "err", err)
 		p.abort(id, SideApp, conn)
-		return
+		return false
 	}
 	if len(first) > 0 {
 		if _, err := up.Write(first); err != nil {
 			p.abort(id, SideApp, conn)
 			p.abort(id, SideUpstream, up)
-			return
+			return false
 		}
 		p.stats.bytesUp.Add(uint64(len(first)))
 	}
 	p.stats.tcpAccepted.Add(1)
-	p.relay(ctx, id, conn, up)
+	return p.relay(ctx, id, conn, up)
 }
 
 // sniff reads from conn until the first bytes name a domain, cannot, or

@@ -9,6 +9,10 @@ type Stats struct {
 	TCPAccepted uint64
 	// TCPActive is the number of TCP relays running now.
 	TCPActive int64
+	// TCPEvented is how many of them run on events (no goroutine while
+	// idle; see the proxy's evrelay.go): those between the own engine's
+	// Conns and kernel sockets.
+	TCPEvented int64
 	// TCPPolicyRejected counts flows refused by Options.Policy.
 	TCPPolicyRejected uint64
 	// TCPRouteRejected and TCPRouteDropped count flows whose Route said
@@ -76,7 +80,7 @@ type counters struct {
 	tcpDialFailed, tcpAcceptFailed                          atomic.Uint64
 	tcpRouteRejected, tcpRouteDropped                       atomic.Uint64
 	tcpSniffed, tcpSniffedName                              atomic.Uint64
-	tcpActive, tcpOpen                                      atomic.Int64
+	tcpActive, tcpOpen, tcpEvented                          atomic.Int64
 	tcpLimitRejected, tcpFDExhausted                        atomic.Uint64
 	bytesUp, bytesDown                                      atomic.Uint64
 	resetsFromApp, resetsFromUpstream                       atomic.Uint64
@@ -92,6 +96,7 @@ func (c *counters) snapshot() Stats {
 	return Stats{
 		TCPAccepted:        c.tcpAccepted.Load(),
 		TCPActive:          c.tcpActive.Load(),
+		TCPEvented:         c.tcpEvented.Load(),
 		TCPOpen:            c.tcpOpen.Load(),
 		TCPLimitRejected:   c.tcpLimitRejected.Load(),
 		TCPFDExhausted:     c.tcpFDExhausted.Load(),

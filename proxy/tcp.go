@@ -17,7 +17,9 @@ import (
 // app is gone by the time Accept runs, the upstream connection is
 // aborted. An accepted flow is relayed until both directions have
 // finished, a side resets, a timeout expires, ctx is done or the proxy
-// closes; HandleTCP returns after both connections are closed.
+// closes. HandleTCP returns after both connections are closed, except
+// where the relay runs on events (see evrelay.go): it then returns at
+// once, and the relay ends on its own; Close waits for it.
 func (p *Proxy) HandleTCP(ctx context.Context, req stack.Request) {
 	id := req.ID()
 	ctx, end, ok := p.begin(ctx)
@@ -34,7 +36,12 @@ func (p *Proxy) HandleTCP(ctx context.Context, req stack.Request) {
 		p.reject(req, id, fmt.Errorf("proxy: %d connections in progress (proxy.max_connections)", p.maxConns))
 		return
 	}
-	defer p.release()
+	detached := false // the relay took over the flow's place (startEvented)
+	defer func() {
+		if !detached {
+			p.release()
+		}
+	}()
 	if p.policy != nil {
 		if err := p.policy(id); err != nil {
 			p.stats.tcpPolicyRejected.Add(1)
@@ -44,7 +51,7 @@ func (p *Proxy) HandleTCP(ctx context.Context, req stack.Request) {
 	}
 	rt := p.route(id, "tcp")
 	if rt.Sniff != nil {
-		p.handleSniffed(ctx, req, id, rt)
+		detached = p.handleSniffed(ctx, req, id, rt)
 		return
 	}
 	p.emit(Event{Flow: id, Kind: EventRoute, Route: rt})
@@ -73,7 +80,7 @@ func (p *Proxy) HandleTCP(ctx context.Context, req stack.Request) {
 		return
 	}
 	p.stats.tcpAccepted.Add(1)
-	p.relay(ctx, id, conn, up)
+	detached = p.relay(ctx, id, conn, up)
 }
 
 // dialTCP connects upstream to id.Dst through rt within the connect

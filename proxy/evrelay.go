@@ -1,0 +1,587 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tungate/tungate/stack"
+)
+
+// The evented relay. tcpRelay (relay.go) runs a goroutine per direction,
+// each blocked in Read for as long as the flow lives: about 12 KiB of
+// stacks per connection, the largest part of an idle connection's cost.
+// evRelay serves the same flow with no goroutine while it is idle. Each
+// side is an endpoint that never blocks — the own engine's Conn through
+// stack.NonblockingConn, a kernel socket through non-blocking system
+// calls — and says when it may have become ready: the engine calls the
+// Conn's notify function, the poller reports the socket's epoll events.
+// Either schedules the relay, which then runs on a goroutine of its own
+// until neither direction can move, and returns. A connection costs a
+// goroutine only while it has data to move, and a large buffer only while
+// a direction holds data its destination cannot take yet.
+//
+// The relay's teardown is tcpRelay's, event for event: a FIN is passed on
+// as a half-close (with the last data, on its segment, see finwrite.go),
+// a reset or a failed write aborts both sides, the watchdog's timeouts
+// and the proxy's Close abort both. All of it happens on the relay's
+// goroutine, so the sides are closed by nobody else while it uses them.
+
+// The scheduling states of an evRelay.
+const (
+	schedIdle    int32 = iota // no goroutine; the next notify starts one
+	schedRunning              // a goroutine is working
+	schedAgain                // working, and notified since it started
+	schedDone                 // ended; notifications are ignored
+)
+
+// The interrupts of an evRelay, set from other goroutines and acted upon
+// by the relay's own.
+const (
+	intrNone int32 = iota
+	intrAbort
+	intrIdle
+	intrHalfClose
+)
+
+// evRelay is one flow relayed by events.
+type evRelay struct {
+	p     *Proxy
+	id    stack.FlowID
+	ends  [2]endpoint // by Side
+	wd    *watchdog
+	sched atomic.Int32
+	intr  atomic.Int32
+
+	// Owned by the running goroutine.
+	pend     [2]pending // by Side: read from it, not yet written to the other
+	done     [2]bool    // by Side: its direction has ended (FIN passed on)
+	aborted  [2]bool
+	reset    [2]bool
+	finished int       // directions ended by EOF
+	bytes    [2]uint64 // by Side: payload read from it
+}
+
+// pending is what a direction read and its destination did not take yet,
+// and how the read ended: term is nil (more may come), io.EOF (the FIN,
+// passed on after the data) or the error that ended it.
+type pending struct {
+	buf      *[]byte // pooled; nil while the direction holds no data
+	off, end int
+	term     error
+}
+
+// endpoint is one side of an evRelay.
+type endpoint interface {
+	// tryRead reads what is there: n > 0 with err nil, or with io.EOF
+	// when the FIN follows (or another error that came right after the
+	// data); 0 and syscall.EAGAIN when nothing is; else 0 and the error.
+	tryRead(p []byte) (int, error)
+	// tryWrite writes what fits and, with fin, the FIN once all of p is
+	// written; 0, syscall.EAGAIN when nothing fits.
+	tryWrite(p []byte, fin bool) (int, error)
+	// watch starts the readiness reports; the endpoint is expected to
+	// be ready, so the relay runs once after watch anyway.
+	watch(r *evRelay) error
+	// unwatch stops them; it precedes any close.
+	unwatch(r *evRelay)
+	conn() net.Conn
+}
+
+// startEvented relays app and up by events when both can be, and reports
+// whether it did; the relay then owns both connections, the flow's place
+// under MaxConnections and a count in p.flows, and ends on its own.
+func (p *Proxy) startEvented(id stack.FlowID, app, up net.Conn) bool {
+	if !p.evented {
+		return false
+	}
+	if !eventable(app) || !eventable(up) {
+		return false
+	}
+	pl, err := p.getPoller()
+	if err != nil {
+		return false
+	}
+	ae, ok := endpointOf(pl, app)
+	if !ok {
+		return false
+	}
+	ue, ok := endpointOf(pl, up)
+	if !ok {
+		return false
+	}
+	r := &evRelay{p: p, id: id, ends: [2]endpoint{SideApp: ae, SideUpstream: ue}}
+	r.sched.Store(schedRunning) // nothing runs before setup ends
+	r.wd = newWatchdog(p.clock, p.idleTimeout, errIdleTimeout, r.timeout)
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		r.wd.stop()
+		return false
+	}
+	p.relays[r] = struct{}{}
+	p.flows.Add(1)
+	p.mu.Unlock()
+	p.stats.tcpActive.Add(1)
+	p.stats.tcpEvented.Add(1)
+	for side, e := range r.ends {
+		if err := e.watch(r); err != nil {
+			p.log.Debug("tcp relay: cannot watch", "flow", id, "side", Side(side), "err", err)
+			r.intr.CompareAndSwap(intrNone, intrAbort)
+		}
+	}
+	go r.run()
+	return true
+}
+
+// eventable reports whether endpointOf may take c, without a poller.
+func eventable(c net.Conn) bool {
+	switch c.(type) {
+	case stack.NonblockingConn, syscall.Conn:
+		return true
+	}
+	return false
+}
+
+// endpointOf is c as an endpoint: the own engine's Conn, or a kernel TCP
+// socket (the direct dialer's, a SOCKS5 proxy's once connected, and the
+// loopback Conns of the proxy's tests).
+func endpointOf(pl *poller, c net.Conn) (endpoint, bool) {
+	if nb, ok := c.(stack.NonblockingConn); ok {
+		return &connEnd{c: nb}, true
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, false
+	}
+	if _, tcp := c.LocalAddr().(*net.TCPAddr); !tcp {
+		return nil, false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, false
+	}
+	s := &sockEnd{c: c, rc: rc, pl: pl, fd: -1}
+	if err := rc.Control(func(fd uintptr) { s.fd = int(fd) }); err != nil {
+		return nil, false
+	}
+	s.readFn, s.writeFn = s.doRead, s.doWrite
+	return s, true
+}
+
+// getPoller returns the proxy's poller, made on first use. Failing to
+// make one (no epoll) leaves the relays on goroutines, said once.
+func (p *Proxy) getPoller() (*poller, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.poller == nil && p.pollerErr == nil {
+		p.poller, p.pollerErr = newPoller()
+		if p.pollerErr != nil {
+			p.log.Warn("proxy: relays use a goroutine per direction", "err", p.pollerErr)
+		}
+	}
+	return p.poller, p.pollerErr
+}
+
+// notify schedules the relay: a goroutine starts unless one is running,
+// which then looks once more before it returns.
+func (r *evRelay) notify() {
+	for {
+		switch r.sched.Load() {
+		case schedIdle:
+			if r.sched.CompareAndSwap(schedIdle, schedRunning) {
+				go r.run()
+				return
+			}
+		case schedRunning:
+			if r.sched.CompareAndSwap(schedRunning, schedAgain) {
+				return
+			}
+		default: // again, done
+			return
+		}
+	}
+}
+
+// interrupt asks the relay to abort both sides for reason (the first
+// reason asked stays).
+func (r *evRelay) interrupt(reason int32) {
+	if r.intr.CompareAndSwap(intrNone, reason) {
+		r.notify()
+	}
+}
+
+// timeout is the watchdog's expiry.
+func (r *evRelay) timeout(reason error) {
+	if reason == errHalfCloseTimeout {
+		r.interrupt(intrHalfClose)
+	} else {
+		r.interrupt(intrIdle)
+	}
+}
+
+func (r *evRelay) run() {
+	for {
+		r.sched.Store(schedRunning)
+		if r.work() {
+			r.sched.Store(schedDone)
+			r.finish()
+			return
+		}
+		if r.sched.CompareAndSwap(schedRunning, schedIdle) {
+			return
+		}
+	}
+}
+
+// work moves data both ways until neither direction can move, and
+// reports whether the relay has ended.
+func (r *evRelay) work() (ended bool) {
+	if reason := r.intr.Load(); reason != intrNone {
+		r.interrupted(reason)
+		return true
+	}
+	for {
+		moved := false
+		for _, from := range [2]Side{SideApp, SideUpstream} {
+			m, end := r.move(from)
+			if end {
+				return true
+			}
+			moved = moved || m
+		}
+		if r.done[SideApp] && r.done[SideUpstream] {
+			return true
+		}
+		if !moved {
+			return false
+		}
+	}
+}
+
+// move copies from side from to the other side as far as both allow. It
+// reports whether anything happened and whether the relay must end.
+func (r *evRelay) move(from Side) (moved, end bool) {
+	if r.done[from] {
+		return false, false
+	}
+	to := from.other()
+	src, dst := r.ends[from], r.ends[to]
+	pd := &r.pend[from]
+	for {
+		if pd.off < pd.end || pd.term != nil {
+			n, err := dst.tryWrite((*pd.buf)[pd.off:pd.end], pd.term == io.EOF)
+			if n > 0 {
+				pd.off += n
+				moved = true
+			}
+			switch {
+			case err == syscall.EAGAIN:
+				return moved, false // the destination reports room
+			case err != nil:
+				r.writeFailed(from, err)
+				return true, true
+			case pd.off < pd.end:
+				continue // a short write: the next one says EAGAIN
+			}
+			r.count(from, pd.end)
+			pd.off, pd.end = 0, 0
+			if term := pd.term; term != nil {
+				r.release(pd)
+				if term == io.EOF {
+					r.p.emit(Event{Flow: r.id, Kind: EventCloseWrite, Side: to})
+					r.done[from] = true
+					return true, false
+				}
+				r.readEnded(from, term)
+				return true, true
+			}
+		}
+		if pd.buf == nil {
+			pd.buf = r.p.tcpBufs.get()
+		}
+		n, err := src.tryRead(*pd.buf)
+		if n > 0 {
+			r.wd.touch()
+			pd.end = n
+			moved = true
+		}
+		switch {
+		case err == syscall.EAGAIN:
+			r.release(pd)
+			return moved, false // the source reports more
+		case err == io.EOF:
+			r.eof(from)
+			pd.term = err
+		case err != nil && n > 0:
+			pd.term = err // the data first, then the error
+		case err != nil:
+			r.release(pd)
+			r.readEnded(from, err)
+			return true, true
+		}
+	}
+}
+
+// release gives a direction's buffer back once it holds no data.
+func (r *evRelay) release(pd *pending) {
+	if pd.buf != nil && pd.off == pd.end {
+		r.p.tcpBufs.put(pd.buf)
+		pd.buf, pd.off, pd.end = nil, 0, 0
+	}
+}
+
+func (r *evRelay) count(from Side, n int) {
+	r.bytes[from] += uint64(n)
+	if from == SideApp {
+		r.p.stats.bytesUp.Add(uint64(n))
+	} else {
+		r.p.stats.bytesDown.Add(uint64(n))
+	}
+}
+
+// eof records from's FIN, as tcpRelay.eof does.
+func (r *evRelay) eof(from Side) {
+	r.p.emit(Event{Flow: r.id, Kind: EventEOF, Side: from})
+	r.finished++
+	if r.finished == 1 {
+		r.wd.setLimit(r.p.halfCloseLimit())
+	}
+}
+
+// readEnded handles a read that ended with err other than the FIN: a
+// reset is passed on as an abort, anything else aborts both sides.
+func (r *evRelay) readEnded(from Side, err error) {
+	to := from.other()
+	if isReset(err) {
+		r.countReset(from)
+		r.abortSide(to)
+		return
+	}
+	r.p.log.Debug("tcp read failed", "flow", r.id, "side", from, "err", err)
+	r.abortSide(to)
+	r.abortSide(from)
+}
+
+// writeFailed handles a failed write towards the other side of from, as
+// tcpRelay.writeFailed does.
+func (r *evRelay) writeFailed(from Side, err error) {
+	to := from.other()
+	if isReset(err) || errors.Is(err, syscall.EPIPE) {
+		r.countReset(to)
+	} else {
+		r.p.log.Debug("tcp write failed", "flow", r.id, "side", to, "err", err)
+	}
+	r.abortSide(from)
+	r.abortSide(to)
+}
+
+func (r *evRelay) countReset(side Side) {
+	if r.reset[side] {
+		return
+	}
+	r.reset[side] = true
+	if side == SideApp {
+		r.p.stats.resetsFromApp.Add(1)
+	} else {
+		r.p.stats.resetsFromUpstream.Add(1)
+	}
+	r.p.emit(Event{Flow: r.id, Kind: EventReset, Side: side})
+}
+
+func (r *evRelay) abortSide(side Side) {
+	if r.aborted[side] {
+		return
+	}
+	r.aborted[side] = true
+	e := r.ends[side]
+	e.unwatch(r)
+	r.p.abort(r.id, side, e.conn())
+}
+
+// interrupted acts on an interrupt: both sides are aborted.
+func (r *evRelay) interrupted(reason int32) {
+	switch reason {
+	case intrIdle, intrHalfClose:
+		err := errIdleTimeout
+		if reason == intrHalfClose {
+			err = errHalfCloseTimeout
+			r.p.stats.halfCloseTimeouts.Add(1)
+		} else {
+			r.p.stats.idleTimeouts.Add(1)
+		}
+		r.p.log.Debug("tcp relay timed out", "flow", r.id, "err", err)
+		r.p.emit(Event{Flow: r.id, Kind: EventTimeout, Err: err})
+	}
+	r.abortSide(SideApp)
+	r.abortSide(SideUpstream)
+}
+
+// finish closes what was not aborted, gives everything back and reports
+// the relay's end, as tcpRelay's closeBoth does.
+func (r *evRelay) finish() {
+	r.wd.stop()
+	for _, side := range [2]Side{SideApp, SideUpstream} {
+		if !r.aborted[side] {
+			e := r.ends[side]
+			e.unwatch(r)
+			e.conn().Close()
+		}
+		pd := &r.pend[side]
+		pd.off, pd.end = 0, 0
+		r.release(pd)
+	}
+	up, down := r.bytes[SideApp], r.bytes[SideUpstream]
+	r.p.log.Debug("tcp relay closed", "flow", r.id, "up", up, "down", down,
+		"aborted", r.aborted[SideApp] || r.aborted[SideUpstream])
+	r.p.emit(Event{Flow: r.id, Kind: EventClose, Up: up, Down: down})
+	p := r.p
+	p.stats.tcpActive.Add(-1)
+	p.stats.tcpEvented.Add(-1)
+	p.release()
+	p.mu.Lock()
+	delete(p.relays, r)
+	p.mu.Unlock()
+	p.flows.Done()
+}
+
+// connEnd is a stack Conn that does not block (the own engine's).
+type connEnd struct{ c stack.NonblockingConn }
+
+func (e *connEnd) tryRead(p []byte) (int, error) { return e.c.TryRead(p) }
+func (e *connEnd) tryWrite(p []byte, fin bool) (int, error) {
+	return e.c.TryWrite(p, fin)
+}
+func (e *connEnd) watch(r *evRelay) error { e.c.SetNotify(r.notify); return nil }
+func (e *connEnd) unwatch(*evRelay)       { e.c.SetNotify(nil) }
+func (e *connEnd) conn() net.Conn         { return e.c }
+
+// sockEnd is a kernel TCP socket, used with non-blocking system calls
+// through its RawConn, so that a Close elsewhere cannot pull the
+// descriptor from under a call.
+type sockEnd struct {
+	c       net.Conn
+	rc      syscall.RawConn
+	pl      *poller
+	fd      int // for the poller only
+	watched bool
+	corked  bool
+
+	// The arguments and results of doRead and doWrite, which readFn
+	// and writeFn hold bound, so that a call allocates no closure.
+	p               []byte
+	n               int
+	err             error
+	readFn, writeFn func(uintptr) bool
+}
+
+// tryRead reads until p is full or the socket has nothing more. A read
+// that did not fill p is followed by another one, which finds the FIN
+// when it is queued right behind the data (the first read then returns
+// with io.EOF, so the FIN leaves with the data), or EAGAIN.
+func (s *sockEnd) tryRead(p []byte) (int, error) {
+	total := 0
+	for total < len(p) {
+		s.p = p[total:]
+		if err := s.rc.Read(s.readFn); err != nil {
+			return total, err
+		}
+		n, err := s.n, s.err
+		switch {
+		case err == syscall.EAGAIN:
+			if total > 0 {
+				return total, nil
+			}
+			return 0, err
+		case err != nil:
+			return total, err
+		case n == 0:
+			return total, io.EOF
+		}
+		total += n
+	}
+	return total, nil
+}
+
+func (s *sockEnd) doRead(fd uintptr) bool {
+	for {
+		n, err := unix.Read(int(fd), s.p)
+		if err == unix.EINTR {
+			continue
+		}
+		s.n, s.err = max(n, 0), err
+		return true // never wait: EAGAIN goes back to the relay
+	}
+}
+
+// tryWrite writes p; with fin, the socket is corked from the first write
+// to the shutdown, so that Linux sends the tail of p and the FIN on one
+// segment (see writeFIN).
+func (s *sockEnd) tryWrite(p []byte, fin bool) (int, error) {
+	if fin && !s.corked {
+		s.setCork(1)
+	}
+	total := 0
+	for total < len(p) {
+		s.p = p[total:]
+		if err := s.rc.Write(s.writeFn); err != nil {
+			return total, err
+		}
+		if s.err != nil {
+			if s.err == syscall.EAGAIN && total > 0 {
+				return total, nil
+			}
+			return total, s.err
+		}
+		total += s.n
+	}
+	if fin {
+		var err error
+		cerr := s.rc.Control(func(fd uintptr) { err = unix.Shutdown(int(fd), unix.SHUT_WR) })
+		s.setCork(0)
+		if err == nil {
+			err = cerr
+		}
+		return total, err
+	}
+	return total, nil
+}
+
+func (s *sockEnd) doWrite(fd uintptr) bool {
+	for {
+		n, err := unix.Write(int(fd), s.p)
+		if err == unix.EINTR {
+			continue
+		}
+		s.n, s.err = max(n, 0), err
+		return true
+	}
+}
+
+func (s *sockEnd) setCork(v int) {
+	_ = s.rc.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, v)
+	})
+	s.corked = v == 1
+}
+
+func (s *sockEnd) watch(r *evRelay) error {
+	if err := s.pl.subscribe(s.fd, r); err != nil {
+		return err
+	}
+	s.watched = true
+	return nil
+}
+
+func (s *sockEnd) unwatch(r *evRelay) {
+	if s.watched {
+		s.watched = false
+		s.pl.forget(s.fd, r)
+	}
+}
+
+func (s *sockEnd) conn() net.Conn { return s.c }

@@ -1,0 +1,139 @@
+package proxy
+
+import (
+	"os"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// poller waits for the readiness of the kernel sockets the evented relays
+// serve (see evrelay.go): one epoll instance holding every such socket,
+// edge-triggered, whose own readiness the Go runtime's poller waits for.
+// So however many connections sit idle, one goroutine is parked, in the
+// runtime's poller, and none per connection. An event calls the
+// subscriber's relay to be scheduled.
+//
+// A socket leaves the epoll set when it is closed (the kernel removes a
+// closed file from every epoll set), so unsubscribing is only forgetting
+// the subscriber: no epoll_ctl per connection besides the one ADD.
+type poller struct {
+	f  *os.File // the epoll descriptor, in the runtime's poller
+	rc syscall.RawConn
+
+	mu   sync.Mutex
+	subs map[int32]*evRelay // by descriptor
+	done chan struct{}      // closed when run returns
+}
+
+// pollEvents is what a subscribed socket is watched for, edge-triggered:
+// data or a FIN or an error to read, room to write.
+const pollEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+
+func newPoller() (*poller, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, os.NewSyscallError("epoll_create1", err)
+	}
+	// Non-blocking, so that os.NewFile puts it in the runtime's poller.
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, os.NewSyscallError("fcntl", err)
+	}
+	f := os.NewFile(uintptr(epfd), "epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	pl := &poller{f: f, rc: rc, subs: make(map[int32]*evRelay), done: make(chan struct{})}
+	go pl.run()
+	return pl, nil
+}
+
+// subscribe watches fd and schedules r on each of its events. The epoll
+// set reports the socket's present readiness at once (edge-triggered
+// sets do on ADD), so r may be scheduled before subscribe returns.
+func (pl *poller) subscribe(fd int, r *evRelay) error {
+	pl.mu.Lock()
+	pl.subs[int32(fd)] = r
+	pl.mu.Unlock()
+	var err error
+	cerr := pl.rc.Control(func(epfd uintptr) {
+		ev := unix.EpollEvent{Events: pollEvents, Fd: int32(fd)}
+		err = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_ADD, fd, &ev)
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
+		pl.forget(fd, r)
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	return nil
+}
+
+// forget drops fd's subscriber if it is still r: once fd is closed, its
+// number may already belong to another relay's socket.
+func (pl *poller) forget(fd int, r *evRelay) {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if pl.subs[int32(fd)] == r {
+		delete(pl.subs, int32(fd))
+	}
+}
+
+// run dispatches events until close. It drains the epoll set without
+// waiting and then parks in the runtime's poller until the set is ready
+// again; the runtime's readiness flag is sticky, so an event arriving in
+// between wakes it at once.
+func (pl *poller) run() {
+	defer close(pl.done)
+	events := make([]unix.EpollEvent, 256)
+	var ready []*evRelay
+	var werr error
+	drain := func(epfd uintptr) bool {
+		for {
+			n, err := unix.EpollWait(int(epfd), events, 0)
+			switch {
+			case err == unix.EINTR:
+				continue
+			case err != nil:
+				werr = os.NewSyscallError("epoll_wait", err)
+				return true
+			case n == 0:
+				return false
+			}
+			ready = ready[:0]
+			pl.mu.Lock()
+			for _, ev := range events[:n] {
+				if r := pl.subs[ev.Fd]; r != nil {
+					ready = append(ready, r)
+				}
+			}
+			pl.mu.Unlock()
+			for _, r := range ready {
+				r.notify()
+			}
+			clear(ready)
+			if n < len(events) {
+				return false // drained: wait for the next events
+			}
+		}
+	}
+	for {
+		// An error is the close (or werr, which cannot happen with a
+		// valid epoll descriptor): the relays still end through their
+		// stack side and their timeouts.
+		if err := pl.rc.Read(drain); err != nil || werr != nil {
+			return
+		}
+	}
+}
+
+// close stops run and closes the epoll descriptor.
+func (pl *poller) close() {
+	pl.f.Close()
+	<-pl.done
+}
