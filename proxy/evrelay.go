@@ -469,11 +469,11 @@ type sockEnd struct {
 	pl      *poller
 	fd      int // for the poller only
 	watched bool
-	corked  bool
 
 	// The arguments and results of doRead and doWrite, which readFn
 	// and writeFn hold bound, so that a call allocates no closure.
 	p               []byte
+	more            bool // doWrite: MSG_MORE
 	n               int
 	err             error
 	readFn, writeFn func(uintptr) bool
@@ -518,16 +518,15 @@ func (s *sockEnd) doRead(fd uintptr) bool {
 	}
 }
 
-// tryWrite writes p; with fin, the socket is corked from the first write
-// to the shutdown, so that Linux sends the tail of p and the FIN on one
-// segment (see writeFIN).
+// tryWrite writes p; with fin, the last write carries MSG_MORE and the
+// shutdown follows it, so that Linux appends the FIN to the still unsent
+// tail of p (tcp_send_fin) and sends both on one segment: what TCP_CORK
+// does in writeFIN, in two system calls instead of four. A FIN without
+// data is the shutdown alone.
 func (s *sockEnd) tryWrite(p []byte, fin bool) (int, error) {
-	if fin && !s.corked {
-		s.setCork(1)
-	}
 	total := 0
 	for total < len(p) {
-		s.p = p[total:]
+		s.p, s.more = p[total:], fin
 		if err := s.rc.Write(s.writeFn); err != nil {
 			return total, err
 		}
@@ -542,7 +541,6 @@ func (s *sockEnd) tryWrite(p []byte, fin bool) (int, error) {
 	if fin {
 		var err error
 		cerr := s.rc.Control(func(fd uintptr) { err = unix.Shutdown(int(fd), unix.SHUT_WR) })
-		s.setCork(0)
 		if err == nil {
 			err = cerr
 		}
@@ -552,21 +550,18 @@ func (s *sockEnd) tryWrite(p []byte, fin bool) (int, error) {
 }
 
 func (s *sockEnd) doWrite(fd uintptr) bool {
+	flags := unix.MSG_NOSIGNAL
+	if s.more {
+		flags |= unix.MSG_MORE
+	}
 	for {
-		n, err := unix.Write(int(fd), s.p)
+		n, err := unix.SendmsgN(int(fd), s.p, nil, nil, flags)
 		if err == unix.EINTR {
 			continue
 		}
 		s.n, s.err = max(n, 0), err
 		return true
 	}
-}
-
-func (s *sockEnd) setCork(v int) {
-	_ = s.rc.Control(func(fd uintptr) {
-		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_CORK, v)
-	})
-	s.corked = v == 1
 }
 
 func (s *sockEnd) watch(r *evRelay) error {

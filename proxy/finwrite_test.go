@@ -96,6 +96,18 @@ func TestWriteFIN_KernelSocketSendsDataAndFINInOneSegment(t *testing.T) {
 			}
 			return err
 		}, 1},
+		// The evented relay's socket side: MSG_MORE, then the shutdown.
+		{"sockEnd.tryWrite with fin", func(c *net.TCPConn) error {
+			e, ok := endpointOf(nil, c)
+			if !ok {
+				t.Fatal("a kernel TCP socket is not an endpoint")
+			}
+			n, err := e.tryWrite([]byte("response"), true)
+			if n != len("response") {
+				t.Errorf("tryWrite wrote %d bytes", n)
+			}
+			return err
+		}, 1},
 		// The control: without the cork Linux sends them apart.
 		{"Write then CloseWrite", func(c *net.TCPConn) error {
 			if _, err := c.Write([]byte("response")); err != nil {
