@@ -141,27 +141,39 @@ func (p *Proxy) startEvented(id stack.FlowID, app, up net.Conn) bool {
 // eventable reports whether endpointOf may take c, without a poller.
 func eventable(c net.Conn) bool {
 	switch c.(type) {
-	case stack.NonblockingConn, syscall.Conn:
+	case stack.NonblockingConn, *net.TCPConn, kernelSocket:
 		return true
 	}
 	return false
 }
 
+// kernelSocket is a Conn that is a kernel TCP socket underneath and adds
+// nothing to its reads and writes, only to Close or Abort, and says so:
+// the evented relay then uses the socket and still closes and aborts
+// through the Conn. The proxy's test Conns (proxytest) are such Conns.
+// Any other wrapper of a socket, such as the HTTP tunnel's prefixConn,
+// is relayed by tcpRelay through its own Read and Write.
+type kernelSocket interface {
+	net.Conn
+	KernelSocket() *net.TCPConn
+}
+
 // endpointOf is c as an endpoint: the own engine's Conn, or a kernel TCP
-// socket (the direct dialer's, a SOCKS5 proxy's once connected, and the
-// loopback Conns of the proxy's tests).
+// socket (the direct dialer's, a SOCKS5 proxy's once connected, and
+// kernelSockets).
 func endpointOf(pl *poller, c net.Conn) (endpoint, bool) {
-	if nb, ok := c.(stack.NonblockingConn); ok {
-		return &connEnd{c: nb}, true
-	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
+	var tc *net.TCPConn
+	switch c := c.(type) {
+	case stack.NonblockingConn:
+		return &connEnd{c: c}, true
+	case *net.TCPConn:
+		tc = c
+	case kernelSocket:
+		tc = c.KernelSocket()
+	default:
 		return nil, false
 	}
-	if _, tcp := c.LocalAddr().(*net.TCPAddr); !tcp {
-		return nil, false
-	}
-	rc, err := sc.SyscallConn()
+	rc, err := tc.SyscallConn()
 	if err != nil {
 		return nil, false
 	}

@@ -7,12 +7,15 @@ import (
 	"crypto/sha256"
 	"io"
 	"net"
+	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tungate/tungate/proxy"
+	"github.com/tungate/tungate/proxy/proxytest"
 	"github.com/tungate/tungate/stack/stacktest"
 )
 
@@ -320,6 +323,10 @@ type trackedConn struct {
 	closed atomic.Bool
 }
 
+// KernelSocket lets the evented relay serve the socket underneath, so
+// the test sees that relay close through the Conn.
+func (c *trackedConn) KernelSocket() *net.TCPConn { return c.TCPConn }
+
 func (c *trackedConn) Close() error {
 	c.closed.Store(true)
 	return c.TCPConn.Close()
@@ -379,4 +386,40 @@ func testRelay_HoldsNoLargeBufferWhileItsReadsWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	stacktest.Eventually(t, "the burst's buffer to be given back", func() bool { return h.p.Stats().TCPLargeBuffers == 0 })
+}
+
+func TestRelay_EventedHoldsNoGoroutineWhileIdle(t *testing.T) {
+	const flows = 50
+	h := newHarness(t, proxy.Options{})
+	ln := listenTCP(t)
+	base := runtime.NumGoroutine()
+	apps := make([]*net.TCPConn, 0, flows)
+	ups := make([]*net.TCPConn, 0, flows)
+	for i := range flows {
+		id := flowTo(t, ln.Addr().String())
+		id.Src = netip.AddrPortFrom(id.Src.Addr(), id.Src.Port()+uint16(i))
+		req := proxytest.NewRequest(t, id)
+		// HandleTCP returns once the relay runs on events; a relay on
+		// goroutines would keep it until the flow ends.
+		h.p.HandleTCP(context.Background(), req)
+		up := acceptTCP(t, ln)
+		app := req.App()
+		transfer(t, app, up, "ping")
+		transfer(t, up, app, "pong")
+		apps, ups = append(apps, app), append(ups, up)
+	}
+	if s := h.p.Stats(); s.TCPEvented != flows || s.TCPActive != flows {
+		t.Fatalf("evented %d, active %d; want %d of each", s.TCPEvented, s.TCPActive, flows)
+	}
+	stacktest.Eventually(t, "idle relays to hold no goroutine", func() bool { return runtime.NumGoroutine() < base+10 })
+	for i := range apps {
+		apps[i].CloseWrite()
+		wantEOF(t, ups[i], "upstream")
+		ups[i].CloseWrite()
+		wantEOF(t, apps[i], "app")
+	}
+	stacktest.Eventually(t, "every relay to end", func() bool {
+		s := h.p.Stats()
+		return s.TCPActive == 0 && s.TCPEvented == 0 && s.TCPOpen == 0
+	})
 }

@@ -38,6 +38,12 @@ var _ stack.Conn = (*Conn)(nil)
 // ID returns the flow given to NewConnPair.
 func (c *Conn) ID() stack.FlowID { return c.id }
 
+// KernelSocket returns the socket underneath: Conn adds nothing to its
+// reads and writes, so the proxy may serve it with system calls of its
+// own, as it does the own engine's Conns without a goroutine blocked on
+// them, while Close and Abort still go through Conn.
+func (c *Conn) KernelSocket() *net.TCPConn { return c.TCPConn }
+
 // Abort resets the connection: SO_LINGER 0, then Close.
 func (c *Conn) Abort() error {
 	c.aborted.Store(true)
