@@ -32,6 +32,7 @@ type benchFlags struct {
 	jsonFile      string
 	htmlFile      string
 	cpuProfile    string
+	memProfile    string
 }
 
 func (a *app) newBenchCmd() *cobra.Command {
@@ -80,6 +81,7 @@ a usage error.`,
 	fs.StringVar(&f.faults, "faults", "", "make each gateway inject seeded faults between its TUN and its stack, as gateway run --faults does; `SPEC` keys: "+faulty.SpecKeys)
 	fs.StringVar(&f.jsonFile, "json", "", "also write the results as JSON to this `file`")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "make each gateway write a CPU profile to `PREFIX`-<stack>-round<N>.prof")
+	fs.StringVar(&f.memProfile, "memprofile", "", "keep the heap profile each gateway writes in the memory test at `PREFIX`-<stack>-round<N>.heap (go tool pprof)")
 	fs.StringVar(&f.htmlFile, "html", "", "also write a self-contained HTML report with charts to this `file`")
 	return cmd
 }
@@ -98,6 +100,7 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 		Streams:    f.streams,
 		Progress:   a.stderr,
 		CPUProfile: f.cpuProfile,
+		MemProfile: f.memProfile,
 		Faults:     f.faults,
 	}
 	// Flags left alone take the defaults of the mode (full or quick).

@@ -117,6 +117,11 @@ type Options struct {
 	// CPUProfile, when set, makes every gateway process write a CPU
 	// profile to CPUProfile-<stack>-round<N>.prof.
 	CPUProfile string
+	// MemProfile, when set, keeps the heap profile every gateway writes
+	// when the memory test asks for its figures, at
+	// MemProfile-<stack>-round<N>.heap; otherwise it goes to a temporary
+	// file removed with the gateway.
+	MemProfile string
 	// Progress receives one line per step while the bench runs; nil
 	// discards them.
 	Progress io.Writer

@@ -113,4 +113,8 @@ func TestOptions_FaultsAreCheckedAndGivenToEveryGateway(t *testing.T) {
 	if extra := gatewaySpecFor(Options{}.withDefaults(), StackCustom, 1).Extra; len(extra) != 2 || extra[0] != "--memprofile" {
 		t.Fatalf("without faults or profile: %q, want only --memprofile (the memory test's breakdown)", extra)
 	}
+	o.MemProfile = "/tmp/m"
+	if extra := gatewaySpecFor(o.withDefaults(), StackCustom, 3).Extra; extra[1] != "/tmp/m-custom-round3.heap" {
+		t.Fatalf("with MemProfile: heap profile at %q, want /tmp/m-custom-round3.heap", extra[1])
+	}
 }

@@ -29,6 +29,10 @@ type target struct {
 	stack  string
 	gw     *gwproc.Proc // nil for the kernel baseline
 	dialer *netlab.Dialer
+	// heap is the gateway's --memprofile file, removed by Close unless
+	// Options.MemProfile named it.
+	heap     string
+	keepHeap bool
 	// intervals are the connect rates of each ConnectInterval of the
 	// last connect test, for the progress line.
 	intervals []float64
@@ -43,8 +47,11 @@ func bringUp(ctx context.Context, lab *netlab.Lab, o Options, stack string, roun
 			return nil, fmt.Errorf("bench: kernel baseline: %w", err)
 		}
 	} else {
-		gw, err := gwproc.Start(ctx, lab, gatewaySpecFor(o, stack, round))
+		spec := gatewaySpecFor(o, stack, round)
+		t.heap, t.keepHeap = spec.Extra[1], o.MemProfile != ""
+		gw, err := gwproc.Start(ctx, lab, spec)
 		if err != nil {
+			t.removeHeap()
 			return nil, fmt.Errorf("bench: %w", err)
 		}
 		t.gw = gw
@@ -58,10 +65,14 @@ func bringUp(ctx context.Context, lab *netlab.Lab, o Options, stack string, roun
 
 // gatewaySpecFor is how a round of the bench runs the gateway of stack.
 func gatewaySpecFor(o Options, stack string, round int) gwproc.Spec {
+	heap := filepath.Join(os.TempDir(), fmt.Sprintf("tungate-bench-%d-%s.heap", os.Getpid(), stack))
+	if o.MemProfile != "" {
+		heap = fmt.Sprintf("%s-%s-round%d.heap", o.MemProfile, stack, round)
+	}
 	spec := gwproc.Spec{Cmd: o.Gateway, Stack: stack, TUN: benchTUN, MTU: o.MTU,
 		// The memory test asks for the heap and stack figures with
-		// SIGUSR1 (see memBreakdown).
-		Extra: []string{"--memprofile", filepath.Join(os.TempDir(), fmt.Sprintf("tungate-bench-%d-%s.heap", os.Getpid(), stack))}}
+		// SIGUSR1 (see memBreakdown); the first two of Extra, always.
+		Extra: []string{"--memprofile", heap}}
 	if o.CPUProfile != "" {
 		spec.Extra = append(spec.Extra, "--cpuprofile", fmt.Sprintf("%s-%s-round%d.prof", o.CPUProfile, stack, round))
 	}
@@ -76,7 +87,16 @@ func (t *target) Close() error {
 	if t.gw == nil {
 		return nil
 	}
-	return t.gw.Stop()
+	err := t.gw.Stop()
+	t.removeHeap()
+	return err
+}
+
+// removeHeap removes the gateway's heap profile unless it was asked for.
+func (t *target) removeHeap() {
+	if t.heap != "" && !t.keepHeap {
+		_ = os.Remove(t.heap)
+	}
 }
 
 // alive returns an error if the gateway has exited.
