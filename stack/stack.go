@@ -38,6 +38,38 @@ type PacketWriter interface {
 	WritePackets(bufs [][]byte, offset int) (int, error)
 }
 
+// VirtioNetHdrLen is the size of the virtio-net header (internal/virtio)
+// that OffloadStack and OffloadWriter carry before each packet; it fits in
+// Headroom.
+const VirtioNetHdrLen = 10
+
+// OffloadWriter is a PacketWriter that also takes packets with their
+// virtio-net header: TCP superpackets (one IP and TCP header for up to
+// 64 KB of consecutive payload, cut into segments by the kernel) and
+// partial checksums, written as they are.
+type OffloadWriter interface {
+	PacketWriter
+	// Offloads reports whether WritePacketsOffload may be used. It does
+	// not change.
+	Offloads() bool
+	// WritePacketsOffload is WritePackets for packets whose virtio-net
+	// header is in the VirtioNetHdrLen bytes of headroom just before
+	// offset. The writer does not rewrite the packets.
+	WritePacketsOffload(bufs [][]byte, offset int) (int, error)
+}
+
+// OffloadStack is a Stack that also takes the packets the TUN read with
+// their virtio-net header, TCP superpackets whole.
+type OffloadStack interface {
+	Stack
+	// DeliverInboundOffload is DeliverInbound for packets that each
+	// start with their VirtioNetHdrLen-byte virtio-net header, the IP
+	// packet after it. A packet the header marks as checksummed or
+	// never checksummed (kernel-local) is not verified again; any other
+	// is.
+	DeliverInboundOffload(pkts [][]byte) error
+}
+
 // Stack is a userspace network stack fed with IP packets from the TUN.
 type Stack interface {
 	// DeliverInbound hands the stack IP packets read from the TUN, each

@@ -63,6 +63,41 @@ type Device interface {
 	Close() error
 }
 
+// OffloadDevice is a Device that can also move packets whole with their
+// virtio-net header (internal/virtio): TCP superpackets of up to 64 KB
+// with partial checksums, as the kernel's TSO hands them over and as its
+// receive path takes them.
+//
+// Wrappers implement it by passing through; they report Offloads false
+// when their inner device does, and a wrapper that must see single
+// segments (tun/faulty) does not implement it, so the chain falls back
+// to Read and Write.
+type OffloadDevice interface {
+	Device
+	// Offloads reports whether ReadOffload and WriteOffload work. It does
+	// not change.
+	Offloads() bool
+	// ReadOffload is Read without splitting: packet i goes to
+	// bufs[i][offset:], its virtio-net header to the virtio.HdrLen bytes
+	// just before it, its size (header excluded) to sizes[i]. offset is
+	// at least virtio.HdrLen, and a buffer must hold 65535 bytes after
+	// offset. It waits for the first packet and then takes only those
+	// already queued.
+	ReadOffload(bufs [][]byte, sizes []int, offset int) (int, error)
+	// WriteOffload is Write for packets whose virtio-net header the
+	// caller put in the virtio.HdrLen bytes just before offset; nothing
+	// is coalesced or rewritten. It returns the number of packets
+	// written; after a failed packet it goes on with the next and
+	// returns the first error.
+	WriteOffload(bufs [][]byte, offset int) (int, error)
+}
+
+// Offloads reports whether dev is an OffloadDevice with offloads on.
+func Offloads(dev Device) bool {
+	od, ok := dev.(OffloadDevice)
+	return ok && od.Offloads()
+}
+
 // Headroom is the headroom, in bytes, that every caller leaves before each
 // packet in Read and Write buffers (the Linux device needs 10 bytes for the
 // virtio-net header).

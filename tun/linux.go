@@ -11,7 +11,9 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
+	"github.com/tungate/tungate/internal/virtio"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	wgtun "golang.zx2c4.com/wireguard/tun"
@@ -39,6 +41,10 @@ type Config struct {
 	// Routes are added to the main table via the interface, in addition
 	// to the connected routes of Addresses.
 	Routes []netip.Prefix
+	// Offload asks for the superpacket path (OffloadDevice): TCP
+	// segmentation and checksum offload (TUN_F_TSO4, TUN_F_TSO6,
+	// TUN_F_CSUM), read and written whole. Open logs whether it got it.
+	Offload bool
 }
 
 // Linux is a configured Linux TUN device. It implements Device.
@@ -59,13 +65,19 @@ type Linux struct {
 
 	tooManySegments atomic.Uint64
 
+	// offload is set when ReadOffload and WriteOffload work: the device
+	// has IFF_VNET_HDR and TCP offloads, and file/rc reach its descriptor.
+	offload bool
+	file    *os.File
+	rc      syscall.RawConn
+
 	// writeMu guards scratch, the private copy of the slice headers handed
 	// to wgtun, whose GRO swaps and extends elements of the slice it gets.
 	writeMu sync.Mutex
 	scratch [][]byte
 }
 
-var _ Device = (*Linux)(nil)
+var _ OffloadDevice = (*Linux)(nil)
 
 // Open creates the TUN device in the network namespace of the calling OS
 // thread (callers that target another namespace lock the thread into it
@@ -100,7 +112,43 @@ func Open(cfg Config, log *slog.Logger) (*Linux, error) {
 	}
 	log.Info("tun device open", "name", l.name, "mtu", l.mtu, "batch", dev.BatchSize(),
 		"addresses", cfg.Addresses, "routes", cfg.Routes)
+	if cfg.Offload {
+		if why := l.enableOffload(); why != "" {
+			log.Info("tun offload off: packets are split into segments and coalesced again", "name", l.name, "reason", why)
+		} else {
+			log.Info("tun offload on: TCP superpackets read and written whole (TSO4, TSO6, checksum)", "name", l.name)
+		}
+	}
 	return l, nil
+}
+
+// tcpOffloads are the offloads the superpacket path asks the kernel for.
+// UDP segmentation (TUN_F_USO4/6) is left out: the path takes TCP
+// superpackets only, so the kernel segments UDP before the TUN.
+const tcpOffloads = unix.TUN_F_CSUM | unix.TUN_F_TSO4 | unix.TUN_F_TSO6
+
+// enableOffload turns the superpacket path on, or returns why it cannot.
+func (l *Linux) enableOffload() (why string) {
+	f, ok := l.dev.(interface{ File() *os.File })
+	if !ok {
+		return "the device gives no access to its file descriptor"
+	}
+	if l.dev.BatchSize() <= 1 {
+		return "the kernel refused IFF_VNET_HDR or TCP offloads"
+	}
+	rc, err := f.File().SyscallConn()
+	if err != nil {
+		return err.Error()
+	}
+	var ierr error
+	if err := rc.Control(func(fd uintptr) { ierr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, tcpOffloads) }); err != nil {
+		return err.Error()
+	}
+	if ierr != nil {
+		return "TUNSETOFFLOAD: " + ierr.Error()
+	}
+	l.offload, l.file, l.rc = true, f.File(), rc
+	return ""
 }
 
 func (c Config) mtu() (int, error) {
@@ -236,6 +284,89 @@ func (l *Linux) Write(bufs [][]byte, offset int) (int, error) {
 		return 0, fmt.Errorf("tun: write %d packets to %s: %w", len(bufs), l.name, err)
 	}
 	return len(bufs), nil
+}
+
+// Offloads implements OffloadDevice.Offloads.
+func (l *Linux) Offloads() bool { return l.offload }
+
+var errNoOffload = errors.New("offload is off")
+
+// ReadOffload implements OffloadDevice.ReadOffload: one read(2) per
+// packet straight into bufs (no copy, no split), the first waiting in the
+// runtime's poller, the others only while packets are queued.
+func (l *Linux) ReadOffload(bufs [][]byte, sizes []int, offset int) (int, error) {
+	if !l.offload {
+		return 0, fmt.Errorf("tun: read %s: %w", l.name, errNoOffload)
+	}
+	if offset < virtio.HdrLen {
+		return 0, fmt.Errorf("tun: read %s: offset %d: %w", l.name, offset, ErrShortHeadroom)
+	}
+	n := 0
+	for n < len(bufs) {
+		buf := bufs[n][offset-virtio.HdrLen:]
+		var got int
+		var err error
+		wait := n == 0
+		cerr := l.rc.Read(func(fd uintptr) bool {
+			for {
+				got, err = unix.Read(int(fd), buf)
+				if err != unix.EINTR {
+					break
+				}
+			}
+			return !(wait && err == unix.EAGAIN)
+		})
+		switch {
+		case cerr != nil || l.closed.Load() || errors.Is(err, unix.EBADFD):
+			if n > 0 {
+				return n, nil
+			}
+			return 0, fmt.Errorf("tun: read %s: %w", l.name, os.ErrClosed)
+		case err == unix.EAGAIN:
+			return n, nil
+		case err != nil:
+			if n > 0 {
+				return n, nil // the next call sees it again, or not
+			}
+			return 0, fmt.Errorf("tun: read %s: %w", l.name, err)
+		case got < virtio.HdrLen:
+			continue // nothing after the header: not a packet
+		}
+		sizes[n] = got - virtio.HdrLen
+		n++
+	}
+	return n, nil
+}
+
+// WriteOffload implements OffloadDevice.WriteOffload: one write(2) per
+// packet, header included, waiting in the runtime's poller when the
+// device's queue is full.
+func (l *Linux) WriteOffload(bufs [][]byte, offset int) (int, error) {
+	if !l.offload {
+		return 0, fmt.Errorf("tun: write %s: %w", l.name, errNoOffload)
+	}
+	if l.closed.Load() {
+		return 0, fmt.Errorf("tun: write %s: %w", l.name, os.ErrClosed)
+	}
+	if offset < virtio.HdrLen {
+		return 0, fmt.Errorf("tun: write %s: offset %d: %w", l.name, offset, ErrShortHeadroom)
+	}
+	n := 0
+	var first error
+	for _, b := range bufs {
+		_, err := l.file.Write(b[offset-virtio.HdrLen:])
+		if err == nil {
+			n++
+			continue
+		}
+		if l.closed.Load() || errors.Is(err, unix.EBADFD) || errors.Is(err, os.ErrClosed) {
+			return n, fmt.Errorf("tun: write %s: %w", l.name, os.ErrClosed)
+		}
+		if first == nil {
+			first = fmt.Errorf("tun: write a %d-byte packet to %s: %w", len(b)-offset, l.name, err)
+		}
+	}
+	return n, first
 }
 
 // BatchSize implements Device.BatchSize: 128 with offloads, else 1.

@@ -44,7 +44,7 @@ type PcapDevice struct {
 	err error
 }
 
-var _ Device = (*PcapDevice)(nil)
+var _ OffloadDevice = (*PcapDevice)(nil)
 
 // WithPcap wraps dev so that every packet read from it or written to it is
 // appended to w as a classic pcap stream (LINKTYPE_RAW, microsecond
@@ -75,6 +75,38 @@ func (p *PcapDevice) Err() error {
 // Read implements Device.Read and records the packets read.
 func (p *PcapDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n, err := p.dev.Read(bufs, sizes, offset)
+	p.recordRead(bufs, sizes, offset, n, err)
+	return n, err
+}
+
+// Offloads implements OffloadDevice.Offloads: the wrapped device's.
+func (p *PcapDevice) Offloads() bool { return Offloads(p.dev) }
+
+// ReadOffload implements OffloadDevice.ReadOffload. Superpackets are
+// recorded whole, as they crossed the TUN (what tcpdump on the interface
+// shows too), their TCP checksum partial.
+func (p *PcapDevice) ReadOffload(bufs [][]byte, sizes []int, offset int) (int, error) {
+	od, ok := p.dev.(OffloadDevice)
+	if !ok {
+		return 0, errNoOffload
+	}
+	n, err := od.ReadOffload(bufs, sizes, offset)
+	p.recordRead(bufs, sizes, offset, n, err)
+	return n, err
+}
+
+// WriteOffload implements OffloadDevice.WriteOffload, recording the
+// packets whole before writing them.
+func (p *PcapDevice) WriteOffload(bufs [][]byte, offset int) (int, error) {
+	od, ok := p.dev.(OffloadDevice)
+	if !ok {
+		return 0, errNoOffload
+	}
+	p.recordWrite(bufs, offset)
+	return od.WriteOffload(bufs, offset)
+}
+
+func (p *PcapDevice) recordRead(bufs [][]byte, sizes []int, offset, n int, err error) {
 	if n > 0 && (err == nil || errors.Is(err, wgtun.ErrTooManySegments)) && !p.off.Load() {
 		p.mu.Lock()
 		ts := p.now()
@@ -86,11 +118,15 @@ func (p *PcapDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 		p.flushLocked()
 		p.mu.Unlock()
 	}
-	return n, err
 }
 
 // Write implements Device.Write and records the packets before writing them.
 func (p *PcapDevice) Write(bufs [][]byte, offset int) (int, error) {
+	p.recordWrite(bufs, offset)
+	return p.dev.Write(bufs, offset)
+}
+
+func (p *PcapDevice) recordWrite(bufs [][]byte, offset int) {
 	if len(bufs) > 0 && !p.off.Load() {
 		p.mu.Lock()
 		ts := p.now()
@@ -102,7 +138,6 @@ func (p *PcapDevice) Write(bufs [][]byte, offset int) (int, error) {
 		p.flushLocked()
 		p.mu.Unlock()
 	}
-	return p.dev.Write(bufs, offset)
 }
 
 // flushLocked writes the pending records; on failure it logs once and turns

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/tungate/tungate/internal/virtio"
 	wgtun "golang.zx2c4.com/wireguard/tun"
 )
 
@@ -25,6 +26,23 @@ import (
 // wgtun.ErrTooManySegments is not an error here: the packets that came with
 // it are delivered and reading goes on (the device logs or counts it).
 func ReadLoop(ctx context.Context, dev Device, deliver func(pkts [][]byte) error) error {
+	return readLoop(ctx, dev, dev.Read, 0, deliver)
+}
+
+// ReadLoopOffload is ReadLoop on the superpacket path: it reads with
+// dev.ReadOffload and hands deliver each packet with its virtio-net
+// header in front (stack.OffloadStack.DeliverInboundOffload's shape).
+// dev must report Offloads.
+func ReadLoopOffload(ctx context.Context, dev OffloadDevice, deliver func(pkts [][]byte) error) error {
+	if !dev.Offloads() {
+		return fmt.Errorf("tun: read from %s: %w", dev.Name(), errNoOffload)
+	}
+	return readLoop(ctx, dev, dev.ReadOffload, virtio.HdrLen, deliver)
+}
+
+// readLoop is ReadLoop with read as the device's read and the packets
+// handed over with the front bytes of headroom before each.
+func readLoop(ctx context.Context, dev Device, read func([][]byte, []int, int) (int, error), front int, deliver func(pkts [][]byte) error) error {
 	bufs, sizes := readBuffers(dev)
 	pkts := make([][]byte, 0, len(bufs))
 
@@ -44,8 +62,8 @@ func ReadLoop(ctx context.Context, dev Device, deliver func(pkts [][]byte) error
 	}()
 
 	for {
-		n, err := dev.Read(bufs, sizes, Headroom)
-		pkts, perr := packets(pkts[:0], bufs, sizes, n)
+		n, err := read(bufs, sizes, Headroom)
+		pkts, perr := packets(pkts[:0], bufs, sizes, n, front)
 		if perr != nil {
 			return fmt.Errorf("tun: read from %s: %w", dev.Name(), perr)
 		}
@@ -83,9 +101,10 @@ func readBuffers(dev Device) ([][]byte, []int) {
 	return bufs, make([]int, batch)
 }
 
-// packets appends to dst the first n packets of bufs, without headroom and
-// capped so that appending to one cannot overwrite the next.
-func packets(dst, bufs [][]byte, sizes []int, n int) ([][]byte, error) {
+// packets appends to dst the first n packets of bufs, each with the front
+// bytes of headroom before it (0: from the IP header), and capped so that
+// appending to one cannot overwrite the next.
+func packets(dst, bufs [][]byte, sizes []int, n, front int) ([][]byte, error) {
 	if n < 0 || n > len(bufs) {
 		return dst, fmt.Errorf("device reported %d packets for %d buffers", n, len(bufs))
 	}
@@ -98,7 +117,7 @@ func packets(dst, bufs [][]byte, sizes []int, n int) ([][]byte, error) {
 		if end > len(bufs[i]) {
 			return dst, fmt.Errorf("device reported a %d-byte packet in a %d-byte buffer", size, len(bufs[i])-Headroom)
 		}
-		dst = append(dst, bufs[i][Headroom:end:end])
+		dst = append(dst, bufs[i][Headroom-front:end:end])
 	}
 	return dst, nil
 }

@@ -26,7 +26,7 @@ type StatsDevice struct {
 	stats *Stats
 }
 
-var _ Device = (*StatsDevice)(nil)
+var _ OffloadDevice = (*StatsDevice)(nil)
 
 // WithStats wraps dev so that its reads and writes are counted in s.
 // Closing the wrapper closes dev.
@@ -35,6 +35,37 @@ func WithStats(dev Device, s *Stats) *StatsDevice { return &StatsDevice{dev: dev
 // Read implements Device.Read.
 func (d *StatsDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	n, err := d.dev.Read(bufs, sizes, offset)
+	d.countRead(sizes, n, err)
+	return n, err
+}
+
+// Offloads implements OffloadDevice.Offloads: the wrapped device's.
+func (d *StatsDevice) Offloads() bool { return Offloads(d.dev) }
+
+// ReadOffload implements OffloadDevice.ReadOffload; a superpacket counts
+// as one packet.
+func (d *StatsDevice) ReadOffload(bufs [][]byte, sizes []int, offset int) (int, error) {
+	od, ok := d.dev.(OffloadDevice)
+	if !ok {
+		return 0, errNoOffload
+	}
+	n, err := od.ReadOffload(bufs, sizes, offset)
+	d.countRead(sizes, n, err)
+	return n, err
+}
+
+// WriteOffload implements OffloadDevice.WriteOffload.
+func (d *StatsDevice) WriteOffload(bufs [][]byte, offset int) (int, error) {
+	od, ok := d.dev.(OffloadDevice)
+	if !ok {
+		return 0, errNoOffload
+	}
+	n, err := od.WriteOffload(bufs, offset)
+	d.countWrite(bufs, offset, n, err)
+	return n, err
+}
+
+func (d *StatsDevice) countRead(sizes []int, n int, err error) {
 	var bytes uint64
 	for i := range max(n, 0) {
 		bytes += uint64(sizes[i])
@@ -48,12 +79,16 @@ func (d *StatsDevice) Read(bufs [][]byte, sizes []int, offset int) (int, error) 
 	default:
 		d.stats.ReadErrors.Add(1)
 	}
-	return n, err
 }
 
 // Write implements Device.Write.
 func (d *StatsDevice) Write(bufs [][]byte, offset int) (int, error) {
 	n, err := d.dev.Write(bufs, offset)
+	d.countWrite(bufs, offset, n, err)
+	return n, err
+}
+
+func (d *StatsDevice) countWrite(bufs [][]byte, offset, n int, err error) {
 	// Device.Write keeps the elements of bufs, so their lengths still
 	// describe the packets as passed in.
 	var bytes uint64
@@ -65,7 +100,6 @@ func (d *StatsDevice) Write(bufs [][]byte, offset int) (int, error) {
 	if err != nil && !isClosedErr(err) {
 		d.stats.WriteErrors.Add(1)
 	}
-	return n, err
 }
 
 // BatchSize implements Device.BatchSize.

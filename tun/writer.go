@@ -3,6 +3,7 @@ package tun
 import (
 	"fmt"
 
+	"github.com/tungate/tungate/internal/virtio"
 	"github.com/tungate/tungate/stack"
 )
 
@@ -13,7 +14,7 @@ type Writer struct {
 	dev Device
 }
 
-var _ stack.PacketWriter = (*Writer)(nil)
+var _ stack.OffloadWriter = (*Writer)(nil)
 
 // NewWriter returns a Writer that writes to dev. It does not own dev.
 func NewWriter(dev Device) *Writer { return &Writer{dev: dev} }
@@ -31,5 +32,31 @@ func (w *Writer) WritePackets(bufs [][]byte, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
 	}
+	if od, ok := w.dev.(OffloadDevice); ok && od.Offloads() {
+		// On the superpacket path every write carries a header: these
+		// packets are plain ones, complete with their checksums.
+		for _, b := range bufs {
+			clear(b[offset-virtio.HdrLen : offset])
+		}
+		return od.WriteOffload(bufs, offset)
+	}
 	return w.dev.Write(bufs, offset)
+}
+
+// Offloads implements stack.OffloadWriter: whether the device does.
+func (w *Writer) Offloads() bool { return Offloads(w.dev) }
+
+// WritePacketsOffload implements stack.OffloadWriter.
+func (w *Writer) WritePacketsOffload(bufs [][]byte, offset int) (int, error) {
+	if offset < Headroom {
+		return 0, fmt.Errorf("tun: write packets to %s: offset %d: %w", w.dev.Name(), offset, ErrShortHeadroom)
+	}
+	od, ok := w.dev.(OffloadDevice)
+	if !ok || !od.Offloads() {
+		return 0, fmt.Errorf("tun: write packets to %s: %w", w.dev.Name(), errNoOffload)
+	}
+	if len(bufs) == 0 {
+		return 0, nil
+	}
+	return od.WriteOffload(bufs, offset)
 }

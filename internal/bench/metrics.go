@@ -228,6 +228,7 @@ func settingsOf(o Options) Settings {
 		ConnectWorkers:  Quantity{float64(o.ConnectWorkers), "clients"},
 		ReusePorts:      Quantity{float64(o.ReusePorts), "ports"},
 		Faults:          o.Faults,
+		Offload:         o.Offload,
 		LatencyPayload:  Quantity{float64(o.LatencyPayload), "bytes"},
 	}
 }

@@ -114,6 +114,9 @@ type Options struct {
 	// TUN and its stack, as `gateway run --faults` does. The kernel
 	// baseline has no gateway and runs without them.
 	Faults string
+	// Offload, when set, is every gateway's tun.offload (auto or off);
+	// empty leaves the gateway's default (auto).
+	Offload string
 	// CPUProfile, when set, makes every gateway process write a CPU
 	// profile to CPUProfile-<stack>-round<N>.prof.
 	CPUProfile string
@@ -232,6 +235,9 @@ func (o Options) Validate() error {
 		positive("connect workers", o.ConnectWorkers > 0), positive("latency payload", o.LatencyPayload > 0))
 	if lo := reusePortsEnd - o.ReusePorts + 1; o.ReusePorts < 16 || lo < 1024 {
 		errs = append(errs, fmt.Errorf("bench: reuse ports %d out of range 16–%d (the range ends at %d)", o.ReusePorts, reusePortsEnd-1023, reusePortsEnd))
+	}
+	if o.Offload != "" && o.Offload != "auto" && o.Offload != "off" {
+		errs = append(errs, fmt.Errorf("bench: offload %q: want auto or off", o.Offload))
 	}
 	if o.Faults != "" {
 		if _, err := faulty.ParseSpec(o.Faults); err != nil {

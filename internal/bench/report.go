@@ -57,6 +57,8 @@ type Settings struct {
 	LatencyPayload  Quantity `json:"latency_payload"`
 	// Faults is the fault spec the gateways injected; empty: none.
 	Faults string `json:"faults,omitempty"`
+	// Offload is the gateways' tun.offload when the run set it.
+	Offload string `json:"offload,omitempty"`
 }
 
 // Result is one figure of one workload, for every stack.

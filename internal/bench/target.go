@@ -79,6 +79,9 @@ func gatewaySpecFor(o Options, stack string, round int) gwproc.Spec {
 	if o.Faults != "" {
 		spec.Extra = append(spec.Extra, "--faults", o.Faults)
 	}
+	if o.Offload != "" {
+		spec.Extra = append(spec.Extra, "--offload", o.Offload)
+	}
 	return spec
 }
 

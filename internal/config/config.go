@@ -18,6 +18,16 @@ const (
 	StackCustom = "custom"
 )
 
+// Offload modes (tun.offload).
+const (
+	// OffloadAuto moves TCP superpackets whole between the TUN and the
+	// own engine when the kernel allows it.
+	OffloadAuto = "auto"
+	// OffloadOff splits superpackets into segments on read and coalesces
+	// segments again on write, in user space.
+	OffloadOff = "off"
+)
+
 // Upstream kinds (upstream.kind).
 const (
 	UpstreamDirect = "direct"
@@ -73,6 +83,8 @@ type TUN struct {
 	Name string `mapstructure:"name"`
 	// MTU of the device; 1280 or more when an IPv6 address is configured.
 	MTU int `mapstructure:"mtu"`
+	// Offload is OffloadAuto or OffloadOff.
+	Offload string `mapstructure:"offload"`
 	// Addresses are assigned to the device, each an address with its prefix
 	// length (198.18.0.1/15), so host bits are meaningful here.
 	Addresses []netip.Prefix `mapstructure:"addresses"`
@@ -254,7 +266,8 @@ func Default() *Config {
 				netip.MustParsePrefix("198.18.0.1/15"),
 				netip.MustParsePrefix("2001:2::1/64"),
 			},
-			Routes: []netip.Prefix{},
+			Routes:  []netip.Prefix{},
+			Offload: OffloadAuto,
 
 			AutoRoute:    false,
 			RouteTable:   DefaultRouteTable,

@@ -10,6 +10,7 @@ func flagKeys() map[string]string {
 		"stack":            "stack.kind",
 		"tun-name":         "tun.name",
 		"mtu":              "tun.mtu",
+		"offload":          "tun.offload",
 		"tun-address":      "tun.addresses",
 		"route":            "tun.routes",
 		"auto-route":       "tun.auto_route",
@@ -38,6 +39,7 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	fs.String("stack", d.Stack.Kind, "userspace TCP/IP stack: gvisor or custom (stack.kind)")
 	fs.String("tun-name", d.TUN.Name, "name of the TUN interface (tun.name)")
 	fs.Int("mtu", d.TUN.MTU, "MTU of the TUN interface (tun.mtu)")
+	fs.String("offload", d.TUN.Offload, "TCP superpackets between the TUN and the own engine: auto or off (tun.offload)")
 	fs.StringSlice("tun-address", prefixStrings(d.TUN.Addresses), "address/prefix-length of the TUN; repeat or comma-separate (tun.addresses)")
 	fs.StringSlice("route", prefixStrings(d.TUN.Routes), "prefix to route into the TUN; repeat or comma-separate (tun.routes)")
 	fs.Bool("auto-route", d.TUN.AutoRoute, "capture all traffic into the TUN with policy routing, removed again on exit (tun.auto_route)")

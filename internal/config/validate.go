@@ -47,6 +47,7 @@ func (c *Config) Validate() error {
 func (t *TUN) validate(ps *problems) {
 	checkIfName(ps, "tun.name", t.Name)
 	checkRange(ps, "tun.mtu", t.MTU, minMTU, maxMTU)
+	checkOneOf(ps, "tun.offload", t.Offload, OffloadAuto, OffloadOff)
 	if len(t.Addresses) == 0 {
 		ps.add("tun.addresses", "must list at least one address")
 	}

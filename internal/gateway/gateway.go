@@ -63,11 +63,23 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 		fc.Logger = log
 		faults = &fc
 	}
+	offload := cfg.TUN.Offload == config.OffloadAuto
+	switch {
+	case offload && cfg.Stack.Kind != config.StackCustom:
+		offload = false
+		log.Info("tun offload off: the gvisor stack takes segments", "stack", cfg.Stack.Kind)
+	case offload && faults != nil:
+		offload = false
+		log.Info("tun offload off: --faults hits single segments")
+	case !offload:
+		log.Info("tun offload off: tun.offload is off")
+	}
 	dev, err := tun.Open(tun.Config{
 		Name:      cfg.TUN.Name,
 		MTU:       cfg.TUN.MTU,
 		Addresses: cfg.TUN.Addresses,
 		Routes:    cfg.TUN.Routes,
+		Offload:   offload,
 	}, log)
 	if err != nil {
 		return err
@@ -179,7 +191,13 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 	}
 
 	readErr := make(chan error, 1)
-	go func() { readErr <- tun.ReadLoop(ctx, dev, st.DeliverInbound) }()
+	go func() {
+		if ost, ok := st.(stack.OffloadStack); ok && tun.Offloads(dev) {
+			readErr <- tun.ReadLoopOffload(ctx, dev.(tun.OffloadDevice), ost.DeliverInboundOffload)
+			return
+		}
+		readErr <- tun.ReadLoop(ctx, dev, st.DeliverInbound)
+	}()
 
 	var runErr error
 	select {

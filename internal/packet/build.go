@@ -31,6 +31,11 @@ type TCPHeader struct {
 
 	// TTL is the IPv4 TTL or IPv6 hop limit; 0 means DefaultTTL.
 	TTL uint8
+
+	// PartialChecksum leaves the TCP checksum to the kernel: the field
+	// gets only the pseudo-header sum, for a packet written to the TUN
+	// with a virtio-net header that says NEEDS_CSUM (internal/virtio).
+	PartialChecksum bool
 }
 
 // UDPHeader describes a datagram for BuildUDP.
@@ -103,7 +108,11 @@ func BuildTCP(b []byte, h TCPHeader, payload []byte) (int, error) {
 	} else {
 		copy(t[TCPMinHeaderLen:hdr], h.RawOptions)
 	}
-	t.SetChecksum(t.ComputeChecksum(h.Src.Addr(), h.Dst.Addr()))
+	if h.PartialChecksum {
+		t.SetChecksum(PseudoHeaderChecksum(ProtoTCP, h.Src.Addr(), h.Dst.Addr(), len(t)))
+	} else {
+		t.SetChecksum(t.ComputeChecksum(h.Src.Addr(), h.Dst.Addr()))
+	}
 	return n, nil
 }
 

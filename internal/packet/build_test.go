@@ -296,3 +296,41 @@ func TestBuildUDPPortUnreachable_QuotesTheDatagram(t *testing.T) {
 		}
 	}
 }
+
+// A partial checksum is the pseudo-header sum: what the kernel completes
+// by summing the TCP header and payload over it. ParseIP refuses such a
+// packet and ParseIPTrusted takes it; completing the sum makes it valid.
+func TestBuildTCP_PartialChecksumAndParseIPTrusted(t *testing.T) {
+	for _, tt := range []struct {
+		name     string
+		src, dst netip.AddrPort
+	}{{"IPv4", cli4, srv4}, {"IPv6", cli6, srv6}} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := TCPHeader{Src: tt.src, Dst: tt.dst, Seq: 1, Ack: 2, Flags: ACK, Window: 100, PartialChecksum: true}
+			b := buildTCP(t, h, bytes.Repeat([]byte("data"), 100))
+			if _, err := ParseIP(b); !errors.Is(err, ErrBadChecksum) {
+				t.Fatalf("ParseIP of a partial checksum: %v, want ErrBadChecksum", err)
+			}
+			p, err := ParseIPTrusted(b)
+			if err != nil {
+				t.Fatalf("ParseIPTrusted: %v", err)
+			}
+			tcp := p.TCP()
+			if want := PseudoHeaderChecksum(ProtoTCP, tt.src.Addr(), tt.dst.Addr(), len(p.Transport)); tcp.Checksum() != want {
+				t.Fatalf("checksum field %#x, want the pseudo-header sum %#x", tcp.Checksum(), want)
+			}
+			// What the kernel does with CHECKSUM_PARTIAL.
+			tcp.SetChecksum(0)
+			tcp.SetChecksum(^Checksum(p.Transport, PseudoHeaderChecksum(ProtoTCP, tt.src.Addr(), tt.dst.Addr(), len(p.Transport))))
+			if _, err := ParseIP(b); err != nil {
+				t.Fatalf("completed checksum: %v", err)
+			}
+			if tt.name == "IPv4" {
+				b[10] ^= 1 // the IPv4 header checksum is still checked
+				if _, err := ParseIPTrusted(b); !errors.Is(err, ErrBadChecksum) {
+					t.Fatalf("ParseIPTrusted with a bad IPv4 header checksum: %v", err)
+				}
+			}
+		})
+	}
+}

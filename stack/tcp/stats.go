@@ -9,6 +9,10 @@ type Stats struct {
 
 	PacketsIn, PacketsOut, Malformed, Unsupported, WriteErrors uint64
 	ICMPEchoReplies                                            uint64
+	// SuperpacketsIn and SuperpacketsOut count the TCP superpackets
+	// read and written whole on the offload path (stack.OffloadStack,
+	// stack.OffloadWriter); each is one of PacketsIn or PacketsOut.
+	SuperpacketsIn, SuperpacketsOut uint64
 
 	SYNs, SYNRetransmitsAbsorbed                     uint64
 	Accepted, Rejected, HandlerUndecided             uint64
@@ -51,6 +55,7 @@ func (e *Engine) Stats() Stats {
 	s.PacketsIn, s.PacketsOut = ec.packetsIn.Load(), ec.packetsOut.Load()
 	s.Malformed, s.Unsupported, s.WriteErrors = ec.malformed.Load(), ec.unsupported.Load(), ec.writeErrors.Load()
 	s.ICMPEchoReplies = ec.icmpEchoReplies.Load()
+	s.SuperpacketsIn, s.SuperpacketsOut = ec.superpacketsIn.Load(), ec.superpacketsOut.Load()
 	s.SYNs, s.SYNRetransmitsAbsorbed = ec.syns.Load(), ec.synRetransAbsorbed.Load()
 	s.Accepted, s.Rejected, s.HandlerUndecided = ec.accepted.Load(), ec.rejected.Load(), ec.handlerUndecided.Load()
 	s.CookiesSent, s.CookiesValid, s.CookiesInvalid = ec.cookiesSent.Load(), ec.cookiesValid.Load(), ec.cookiesInvalid.Load()
