@@ -165,7 +165,10 @@ func endpointOf(pl *poller, c net.Conn) (endpoint, bool) {
 	var tc *net.TCPConn
 	switch c := c.(type) {
 	case stack.NonblockingConn:
-		return &connEnd{c: c}, true
+		e := &connEnd{c: c}
+		e.wf, _ = c.(stack.WriteFromConn)
+		e.rt, _ = c.(stack.ReadToConn)
+		return e, true
 	case *net.TCPConn:
 		tc = c
 	case kernelSocket:
@@ -181,7 +184,7 @@ func endpointOf(pl *poller, c net.Conn) (endpoint, bool) {
 	if err := rc.Control(func(fd uintptr) { s.fd = int(fd) }); err != nil {
 		return nil, false
 	}
-	s.readFn, s.writeFn = s.doRead, s.doWrite
+	s.readFn, s.writeFn, s.readIntoFn, s.writeFromFn = s.doRead, s.doWrite, s.readInto, s.writeFrom
 	return s, true
 }
 
@@ -305,8 +308,7 @@ func (r *evRelay) move(from Side) (moved, end bool) {
 			if term := pd.term; term != nil {
 				r.release(pd)
 				if term == io.EOF {
-					r.p.emit(Event{Flow: r.id, Kind: EventCloseWrite, Side: to})
-					r.done[from] = true
+					r.passedFIN(from)
 					return true, false
 				}
 				r.readEnded(from, term)
@@ -314,6 +316,16 @@ func (r *evRelay) move(from Side) (moved, end bool) {
 			}
 		}
 		if pd.buf == nil {
+			if w, ok := dst.(*connEnd); ok && w.wf != nil {
+				if s, ok := src.(*sockEnd); ok {
+					return r.moveDirect(from, s, w, moved)
+				}
+			}
+			if c, ok := src.(*connEnd); ok && c.rt != nil {
+				if s, ok := dst.(*sockEnd); ok {
+					return r.moveDirectOut(from, c, s, moved)
+				}
+			}
 			pd.buf = r.p.tcpBufs.get()
 		}
 		n, err := src.tryRead(*pd.buf)
@@ -337,6 +349,87 @@ func (r *evRelay) move(from Side) (moved, end bool) {
 			return true, true
 		}
 	}
+}
+
+// moveDirect is move from a kernel socket to the own engine's Conn with
+// no buffer of the relay's: the socket is read straight into the Conn's
+// send buffer (stack.WriteFromConn), as long as both have room and data.
+// A FIN read right behind data leaves with it, as in move.
+func (r *evRelay) moveDirect(from Side, src *sockEnd, dst *connEnd, moved bool) (bool, bool) {
+	for {
+		src.readErr = nil
+		n, err := dst.wf.TryWriteFrom(src.readIntoFn)
+		if n > 0 {
+			r.took(from, n)
+			moved = true
+		}
+		switch {
+		case err == nil:
+			continue
+		case err == syscall.EAGAIN:
+			return moved, false // the source reports more, or the Conn room
+		case err == io.EOF:
+			r.eof(from)
+			r.passedFIN(from)
+			return true, false
+		case err == src.readErr:
+			r.readEnded(from, err)
+			return true, true
+		default:
+			r.writeFailed(from, err)
+			return true, true
+		}
+	}
+}
+
+// moveDirectOut is move from the own engine's Conn to a kernel socket
+// with no buffer of the relay's: the Conn hands its received data to the
+// socket's write in place (stack.ReadToConn). The data right before the
+// app's FIN is written with MSG_MORE and the FIN follows it, as in move.
+func (r *evRelay) moveDirectOut(from Side, src *connEnd, dst *sockEnd, moved bool) (bool, bool) {
+	for {
+		dst.writeErr, dst.finSent = nil, false
+		n, err := src.rt.TryReadTo(dst.writeFromFn)
+		if n > 0 {
+			r.took(from, n)
+			moved = true
+		}
+		switch {
+		case err == nil:
+			continue
+		case err == syscall.EAGAIN:
+			return moved, false // the source reports more, or the socket room
+		case err == io.EOF:
+			r.eof(from)
+			if !dst.finSent {
+				if _, werr := dst.tryWrite(nil, true); werr != nil {
+					r.writeFailed(from, werr)
+					return true, true
+				}
+			}
+			r.passedFIN(from)
+			return true, false
+		case err == dst.writeErr:
+			r.writeFailed(from, err)
+			return true, true
+		default:
+			r.readEnded(from, err)
+			return true, true
+		}
+	}
+}
+
+// took records n bytes moved from from's side.
+func (r *evRelay) took(from Side, n int) {
+	r.wd.touch()
+	r.count(from, n)
+}
+
+// passedFIN records from's FIN carried to the other side: that
+// direction is done.
+func (r *evRelay) passedFIN(from Side) {
+	r.p.emit(Event{Flow: r.id, Kind: EventCloseWrite, Side: from.other()})
+	r.done[from] = true
 }
 
 // release gives a direction's buffer back once it holds no data.
@@ -462,7 +555,11 @@ func (r *evRelay) finish() {
 }
 
 // connEnd is a stack Conn that does not block (the own engine's).
-type connEnd struct{ c stack.NonblockingConn }
+type connEnd struct {
+	c  stack.NonblockingConn
+	wf stack.WriteFromConn // c, when it takes data in place
+	rt stack.ReadToConn    // c, when it hands data over in place
+}
 
 func (e *connEnd) tryRead(p []byte) (int, error) { return e.c.TryRead(p) }
 func (e *connEnd) tryWrite(p []byte, fin bool) (int, error) {
@@ -489,6 +586,33 @@ type sockEnd struct {
 	n               int
 	err             error
 	readFn, writeFn func(uintptr) bool
+	// readIntoFn is readInto bound, for the Conn's TryWriteFrom;
+	// readErr is its last error, to tell it from the Conn's.
+	readIntoFn func([]byte) (int, error)
+	readErr    error
+	// writeFromFn is writeFrom bound, for the Conn's TryReadTo;
+	// writeErr is its last error and finSent whether it sent the FIN.
+	writeFromFn func([]byte, bool) (int, error)
+	writeErr    error
+	finSent     bool
+}
+
+// writeFrom is tryWrite, keeping its error in writeErr and noting a FIN
+// sent with the data.
+func (s *sockEnd) writeFrom(p []byte, last bool) (int, error) {
+	n, err := s.tryWrite(p, last)
+	s.writeErr = err
+	if last && err == nil && n == len(p) {
+		s.finSent = true
+	}
+	return n, err
+}
+
+// readInto is tryRead, keeping its error in readErr.
+func (s *sockEnd) readInto(p []byte) (int, error) {
+	n, err := s.tryRead(p)
+	s.readErr = err
+	return n, err
 }
 
 // tryRead reads until p is full or the socket has nothing more. A read

@@ -176,6 +176,31 @@ type NonblockingConn interface {
 	SetNotify(fn func())
 }
 
+// WriteFromConn is a NonblockingConn whose send buffer a relay can fill
+// in place, with no copy of its own: TryWriteFrom calls read with free
+// buffer space (under the Conn's lock: read must not block or call the
+// Conn) and takes what it filled; read's io.EOF queues the FIN behind that
+// data. It returns read's count and error, 0 and syscall.EAGAIN when the
+// buffer is full (read not called), or the Conn's own error, a
+// *net.OpError, when the Conn takes no data.
+type WriteFromConn interface {
+	NonblockingConn
+	TryWriteFrom(read func(p []byte) (int, error)) (int, error)
+}
+
+// ReadToConn is a NonblockingConn whose received data a relay can pass
+// on from its buffer in place: TryReadTo calls write with a run of the
+// buffered data (under the Conn's lock: write must not block or call the
+// Conn), last set when the run is all the data before the peer's FIN, and
+// consumes what write took. It returns that count with write's error, or
+// with io.EOF once everything before the FIN is taken; 0 and
+// syscall.EAGAIN when nothing is buffered (write not called); else the
+// error TryRead would return.
+type ReadToConn interface {
+	NonblockingConn
+	TryReadTo(write func(p []byte, last bool) (int, error)) (int, error)
+}
+
 // Refuser is implemented by PacketConns that can refuse their flow as a
 // host with no socket on the port does: an ICMP port unreachable quoting
 // the first datagram (RFC 1122 §4.1.3.1), so a connected UDP socket of the

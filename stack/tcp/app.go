@@ -37,6 +37,40 @@ func (t *TCB) Read(p []byte) (int, error) {
 	return 0, nil
 }
 
+// ReadTo is Read with the data handed to write straight from the receive
+// buffer: write gets one contiguous run at a time, with last set when the
+// run is the rest of the data before the peer's FIN, and returns how much
+// it took; a short count or an error (returned as werr) stops. err is what
+// Read would return when there is nothing to hand over (io.EOF, the
+// connection's error); n, werr and err are all zero when there is nothing
+// yet, and then write is not called.
+func (t *TCB) ReadTo(write func(p []byte, last bool) (int, error)) (n int, werr, err error) {
+	if t.rcvBuf.len() == 0 || t.readClosed {
+		_, err = t.Read(nil)
+		return 0, nil, err
+	}
+	for t.rcvBuf.len() > 0 && werr == nil {
+		p := t.rcvBuf.headRun()
+		last := t.finRcvd && t.err == nil && len(p) == t.rcvBuf.len()
+		var k int
+		k, werr = write(p, last)
+		k = max(0, min(k, len(p)))
+		t.rcvBuf.discard(k)
+		n += k
+		if k < len(p) {
+			break
+		}
+	}
+	if n > 0 {
+		t.readTotal += uint64(n)
+		t.afterRead()
+		if t.rcvBuf.len() == 0 && t.ooo.count() == 0 {
+			t.rcvEmptied()
+		}
+	}
+	return n, werr, nil
+}
+
 // atEOF reports whether the next Read returns io.EOF: the peer's FIN has
 // arrived and all data before it has been read.
 func (t *TCB) atEOF() bool {
@@ -87,6 +121,27 @@ func (t *TCB) Write(p []byte) (int, error) {
 		t.bufBusy = true
 	}
 	return n, nil
+}
+
+// WriteFrom is Write with the data read straight into the send buffer:
+// read gets free buffer space and returns how much it filled (see
+// ring.writeFrom), and its error comes back as rerr. err is Write's error
+// for a connection that takes no data, and then read is not called; it is
+// not called either when the buffer is full (n, rerr and err all zero).
+func (t *TCB) WriteFrom(read func(p []byte) (int, error)) (n int, rerr, err error) {
+	switch {
+	case t.err != nil && t.err != errNormalClose:
+		return 0, nil, t.err
+	case t.finQueued:
+		return 0, nil, ErrWriteClosed
+	case t.state == Closed:
+		return 0, nil, ErrClosed
+	}
+	n, rerr = t.sndBuf.writeFrom(read)
+	if n > 0 {
+		t.bufBusy = true
+	}
+	return n, rerr, nil
 }
 
 // Readable reports whether Read would return data or an error now.

@@ -51,6 +51,37 @@ func (r *ring) write(p []byte) int {
 	return n
 }
 
+// minReadRun is the least free storage writeFrom offers a reader: the
+// storage grows (doubling) when less than this is free after the contents.
+const minReadRun = 2048
+
+// writeFrom appends what read puts straight into the storage: read gets
+// one contiguous run of free storage after the contents (all the
+// allocated free space up to the storage's end or to head, growing the
+// storage first when that is under minReadRun) and returns how much of it
+// it filled. A reader that fills its run is offered a larger one next
+// time, so bulk data grows the storage as write does while a small
+// message keeps it small. Nothing is offered when the ring is full.
+func (r *ring) writeFrom(read func(p []byte) (int, error)) (int, error) {
+	free := r.free()
+	if free == 0 {
+		return 0, nil
+	}
+	if len(r.buf)-r.n < min(minReadRun, free) {
+		r.reserve(r.n + min(minReadRun, free))
+	}
+	i := (r.head + r.n) % len(r.buf)
+	end := len(r.buf)
+	if i < r.head {
+		end = r.head // the contents wrap: free storage runs up to head
+	}
+	run := r.buf[i:min(end, i+free)]
+	n, err := read(run)
+	n = max(0, min(n, len(run)))
+	r.n += n
+	return n, err
+}
+
 // writeAt copies p to offset off from head without changing the length,
 // clipped to the capacity. It is how out-of-order data is placed beyond
 // the contiguous bytes of the receive buffer.
@@ -90,6 +121,16 @@ func (r *ring) view(off, n int) (p []byte, ok bool) {
 		return nil, false
 	}
 	return r.buf[i : i+n], true
+}
+
+// headRun returns the contents from head up to the storage's end: all of
+// them unless they wrap. The slice is valid until the next write,
+// discard or release.
+func (r *ring) headRun() []byte {
+	if r.n == 0 {
+		return nil
+	}
+	return r.buf[r.head:min(r.head+r.n, len(r.buf))]
 }
 
 // copyOut copies len(p) bytes at offset off regardless of the held

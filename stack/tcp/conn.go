@@ -26,7 +26,10 @@ type Conn struct {
 	readDeadline, writeDeadline clock.Time
 }
 
-var _ stack.NonblockingConn = (*Conn)(nil)
+var (
+	_ stack.WriteFromConn = (*Conn)(nil)
+	_ stack.ReadToConn    = (*Conn)(nil)
+)
 
 func newConn(f *flow) *Conn {
 	return &Conn{
@@ -220,30 +223,107 @@ func (c *Conn) TryWrite(p []byte, fin bool) (int, error) {
 	f := c.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if c.closed {
-		return 0, c.opErr("write", net.ErrClosed)
-	}
-	if c.expired(c.writeDeadline) {
-		return 0, c.opErr("write", os.ErrDeadlineExceeded)
+	if err := c.writeGateLocked(); err != nil {
+		return 0, err
 	}
 	n, err := f.tcb.Write(p)
 	if err != nil {
 		return n, c.opErr("write", err)
 	}
-	finNow := fin && n == len(p)
-	if finNow {
-		f.tcb.CloseWrite()
-	}
-	if n > 0 || finNow {
-		c.flushLocked()
-	}
-	if finNow {
-		f.wait.wakeAll() // as CloseWrite does
-	}
+	c.wroteLocked(n, fin && n == len(p))
 	if n == 0 && len(p) > 0 {
 		return 0, syscall.EAGAIN
 	}
 	return n, nil
+}
+
+// TryReadTo is TryRead with the data handed to write straight from the
+// receive buffer, with no copy in between (stack.ReadToConn): write gets
+// a contiguous run of the buffered data, last set when that run is all
+// the data before the app's FIN, and returns how much it took. write runs
+// with the Conn's lock held, so it must not block or call the Conn: a
+// non-blocking socket write. TryReadTo returns the bytes taken with
+// write's error, or with io.EOF once the data before the FIN is all taken;
+// 0 and syscall.EAGAIN when there is nothing to read yet (write not
+// called); else the Conn's error as TryRead returns it.
+func (c *Conn) TryReadTo(write func(p []byte, last bool) (int, error)) (int, error) {
+	f := c.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := c.readGateLocked("read"); err != nil {
+		return 0, err
+	}
+	n, werr, err := f.tcb.ReadTo(write)
+	if n > 0 {
+		// Reading may open the window enough for an update.
+		c.flushLocked()
+	}
+	if f.tcb.Readable() {
+		signal(f.wait.read) // more for another reader
+	}
+	switch {
+	case werr != nil:
+		return n, werr
+	case n == 0 && err == nil:
+		return 0, syscall.EAGAIN
+	case err == nil && f.tcb.atEOF():
+		return n, io.EOF
+	case err != nil && err != io.EOF:
+		return n, c.opErr("read", err)
+	}
+	return n, err
+}
+
+// TryWriteFrom is TryWrite with the bytes read straight into the send
+// buffer, with no copy in between (stack.WriteFromConn): read gets free
+// buffer space and returns how much it filled; when it returns io.EOF as
+// well, the FIN is queued behind that data and leaves with it. read runs
+// with the Conn's lock held, so it must not block or call the Conn: a
+// non-blocking socket read. TryWriteFrom returns read's count and error,
+// or 0 and syscall.EAGAIN without calling read when the buffer is full,
+// or the Conn's own error (a *net.OpError) when it takes no data.
+func (c *Conn) TryWriteFrom(read func(p []byte) (int, error)) (int, error) {
+	f := c.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := c.writeGateLocked(); err != nil {
+		return 0, err
+	}
+	n, rerr, err := f.tcb.WriteFrom(read)
+	if err != nil {
+		return 0, c.opErr("write", err)
+	}
+	c.wroteLocked(n, rerr == io.EOF)
+	if n == 0 && rerr == nil {
+		return 0, syscall.EAGAIN
+	}
+	return n, rerr
+}
+
+// writeGateLocked is why a non-blocking write fails before it looks at
+// the buffer: the Conn is closed, or its write deadline passed.
+func (c *Conn) writeGateLocked() error {
+	switch {
+	case c.closed:
+		return c.opErr("write", net.ErrClosed)
+	case c.expired(c.writeDeadline):
+		return c.opErr("write", os.ErrDeadlineExceeded)
+	}
+	return nil
+}
+
+// wroteLocked follows a non-blocking write of n bytes: with fin the FIN
+// is queued behind them, and what is due goes out.
+func (c *Conn) wroteLocked(n int, fin bool) {
+	if fin {
+		c.f.tcb.CloseWrite()
+	}
+	if n > 0 || fin {
+		c.flushLocked()
+	}
+	if fin {
+		c.f.wait.wakeAll() // as CloseWrite does
+	}
 }
 
 // SetNotify registers fn to run whenever the Conn may have become
