@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/netip"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 type benchWriter struct {
 	mu     sync.Mutex // guards every field below
 	n      int
+	bytes  int64  // TCP payload bytes written
 	last   []byte // copy of the last packet; cap is fixed
 	queue  bool
 	slots  [][]byte // reused buffers behind q
@@ -40,6 +42,10 @@ func (w *benchWriter) WritePackets(bufs [][]byte, offset int) (int, error) {
 	for _, b := range bufs {
 		p := b[offset:]
 		w.n++
+		if len(p) > 40 && p[0]>>4 == 4 && p[9] == packet.ProtoTCP {
+			ihl := int(p[0]&0xf) * 4
+			w.bytes += int64(len(p) - ihl - packet.TCP(p[ihl:]).DataOffset())
+		}
 		w.last = append(w.last[:0], p...)
 		if w.queue {
 			i := len(w.q)
@@ -50,7 +56,8 @@ func (w *benchWriter) WritePackets(bufs [][]byte, offset int) (int, error) {
 			w.q = append(w.q, w.slots[i])
 		}
 		if len(p) > 40 && p[0]>>4 == 4 && p[33]&byte(packet.SYN|packet.ACK) == byte(packet.SYN|packet.ACK) {
-			if pk, err := packet.ParseIP(p); err == nil && pk.Proto == packet.ProtoTCP {
+			// Trusted: on the superpacket path the checksum is partial.
+			if pk, err := packet.ParseIPTrusted(p); err == nil && pk.Proto == packet.ProtoTCP {
 				select {
 				case w.synAck <- Seq(pk.TCP().Seq()):
 				default:
@@ -62,6 +69,13 @@ func (w *benchWriter) WritePackets(bufs [][]byte, offset int) (int, error) {
 }
 
 // lastTSVal returns the TSval of the last packet written, 0 if none.
+// payload returns the TCP payload bytes written so far.
+func (w *benchWriter) payload() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.bytes
+}
+
 func (w *benchWriter) lastTSVal() uint32 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -106,7 +120,17 @@ type benchEngine struct {
 
 func newBenchEngine(tb testing.TB, mod func(*Options)) *benchEngine {
 	tb.Helper()
-	b := &benchEngine{tb: tb, w: newBenchWriter(), conns: make(chan stack.Conn, 1),
+	return newBenchEngineW(tb, newBenchWriter(), nil, mod)
+}
+
+// newBenchEngineW is newBenchEngine writing to out, or to w when out is
+// nil; w is the bench writer behind out.
+func newBenchEngineW(tb testing.TB, w *benchWriter, out stack.PacketWriter, mod func(*Options)) *benchEngine {
+	tb.Helper()
+	if out == nil {
+		out = w
+	}
+	b := &benchEngine{tb: tb, w: w, conns: make(chan stack.Conn, 1),
 		pkt: make([]byte, 2048), batch: make([][]byte, 1)}
 	b.clk = clock.NewManual(clock.Time(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC).UnixNano()))
 	b.guard = time.NewTimer(time.Hour)
@@ -116,7 +140,7 @@ func newBenchEngine(tb testing.TB, mod func(*Options)) *benchEngine {
 	if mod != nil {
 		mod(&opts)
 	}
-	e, err := New(b.w, benchHandler{b.conns}, opts)
+	e, err := New(out, benchHandler{b.conns}, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -405,12 +429,29 @@ type transferLink struct {
 	rbuf  []byte
 	moved int64
 	err   error
+	// offload: the engine writes superpackets with partial checksums,
+	// which the peer takes as they are.
+	offload bool
+	// inPlace: the application fills the send buffer in place
+	// (TryWriteFrom), as the relay does from a socket; copied counts
+	// what a Write copied instead.
+	inPlace bool
+	copied  int64
 }
 
-func newTransferLink(tb testing.TB) *transferLink {
-	b := newBenchEngine(tb, nil)
+func newTransferLink(tb testing.TB) *transferLink { return newTransferLinkW(tb, nil) }
+
+// newTransferLinkW is newTransferLink with the engine on the superpacket
+// path when ow is not nil.
+func newTransferLinkW(tb testing.TB, ow *offloadBenchWriter) *transferLink {
+	var b *benchEngine
+	if ow != nil {
+		b = newBenchEngineW(tb, ow.benchWriter, ow, nil)
+	} else {
+		b = newBenchEngine(tb, nil)
+	}
 	b.w.queue = true
-	l := &transferLink{b: b, pcfg: DefaultConfig(), src: pattern(0, 64<<10), rbuf: make([]byte, 256<<10)}
+	l := &transferLink{b: b, offload: ow != nil, pcfg: DefaultConfig(), src: pattern(0, 64<<10), rbuf: make([]byte, 256<<10)}
 	l.pcfg.RecvBufSize, l.pcfg.RecvBufMax = 1<<20, 8<<20
 	l.pcfg.SetDefaults()
 	l.slots = make([][]byte, 256)
@@ -483,8 +524,12 @@ func (l *transferLink) drainEngine(now clock.Time) bool {
 	if len(q) == 0 {
 		return false
 	}
+	parse := packet.ParseIP
+	if l.offload {
+		parse = packet.ParseIPTrusted
+	}
 	for _, p := range q {
-		pk, err := packet.ParseIP(p)
+		pk, err := parse(p)
 		if err != nil {
 			l.err = err
 			return false
@@ -512,10 +557,18 @@ func (l *transferLink) run(tb testing.TB, n int64) {
 		f.mu.Lock()
 		free := f.tcb.sndBuf.free()
 		f.mu.Unlock()
-		if free > 0 {
-			if _, err := l.c.Write(l.src[:min(free, len(l.src))]); err != nil {
+		switch {
+		case free > 0 && l.inPlace:
+			// The bytes a socket read would have put there.
+			if _, err := l.c.TryWriteFrom(func(p []byte) (int, error) { return len(p), nil }); err != nil && err != syscall.EAGAIN {
 				tb.Fatal(err)
 			}
+		case free > 0:
+			n, err := l.c.Write(l.src[:min(free, len(l.src))])
+			if err != nil {
+				tb.Fatal(err)
+			}
+			l.copied += int64(n)
 		}
 		l.pump()
 		l.b.tick(20 * time.Microsecond)
@@ -542,6 +595,47 @@ func BenchmarkEngineTransfer1GB(b *testing.B) {
 	}
 	st := l.b.e.Stats()
 	b.ReportMetric(float64(st.Retransmits)/float64(b.N), "rexmit/op")
+}
+
+// BenchmarkEngineTransferCopies moves 1 GiB per operation (so allocs/op
+// is allocations per GiB) from the application to a TCB peer: as
+// segments written with Write, and as superpackets filled in place
+// (TryWriteFrom, the evented relay's path from a socket). copiedB/op is
+// the bytes the engine's side copied per GiB: into the send buffer (Write
+// only) and from it into the packets written.
+func BenchmarkEngineTransferCopies(b *testing.B) {
+	for _, mode := range []string{"segments", "superpackets-in-place"} {
+		b.Run(mode, func(b *testing.B) {
+			var ow *offloadBenchWriter
+			if mode != "segments" {
+				ow = &offloadBenchWriter{benchWriter: newBenchWriter()}
+			}
+			l := newTransferLinkW(b, ow)
+			l.inPlace = ow != nil
+			l.run(b, 64<<20) // warm up: cwnd, receive buffer, queues
+			const size = 1 << 30
+			copied0, out0 := l.copied, l.b.w.payload()
+			b.ReportAllocs()
+			b.SetBytes(size)
+			for b.Loop() {
+				l.run(b, size)
+			}
+			copied := l.copied - copied0 + l.b.w.payload() - out0
+			b.ReportMetric(float64(copied)/float64(b.N), "copiedB/op")
+			st := l.b.e.Stats()
+			b.ReportMetric(float64(st.SuperpacketsOut)/float64(b.N), "superpackets/op")
+		})
+	}
+}
+
+// offloadBenchWriter is the bench writer on the superpacket path: it
+// takes the packets after their virtio-net header.
+type offloadBenchWriter struct{ *benchWriter }
+
+func (w *offloadBenchWriter) Offloads() bool { return true }
+
+func (w *offloadBenchWriter) WritePacketsOffload(bufs [][]byte, offset int) (int, error) {
+	return w.WritePackets(bufs, offset)
 }
 
 // BenchmarkEngineConnSetupTeardown runs per operation a whole connection:
