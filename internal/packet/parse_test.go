@@ -308,6 +308,35 @@ func FuzzParseIP(f *testing.F) {
 	})
 }
 
+// FuzzParseIPTrusted: the trusted parse takes whatever ParseIP takes, with
+// the same result, and what it takes alone differs only in a transport
+// checksum.
+func FuzzParseIPTrusted(f *testing.F) {
+	f.Add(hexBytes(f, synV4))
+	f.Add(hexBytes(f, synAckV6))
+	f.Add(buildUDP(f, cli4, srv4, []byte("hello")))
+	f.Add(buildEcho(f, EchoHeader{Src: cli6.Addr(), Dst: srv6.Addr(), ID: 7}, []byte("ping")))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tp, terr := ParseIPTrusted(b)
+		p, err := ParseIP(b)
+		switch {
+		case err == nil && terr != nil:
+			t.Fatalf("ParseIP takes it, ParseIPTrusted: %v", terr)
+		case err == nil:
+			if tp.Proto != p.Proto || len(tp.IP) != len(p.IP) || len(tp.Transport) != len(p.Transport) || len(tp.Payload) != len(p.Payload) {
+				t.Fatalf("trusted parse differs: %+v vs %+v", tp, p)
+			}
+		case terr == nil:
+			if !errors.Is(err, ErrBadChecksum) || (p.Version == 4 && !IPv4(b).ChecksumValid()) {
+				t.Fatalf("trusted parse took a packet ParseIP refused for %v", err)
+			}
+			if _, ok := within(b, tp.Transport); !ok || len(tp.Payload) > len(tp.Transport) {
+				t.Fatal("transport or payload outside the packet")
+			}
+		}
+	})
+}
+
 // checkPacket asserts the invariants of a successful parse of b.
 func checkPacket(t *testing.T, b []byte, p Packet) {
 	t.Helper()
