@@ -45,6 +45,11 @@ type Config struct {
 	// segmentation and checksum offload (TUN_F_TSO4, TUN_F_TSO6,
 	// TUN_F_CSUM), read and written whole. Open logs whether it got it.
 	Offload bool
+	// Queues above 1 open the device with IFF_MULTI_QUEUE and that many
+	// queues (Linux.Queues), the kernel spreading flows over them. It
+	// needs Offload: the extra queues are read and written on the
+	// superpacket path only. Open logs what it got.
+	Queues int
 }
 
 // Linux is a configured Linux TUN device. It implements Device.
@@ -66,10 +71,13 @@ type Linux struct {
 	tooManySegments atomic.Uint64
 
 	// offload is set when ReadOffload and WriteOffload work: the device
-	// has IFF_VNET_HDR and TCP offloads, and file/rc reach its descriptor.
+	// has IFF_VNET_HDR and TCP offloads, and q0 reaches its descriptor.
 	offload bool
-	file    *os.File
-	rc      syscall.RawConn
+	q0      queue
+	// extra are the queues after the first of a multi-queue device; files
+	// holds their descriptors until the device is set up.
+	extra []*Queue
+	files []*os.File
 
 	// writeMu guards scratch, the private copy of the slice headers handed
 	// to wgtun, whose GRO swaps and extends elements of the slice it gets.
@@ -92,11 +100,33 @@ func Open(cfg Config, log *slog.Logger) (*Linux, error) {
 	if err != nil {
 		return nil, err
 	}
-	dev, err := wgtun.CreateTUN(cfg.Name, mtu)
-	if err != nil {
-		return nil, fmt.Errorf("tun: create %q: %w", cfg.Name, err)
+	var dev wgtun.Device
+	var files []*os.File
+	multiWhy := ""
+	switch {
+	case cfg.Queues <= 1:
+	case !cfg.Offload:
+		multiWhy = "the extra queues need tun offload"
+	default:
+		files, err = openQueues(cfg.Name, cfg.Queues)
+		if err != nil {
+			multiWhy = err.Error()
+			break
+		}
+		if dev, err = wgtun.CreateTUNFromFile(files[0], mtu); err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			return nil, fmt.Errorf("tun: create %q with %d queues: %w", cfg.Name, cfg.Queues, err)
+		}
+		files = files[1:]
 	}
-	l := &Linux{dev: dev, name: cfg.Name, mtu: mtu, log: log, eventsDone: make(chan struct{})}
+	if dev == nil {
+		if dev, err = wgtun.CreateTUN(cfg.Name, mtu); err != nil {
+			return nil, fmt.Errorf("tun: create %q: %w", cfg.Name, err)
+		}
+	}
+	l := &Linux{dev: dev, name: cfg.Name, mtu: mtu, log: log, eventsDone: make(chan struct{}), files: files}
 	name, err := dev.Name()
 	if err == nil {
 		l.name = name
@@ -119,7 +149,82 @@ func Open(cfg Config, log *slog.Logger) (*Linux, error) {
 			log.Info("tun offload on: TCP superpackets read and written whole (TSO4, TSO6, checksum)", "name", l.name)
 		}
 	}
+	if err := l.setupQueues(); err != nil && multiWhy == "" {
+		multiWhy = err.Error()
+	}
+	if cfg.Queues > 1 {
+		if multiWhy != "" {
+			log.Info("tun queues: 1", "name", l.name, "asked", cfg.Queues, "reason", multiWhy)
+		} else {
+			log.Info("tun queues", "name", l.name, "queues", 1+len(l.extra))
+		}
+	}
 	return l, nil
+}
+
+// openQueues opens n queues of one multi-queue TUN device, non-blocking,
+// the first creating it (TUNSETIFF with IFF_MULTI_QUEUE on each).
+func openQueues(name string, n int) ([]*os.File, error) {
+	var files []*os.File
+	fail := func(err error) ([]*os.File, error) {
+		for _, f := range files {
+			f.Close()
+		}
+		return nil, err
+	}
+	for i := range n {
+		fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fail(fmt.Errorf("open /dev/net/tun: %w", err))
+		}
+		ifr, err := unix.NewIfreq(name)
+		if err != nil {
+			unix.Close(fd)
+			return fail(err)
+		}
+		ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR | unix.IFF_MULTI_QUEUE)
+		if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+			unix.Close(fd)
+			return fail(fmt.Errorf("TUNSETIFF with IFF_MULTI_QUEUE, queue %d: %w", i, err))
+		}
+		if i == 0 {
+			// A template name ("tun%d") is resolved by the first queue.
+			name = ifr.Name()
+		}
+		if err := unix.SetNonblock(fd, true); err != nil {
+			unix.Close(fd)
+			return fail(err)
+		}
+		files = append(files, os.NewFile(uintptr(fd), "/dev/net/tun"))
+	}
+	return files, nil
+}
+
+// setupQueues puts the extra queues of a multi-queue device on the
+// superpacket path; without offload they are closed again.
+func (l *Linux) setupQueues() error {
+	files := l.files
+	l.files = nil
+	if len(files) == 0 {
+		return nil
+	}
+	if !l.offload {
+		for _, f := range files {
+			f.Close()
+		}
+		return errors.New("the extra queues need tun offload")
+	}
+	for i, f := range files {
+		q := &Queue{l: l, index: i + 1}
+		if err := q.q.init(f); err != nil {
+			for _, g := range files[i:] {
+				g.Close()
+			}
+			return fmt.Errorf("queue %d: %w", i+1, err)
+		}
+		l.extra = append(l.extra, q)
+	}
+	return nil
 }
 
 // tcpOffloads are the offloads the superpacket path asks the kernel for.
@@ -136,19 +241,34 @@ func (l *Linux) enableOffload() (why string) {
 	if l.dev.BatchSize() <= 1 {
 		return "the kernel refused IFF_VNET_HDR or TCP offloads"
 	}
-	rc, err := f.File().SyscallConn()
-	if err != nil {
+	if err := l.q0.init(f.File()); err != nil {
 		return err.Error()
+	}
+	l.offload = true
+	return ""
+}
+
+// queue is one descriptor of the device on the superpacket path.
+type queue struct {
+	file *os.File
+	rc   syscall.RawConn
+}
+
+// init takes f, setting the TCP offloads on it.
+func (q *queue) init(f *os.File) error {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return err
 	}
 	var ierr error
 	if err := rc.Control(func(fd uintptr) { ierr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, tcpOffloads) }); err != nil {
-		return err.Error()
+		return err
 	}
 	if ierr != nil {
-		return "TUNSETOFFLOAD: " + ierr.Error()
+		return fmt.Errorf("TUNSETOFFLOAD: %w", ierr)
 	}
-	l.offload, l.file, l.rc = true, f.File(), rc
-	return ""
+	q.file, q.rc = f, rc
+	return nil
 }
 
 func (c Config) mtu() (int, error) {
@@ -291,13 +411,26 @@ func (l *Linux) Offloads() bool { return l.offload }
 
 var errNoOffload = errors.New("offload is off")
 
-// ReadOffload implements OffloadDevice.ReadOffload: one read(2) per
-// packet straight into bufs (no copy, no split), the first waiting in the
-// runtime's poller, the others only while packets are queued.
+// ReadOffload implements OffloadDevice.ReadOffload on the first queue.
 func (l *Linux) ReadOffload(bufs [][]byte, sizes []int, offset int) (int, error) {
 	if !l.offload {
 		return 0, fmt.Errorf("tun: read %s: %w", l.name, errNoOffload)
 	}
+	return l.q0.read(l, bufs, sizes, offset)
+}
+
+// WriteOffload implements OffloadDevice.WriteOffload on the first queue.
+func (l *Linux) WriteOffload(bufs [][]byte, offset int) (int, error) {
+	if !l.offload {
+		return 0, fmt.Errorf("tun: write %s: %w", l.name, errNoOffload)
+	}
+	return l.q0.write(l, bufs, offset)
+}
+
+// read is ReadOffload on q: one read(2) per packet straight into bufs
+// (no copy, no split), the first waiting in the runtime's poller, the
+// others only while packets are queued.
+func (q *queue) read(l *Linux, bufs [][]byte, sizes []int, offset int) (int, error) {
 	if offset < virtio.HdrLen {
 		return 0, fmt.Errorf("tun: read %s: offset %d: %w", l.name, offset, ErrShortHeadroom)
 	}
@@ -307,7 +440,7 @@ func (l *Linux) ReadOffload(bufs [][]byte, sizes []int, offset int) (int, error)
 		var got int
 		var err error
 		wait := n == 0
-		cerr := l.rc.Read(func(fd uintptr) bool {
+		cerr := q.rc.Read(func(fd uintptr) bool {
 			for {
 				got, err = unix.Read(int(fd), buf)
 				if err != unix.EINTR {
@@ -338,13 +471,9 @@ func (l *Linux) ReadOffload(bufs [][]byte, sizes []int, offset int) (int, error)
 	return n, nil
 }
 
-// WriteOffload implements OffloadDevice.WriteOffload: one write(2) per
-// packet, header included, waiting in the runtime's poller when the
-// device's queue is full.
-func (l *Linux) WriteOffload(bufs [][]byte, offset int) (int, error) {
-	if !l.offload {
-		return 0, fmt.Errorf("tun: write %s: %w", l.name, errNoOffload)
-	}
+// write is WriteOffload on q: one write(2) per packet, header included,
+// waiting in the runtime's poller when the queue is full.
+func (q *queue) write(l *Linux, bufs [][]byte, offset int) (int, error) {
 	if l.closed.Load() {
 		return 0, fmt.Errorf("tun: write %s: %w", l.name, os.ErrClosed)
 	}
@@ -354,7 +483,7 @@ func (l *Linux) WriteOffload(bufs [][]byte, offset int) (int, error) {
 	n := 0
 	var first error
 	for _, b := range bufs {
-		_, err := l.file.Write(b[offset-virtio.HdrLen:])
+		_, err := q.file.Write(b[offset-virtio.HdrLen:])
 		if err == nil {
 			n++
 			continue
@@ -367,6 +496,69 @@ func (l *Linux) WriteOffload(bufs [][]byte, offset int) (int, error) {
 		}
 	}
 	return n, first
+}
+
+// Queues returns the device's queues, the first being l itself: one
+// unless Config.Queues asked for more and got them.
+func (l *Linux) Queues() []OffloadDevice {
+	qs := []OffloadDevice{l}
+	for _, q := range l.extra {
+		qs = append(qs, q)
+	}
+	return qs
+}
+
+// Queue is a queue after the first of a multi-queue device. It moves
+// packets on the superpacket path only: Read and Write fail. Closing it
+// closes its descriptor; closing the device closes every queue.
+type Queue struct {
+	l         *Linux
+	index     int
+	q         queue
+	closeOnce sync.Once
+}
+
+var _ OffloadDevice = (*Queue)(nil)
+
+var errQueueOffloadOnly = errors.New("an extra queue moves packets with ReadOffload and WriteOffload only")
+
+// Read implements Device.Read: it fails.
+func (q *Queue) Read([][]byte, []int, int) (int, error) {
+	return 0, fmt.Errorf("tun: read %s queue %d: %w", q.l.name, q.index, errQueueOffloadOnly)
+}
+
+// Write implements Device.Write: it fails.
+func (q *Queue) Write([][]byte, int) (int, error) {
+	return 0, fmt.Errorf("tun: write %s queue %d: %w", q.l.name, q.index, errQueueOffloadOnly)
+}
+
+// Offloads implements OffloadDevice.Offloads: always.
+func (q *Queue) Offloads() bool { return true }
+
+// ReadOffload implements OffloadDevice.ReadOffload.
+func (q *Queue) ReadOffload(bufs [][]byte, sizes []int, offset int) (int, error) {
+	return q.q.read(q.l, bufs, sizes, offset)
+}
+
+// WriteOffload implements OffloadDevice.WriteOffload.
+func (q *Queue) WriteOffload(bufs [][]byte, offset int) (int, error) {
+	return q.q.write(q.l, bufs, offset)
+}
+
+// BatchSize implements Device.BatchSize.
+func (q *Queue) BatchSize() int { return q.l.BatchSize() }
+
+// MTU implements Device.MTU.
+func (q *Queue) MTU() int { return q.l.mtu }
+
+// Name implements Device.Name.
+func (q *Queue) Name() string { return q.l.name }
+
+// Close closes the queue's descriptor; the device stays.
+func (q *Queue) Close() error {
+	var err error
+	q.closeOnce.Do(func() { err = q.q.file.Close() })
+	return err
 }
 
 // BatchSize implements Device.BatchSize: 128 with offloads, else 1.
@@ -387,6 +579,12 @@ func (l *Linux) Index() int { return l.index }
 func (l *Linux) Close() error {
 	l.closeOnce.Do(func() {
 		l.closed.Store(true)
+		for _, q := range l.extra {
+			q.Close()
+		}
+		for _, f := range l.files {
+			f.Close()
+		}
 		if err := l.dev.Close(); err != nil {
 			l.closeErr = fmt.Errorf("tun: close %s: %w", l.name, err)
 		}

@@ -189,3 +189,91 @@ func nextTCP(t *testing.T, got <-chan []byte, want func(virtio.Hdr, packet.Packe
 		}
 	}
 }
+
+// With Queues the device has that many queues; the kernel spreads flows
+// over them, and each queue reads and writes on the superpacket path.
+func TestLinux_MultiQueueSpreadsFlowsOverItsQueues(t *testing.T) {
+	ns := testNetns(t)
+	dev, err := openInNetns(t, ns, tun.Config{
+		Name: "tgtun0", MTU: 1500, Offload: true, Queues: 2,
+		Addresses: []netip.Prefix{tunAddr4},
+		Routes:    []netip.Prefix{tunRoute},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	qs := dev.Queues()
+	if len(qs) != 2 {
+		t.Fatalf("%d queues, want 2", len(qs))
+	}
+	if _, err := qs[1].Read(make([][]byte, 1), make([]int, 1), tun.Headroom); err == nil {
+		t.Error("plain Read on an extra queue did not fail")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	type pkt struct {
+		queue int
+		raw   []byte
+	}
+	got := make(chan pkt, 1024)
+	done := make(chan error, len(qs))
+	for i, q := range qs {
+		go func() {
+			done <- tun.ReadLoopOffload(ctx, q, func(pkts [][]byte) error {
+				for _, p := range pkts {
+					select {
+					case got <- pkt{i, bytes.Clone(p)}:
+					default:
+					}
+				}
+				return nil
+			})
+		}()
+	}
+	defer func() {
+		cancel()
+		for range qs {
+			if err := <-done; err != nil {
+				t.Errorf("ReadLoopOffload = %v", err)
+			}
+		}
+	}()
+	// 32 connection attempts from as many ports: their SYNs land on both
+	// queues (all on one has a chance of 2^-31).
+	inNetns(t, ns, func() {
+		for i := range 32 {
+			d := net.Dialer{Timeout: time.Millisecond}
+			_, _ = d.Dial("tcp4", netip.AddrPortFrom(peerAddr4.Addr(), uint16(1000+i)).String())
+		}
+	})
+	perQueue := make([]int, len(qs))
+	timeout := time.After(5 * time.Second)
+	for seen := 0; seen < 32; {
+		select {
+		case p := <-got:
+			pk, err := packet.ParseIPTrusted(p.raw[virtio.HdrLen:])
+			if err == nil && pk.Proto == packet.ProtoTCP && pk.TCP().Flags()&packet.SYN != 0 {
+				perQueue[p.queue]++
+				seen++
+			}
+		case <-timeout:
+			t.Fatalf("SYNs per queue %v after 5 s, want 32 in all", perQueue)
+		}
+	}
+	if perQueue[0] == 0 || perQueue[1] == 0 {
+		t.Errorf("SYNs per queue %v: the kernel did not spread the flows", perQueue)
+	}
+	// A write on the second queue reaches a socket.
+	var uc *net.UDPConn
+	inNetns(t, ns, func() {
+		uc, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(tunAddr4.Addr(), 0)))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uc.Close()
+	dg := withHeadroom(udpPacket(t, peerAddr4, uc.LocalAddr().(*net.UDPAddr).AddrPort(), []byte("q1")))
+	if n, err := tun.NewWriter(qs[1]).WritePackets([][]byte{dg}, tun.Headroom); n != 1 || err != nil {
+		t.Fatalf("WritePackets on queue 1 = %d, %v", n, err)
+	}
+	expectDatagrams(t, uc, "q1")
+}
