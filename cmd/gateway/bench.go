@@ -30,6 +30,7 @@ type benchFlags struct {
 	reusePorts    int
 	faults        string
 	offload       string
+	queues        string
 	jsonFile      string
 	htmlFile      string
 	cpuProfile    string
@@ -80,6 +81,7 @@ a usage error.`,
 	fs.IntVar(&f.connClients, "connect-clients", 0, "concurrent clients of the connect test (default: 2 per CPU)")
 	fs.IntVar(&f.reusePorts, "reuse-ports", bench.DefaultReusePorts, fmt.Sprintf("client ports of the connect-reuse test, a range ending at 60999 (--quick: %d)", bench.QuickReusePorts))
 	fs.StringVar(&f.offload, "offload", "", "every gateway's tun.offload, `auto` or off (default: the gateway's own, auto)")
+	fs.StringVar(&f.queues, "queues", "", "every gateway's tun.queues, `auto` or a count (default: the gateway's own, auto)")
 	fs.StringVar(&f.faults, "faults", "", "make each gateway inject seeded faults between its TUN and its stack, as gateway run --faults does; `SPEC` keys: "+faulty.SpecKeys)
 	fs.StringVar(&f.jsonFile, "json", "", "also write the results as JSON to this `file`")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "make each gateway write a CPU profile to `PREFIX`-<stack>-round<N>.prof")
@@ -105,6 +107,7 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 		MemProfile: f.memProfile,
 		Faults:     f.faults,
 		Offload:    f.offload,
+		Queues:     f.queues,
 	}
 	// Flags left alone take the defaults of the mode (full or quick).
 	fl := cmd.Flags()

@@ -229,6 +229,7 @@ func settingsOf(o Options) Settings {
 		ReusePorts:      Quantity{float64(o.ReusePorts), "ports"},
 		Faults:          o.Faults,
 		Offload:         o.Offload,
+		Queues:          o.Queues,
 		LatencyPayload:  Quantity{float64(o.LatencyPayload), "bytes"},
 	}
 }

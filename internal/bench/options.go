@@ -117,6 +117,8 @@ type Options struct {
 	// Offload, when set, is every gateway's tun.offload (auto or off);
 	// empty leaves the gateway's default (auto).
 	Offload string
+	// Queues, when set, is every gateway's tun.queues (auto or a count).
+	Queues string
 	// CPUProfile, when set, makes every gateway process write a CPU
 	// profile to CPUProfile-<stack>-round<N>.prof.
 	CPUProfile string

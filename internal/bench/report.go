@@ -59,6 +59,8 @@ type Settings struct {
 	Faults string `json:"faults,omitempty"`
 	// Offload is the gateways' tun.offload when the run set it.
 	Offload string `json:"offload,omitempty"`
+	// Queues is the gateways' tun.queues when the run set it.
+	Queues string `json:"queues,omitempty"`
 }
 
 // Result is one figure of one workload, for every stack.

@@ -16,6 +16,9 @@ func WriteTable(w io.Writer, r *Report) error {
 	fmt.Fprintf(&b, "gateway bench: %s; %s, %s measured per test; MTU %s; %s; Linux %s; %s\n",
 		strings.Join(r.Settings.Stacks, " vs "), formatQuantity(r.Settings.Rounds), formatQuantity(r.Settings.Duration),
 		formatQuantity(r.Settings.MTU), formatQuantity(r.Host.CPUs), r.Host.Kernel, r.Host.GoVersion)
+	if r.Settings.Queues != "" {
+		fmt.Fprintf(&b, "gateways run with tun.queues %s\n", r.Settings.Queues)
+	}
 	if r.Settings.Offload != "" {
 		fmt.Fprintf(&b, "gateways run with tun.offload %s\n", r.Settings.Offload)
 	}

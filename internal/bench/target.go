@@ -82,6 +82,9 @@ func gatewaySpecFor(o Options, stack string, round int) gwproc.Spec {
 	if o.Offload != "" {
 		spec.Extra = append(spec.Extra, "--offload", o.Offload)
 	}
+	if o.Queues != "" {
+		spec.Extra = append(spec.Extra, "--queues", o.Queues)
+	}
 	return spec
 }
 

@@ -9,6 +9,7 @@ package config
 
 import (
 	"net/netip"
+	"strconv"
 	"time"
 )
 
@@ -27,6 +28,26 @@ const (
 	// segments again on write, in user space.
 	OffloadOff = "off"
 )
+
+// QueuesAuto (tun.queues) opens one TUN queue per CPU, up to MaxQueues.
+const QueuesAuto = "auto"
+
+// MaxQueues is the most TUN queues tun.queues may ask for.
+const MaxQueues = 64
+
+// QueueCount is the number of TUN queues tun.queues asks for on a machine
+// of cpus CPUs: auto is one per CPU, at most 8; 0 when the value is
+// invalid (validation reports it).
+func (t *TUN) QueueCount(cpus int) int {
+	if t.Queues == QueuesAuto {
+		return max(1, min(cpus, 8))
+	}
+	n, err := strconv.Atoi(t.Queues)
+	if err != nil || n < 1 || n > MaxQueues {
+		return 0
+	}
+	return n
+}
 
 // Upstream kinds (upstream.kind).
 const (
@@ -85,6 +106,9 @@ type TUN struct {
 	MTU int `mapstructure:"mtu"`
 	// Offload is OffloadAuto or OffloadOff.
 	Offload string `mapstructure:"offload"`
+	// Queues is QueuesAuto or a count of TUN queues (1–64); see
+	// TUN.QueueCount.
+	Queues string `mapstructure:"queues"`
 	// Addresses are assigned to the device, each an address with its prefix
 	// length (198.18.0.1/15), so host bits are meaningful here.
 	Addresses []netip.Prefix `mapstructure:"addresses"`
@@ -268,6 +292,7 @@ func Default() *Config {
 			},
 			Routes:  []netip.Prefix{},
 			Offload: OffloadAuto,
+			Queues:  QueuesAuto,
 
 			AutoRoute:    false,
 			RouteTable:   DefaultRouteTable,

@@ -11,6 +11,7 @@ func flagKeys() map[string]string {
 		"tun-name":         "tun.name",
 		"mtu":              "tun.mtu",
 		"offload":          "tun.offload",
+		"queues":           "tun.queues",
 		"tun-address":      "tun.addresses",
 		"route":            "tun.routes",
 		"auto-route":       "tun.auto_route",
@@ -40,6 +41,7 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	fs.String("tun-name", d.TUN.Name, "name of the TUN interface (tun.name)")
 	fs.Int("mtu", d.TUN.MTU, "MTU of the TUN interface (tun.mtu)")
 	fs.String("offload", d.TUN.Offload, "TCP superpackets between the TUN and the own engine: auto or off (tun.offload)")
+	fs.String("queues", d.TUN.Queues, "TUN queues, each read on its own core by its own engine shard: auto (one per CPU, at most 8) or a count (tun.queues)")
 	fs.StringSlice("tun-address", prefixStrings(d.TUN.Addresses), "address/prefix-length of the TUN; repeat or comma-separate (tun.addresses)")
 	fs.StringSlice("route", prefixStrings(d.TUN.Routes), "prefix to route into the TUN; repeat or comma-separate (tun.routes)")
 	fs.Bool("auto-route", d.TUN.AutoRoute, "capture all traffic into the TUN with policy routing, removed again on exit (tun.auto_route)")

@@ -48,6 +48,9 @@ func (t *TUN) validate(ps *problems) {
 	checkIfName(ps, "tun.name", t.Name)
 	checkRange(ps, "tun.mtu", t.MTU, minMTU, maxMTU)
 	checkOneOf(ps, "tun.offload", t.Offload, OffloadAuto, OffloadOff)
+	if t.QueueCount(1) == 0 {
+		ps.add("tun.queues", "%q is neither auto nor a count of queues 1–%d", t.Queues, MaxQueues)
+	}
 	if len(t.Addresses) == 0 {
 		ps.add("tun.addresses", "must list at least one address")
 	}

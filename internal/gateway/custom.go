@@ -8,6 +8,7 @@ import (
 	"github.com/tungate/tungate/proxy"
 	"github.com/tungate/tungate/stack"
 	"github.com/tungate/tungate/stack/tcp"
+	"github.com/tungate/tungate/tun"
 )
 
 // newCustom builds the own TCP engine from the config.
@@ -20,6 +21,24 @@ func newCustom(cfg *config.Config, w stack.PacketWriter, h stack.Handler, tr *tc
 		return nil, fmt.Errorf("gateway: custom stack: %w", err)
 	}
 	return e, nil
+}
+
+// newCustomShards builds the own engine with one shard per TUN queue,
+// shard i writing to queue i.
+func newCustomShards(cfg *config.Config, queues []tun.Device, h stack.Handler, tr *tcp.Tracer, log *slog.Logger) (*tcp.Shards, error) {
+	opts := customOptions(cfg)
+	opts.Trace = tr
+	opts.Logger = log
+	ws := make([]stack.PacketWriter, len(queues))
+	for i, q := range queues {
+		ws[i] = tun.NewWriter(q)
+	}
+	s, err := tcp.NewShards(ws, h, opts)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: custom stack: %w", err)
+	}
+	log.Info("custom stack: one shard per TUN queue", "shards", s.Len())
+	return s, nil
 }
 
 // customOptions maps stack.custom (and the TUN's MTU) to the engine's

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime"
 
 	"github.com/tungate/tungate/internal/config"
 	"github.com/tungate/tungate/proxy"
@@ -74,12 +75,23 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	case !offload:
 		log.Info("tun offload off: tun.offload is off")
 	}
+	queues := cfg.TUN.QueueCount(runtime.NumCPU())
+	switch {
+	case queues <= 1:
+	case !offload:
+		queues = 1
+		log.Info("tun queues: 1: more need the superpacket path (tun.offload auto, stack.kind custom, no --faults)")
+	case opts.PcapPath != "":
+		queues = 1
+		log.Info("tun queues: 1: --pcap taps a single queue")
+	}
 	dev, err := tun.Open(tun.Config{
 		Name:      cfg.TUN.Name,
 		MTU:       cfg.TUN.MTU,
 		Addresses: cfg.TUN.Addresses,
 		Routes:    cfg.TUN.Routes,
 		Offload:   offload,
+		Queues:    queues,
 	}, log)
 	if err != nil {
 		return err
@@ -168,7 +180,22 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 		}
 	}
 	var ts tun.Stats
+	// A multi-queue device is read and written queue by queue, the own
+	// engine running one shard per queue.
+	var qdevs []tun.Device
+	if mq, ok := dev.(interface{ Queues() []tun.OffloadDevice }); ok && cfg.Stack.Kind == config.StackCustom {
+		if qs := mq.Queues(); len(qs) > 1 {
+			for _, q := range qs {
+				qdevs = append(qdevs, tun.WithStats(q, &ts))
+			}
+		}
+	}
 	dev = tun.WithStats(dev, &ts)
+	if qdevs != nil {
+		qdevs[0] = dev
+	} else {
+		qdevs = []tun.Device{dev}
+	}
 	var observer proxy.Observer
 	if tr != nil {
 		observer = traceObserver(tr)
@@ -183,27 +210,36 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 		Logger:           log,
 		Observer:         observer,
 	})
-	st, err := NewStack(cfg, tun.NewWriter(dev), px, tr, log)
+	var st stack.Stack
+	if len(qdevs) > 1 {
+		st, err = newCustomShards(cfg, qdevs, px, tr, log)
+	} else {
+		st, err = NewStack(cfg, tun.NewWriter(dev), px, tr, log)
+	}
 	if err != nil {
 		px.Close()
 		dev.Close()
 		return err
 	}
 
-	readErr := make(chan error, 1)
-	go func() {
-		if ost, ok := st.(stack.OffloadStack); ok && tun.Offloads(dev) {
-			readErr <- tun.ReadLoopOffload(ctx, dev.(tun.OffloadDevice), ost.DeliverInboundOffload)
-			return
-		}
-		readErr <- tun.ReadLoop(ctx, dev, st.DeliverInbound)
-	}()
+	// One reader per queue; the first to end ends the run.
+	readErr := make(chan error, len(qdevs))
+	for _, q := range qdevs {
+		go func() {
+			if ost, ok := st.(stack.OffloadStack); ok && tun.Offloads(q) {
+				readErr <- tun.ReadLoopOffload(ctx, q.(tun.OffloadDevice), ost.DeliverInboundOffload)
+				return
+			}
+			readErr <- tun.ReadLoop(ctx, q, st.DeliverInbound)
+		}()
+	}
+	readers := len(qdevs)
 
 	var runErr error
 	select {
 	case <-ctx.Done():
 	case runErr = <-readErr:
-		readErr = nil
+		readers--
 		if runErr != nil {
 			runErr = fmt.Errorf("gateway: %w", runErr)
 		}
@@ -214,7 +250,7 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 	px.Close()
 	st.Close()
 	dev.Close()
-	if readErr != nil {
+	for range readers {
 		if err := <-readErr; err != nil && runErr == nil && !errors.Is(err, net.ErrClosed) {
 			runErr = fmt.Errorf("gateway: %w", err)
 		}
@@ -287,7 +323,7 @@ func logStats(log *slog.Logger, px *proxy.Proxy, st stack.Stack, ts *tun.Stats) 
 	switch s := st.(type) {
 	case *gvisor.Stack:
 		log.Info("gvisor stats", "stats", fmt.Sprintf("%+v", s.Stats()))
-	case *tcp.Engine:
+	case interface{ Stats() tcp.Stats }: // *tcp.Engine, *tcp.Shards
 		es := s.Stats()
 		log.Info("engine connections", "pending", es.Pending, "states", fmt.Sprint(es.States))
 		es.States = nil

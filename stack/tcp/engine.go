@@ -218,43 +218,78 @@ func (e *Engine) DeliverInbound(pkts [][]byte) error { return e.deliver(pkts, fa
 func (e *Engine) DeliverInboundOffload(pkts [][]byte) error { return e.deliver(pkts, true) }
 
 func (e *Engine) deliver(pkts [][]byte, vnet bool) error {
-	e.mu.RLock()
-	closed := e.closed
-	e.mu.RUnlock()
-	if closed {
+	if e.isClosed() {
 		return net.ErrClosed
 	}
 	b := e.getBatch()
 	b.coalesce = true
 	for _, raw := range pkts {
 		e.ec.packetsIn.Add(1)
-		var p packet.Packet
-		var err error
-		if vnet {
-			p, err = e.parseOffload(raw)
-		} else {
-			p, err = packet.ParseIP(raw)
-		}
+		p, err := e.parse(raw, vnet)
 		if err != nil {
-			e.ec.malformed.Add(1)
-			e.log.Debug("tcp: drop malformed packet", "err", err)
+			e.dropMalformed(err)
 			continue
 		}
-		switch p.Proto {
-		case packet.ProtoTCP:
-			e.inputTCP(p, b)
-		case packet.ProtoUDP:
-			e.udp.Deliver(p)
-		case packet.ProtoICMPv4, packet.ProtoICMPv6:
-			e.inputICMP(p, b)
-		default:
-			e.ec.unsupported.Add(1)
-		}
+		e.inputPacket(p, b)
 	}
+	e.endInput(b)
+	return nil
+}
+
+// deliverParsed is deliver for packets parsed already (Shards).
+func (e *Engine) deliverParsed(ps []packet.Packet) error {
+	if e.isClosed() {
+		return net.ErrClosed
+	}
+	b := e.getBatch()
+	b.coalesce = true
+	for _, p := range ps {
+		e.ec.packetsIn.Add(1)
+		e.inputPacket(p, b)
+	}
+	e.endInput(b)
+	return nil
+}
+
+func (e *Engine) isClosed() bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.closed
+}
+
+// parse parses a packet read from the TUN, after its virtio-net header
+// when vnet.
+func (e *Engine) parse(raw []byte, vnet bool) (packet.Packet, error) {
+	if vnet {
+		return e.parseOffload(raw)
+	}
+	return packet.ParseIP(raw)
+}
+
+func (e *Engine) dropMalformed(err error) {
+	e.ec.malformed.Add(1)
+	e.log.Debug("tcp: drop malformed packet", "err", err)
+}
+
+// inputPacket hands a packet to its protocol.
+func (e *Engine) inputPacket(p packet.Packet, b *outBatch) {
+	switch p.Proto {
+	case packet.ProtoTCP:
+		e.inputTCP(p, b)
+	case packet.ProtoUDP:
+		e.udp.Deliver(p)
+	case packet.ProtoICMPv4, packet.ProtoICMPv6:
+		e.inputICMP(p, b)
+	default:
+		e.ec.unsupported.Add(1)
+	}
+}
+
+// endInput produces the output the input batch deferred and writes it.
+func (e *Engine) endInput(b *outBatch) {
 	b.coalesce = false
 	b.runDeferred(e.clk.Now())
 	e.putBatch(b)
-	return nil
 }
 
 // parseOffload parses a packet read with its virtio-net header.
