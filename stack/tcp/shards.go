@@ -3,6 +3,7 @@ package tcp
 import (
 	"errors"
 	"hash/maphash"
+	"net/netip"
 	"reflect"
 	"sync"
 
@@ -104,9 +105,15 @@ func (s *Shards) deliver(pkts [][]byte, vnet bool) error {
 }
 
 // shardOf is the shard of p's flow: a keyed hash of its addresses and
-// ports (ICMP: the addresses only).
+// ports for TCP; of the app's address and port alone for UDP, so that
+// every datagram of one app socket, whatever its destination, meets the
+// same UDP table (one mapping per app socket, as endpoint-independent
+// NAT wants); of the addresses for ICMP.
 func (s *Shards) shardOf(p packet.Packet) int {
 	id := stack.FlowID{Src: p.SrcAddrPort(), Dst: p.DstAddrPort()}
+	if p.Proto == packet.ProtoUDP {
+		id.Dst = netip.AddrPort{}
+	}
 	return int(maphash.Comparable(s.seed, id) % uint64(len(s.shards)))
 }
 

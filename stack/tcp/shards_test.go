@@ -144,3 +144,45 @@ func (e *Engine) flowISS(t *testing.T, id stack.FlowID) uint32 {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// The datagrams of one app socket go to one shard whatever their
+// destination; TCP flows from it spread by destination too.
+func TestShards_UDPFromOneSocketStaysOnOneShard(t *testing.T) {
+	opts := DefaultOptions()
+	opts.Clock = clock.NewManual(pktT0)
+	w := &shardWriter{flows: map[netip.AddrPort][]packet.TCPFlags{}}
+	s, err := NewShards([]stack.PacketWriter{w, w, w, w}, acceptAll{}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	udpTo := func(dst netip.AddrPort) packet.Packet {
+		b := make([]byte, 100)
+		n, err := packet.BuildUDP(b, packet.UDPHeader{Src: appAddr, Dst: dst}, []byte("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := packet.ParseIP(b[:n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	h := &pktHarness{t: t}
+	first := s.shardOf(udpTo(dstAddr))
+	tcpShards := map[int]bool{}
+	for i := range 64 {
+		dst := netip.AddrPortFrom(dstAddr.Addr(), uint16(1000+i))
+		if k := s.shardOf(udpTo(dst)); k != first {
+			t.Fatalf("datagram to %v on shard %d, the first on %d", dst, k, first)
+		}
+		p, err := packet.ParseIP(h.build(seg{dst: dst, flags: packet.SYN}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tcpShards[s.shardOf(p)] = true
+	}
+	if len(tcpShards) < 2 {
+		t.Errorf("TCP flows to 64 ports on %d shard(s) of 4", len(tcpShards))
+	}
+}
