@@ -51,24 +51,21 @@ func (r *ring) write(p []byte) int {
 	return n
 }
 
-// minReadRun is the least free storage writeFrom offers a reader: the
-// storage grows (doubling) when less than this is free after the contents.
-const minReadRun = 2048
-
 // writeFrom appends what read puts straight into the storage: read gets
-// one contiguous run of free storage after the contents (all the
-// allocated free space up to the storage's end or to head, growing the
-// storage first when that is under minReadRun) and returns how much of it
-// it filled. A reader that fills its run is offered a larger one next
-// time, so bulk data grows the storage as write does while a small
-// message keeps it small. Nothing is offered when the ring is full.
+// one contiguous run of free storage after the contents (the allocated
+// free space up to the storage's end or to head) and returns how much of
+// it it filled. Storage is allocated (minRingAlloc) or doubled only when
+// none is free, so a reader that keeps filling its run (bulk data) grows
+// the storage as write does, while a small message, and the read that
+// finds nothing more after it, leave it at its minimum. Nothing is
+// offered when the ring is full.
 func (r *ring) writeFrom(read func(p []byte) (int, error)) (int, error) {
 	free := r.free()
 	if free == 0 {
 		return 0, nil
 	}
-	if len(r.buf)-r.n < min(minReadRun, free) {
-		r.reserve(r.n + min(minReadRun, free))
+	if len(r.buf) == r.n {
+		r.reserve(r.n + min(free, max(minRingAlloc, len(r.buf))))
 	}
 	i := (r.head + r.n) % len(r.buf)
 	end := len(r.buf)

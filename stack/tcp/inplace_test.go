@@ -25,8 +25,8 @@ func TestConn_TryWriteFromFillsTheSendBufferInPlace(t *testing.T) {
 		offered = len(p)
 		return copy(p, "hello"), nil
 	})
-	if n != 5 || err != nil || offered < minReadRun {
-		t.Fatalf("TryWriteFrom = %d, %v with %d bytes offered; want 5, nil, at least %d", n, err, offered, minReadRun)
+	if n != 5 || err != nil || offered != minRingAlloc {
+		t.Fatalf("TryWriteFrom = %d, %v with %d bytes offered; want 5, nil, %d (the least storage)", n, err, offered, minRingAlloc)
 	}
 	if g := h.expectOne("data"); string(g.data) != "hello" || g.seq != iss+1 {
 		t.Fatalf("sent %q at %d", g.data, g.seq-iss)
@@ -124,8 +124,11 @@ func TestRing_WriteFromAndHeadRunAcrossTheWrap(t *testing.T) {
 		n, _ := r.writeFrom(func(p []byte) (int, error) { return copy(p, bytes.Repeat([]byte{c}, len(p))), nil })
 		return n
 	}
-	if n := fill('a'); n != minReadRun {
-		t.Fatalf("first run %d, want %d: a small start", n, minReadRun)
+	if n := fill('a'); n != minRingAlloc {
+		t.Fatalf("first run %d, want %d: a small start", n, minRingAlloc)
+	}
+	if n := fill('a'); n != minRingAlloc {
+		t.Fatalf("second run %d, want %d: the storage doubled once it was full", n, minRingAlloc)
 	}
 	for r.free() > 0 {
 		fill('a')
@@ -151,5 +154,16 @@ func TestRing_WriteFromAndHeadRunAcrossTheWrap(t *testing.T) {
 	want := append(bytes.Repeat([]byte("a"), 1096), bytes.Repeat([]byte("b"), 3000)...)
 	if !bytes.Equal(all, want) || len(runs) != 2 || runs[0] != 1096 {
 		t.Fatalf("runs %v, contents as written %v", runs, bytes.Equal(all, want))
+	}
+}
+
+// A small message and the read that finds nothing after it leave the
+// storage at its minimum: what an idle connection holds.
+func TestRing_WriteFromKeepsSmallMessagesSmall(t *testing.T) {
+	r := newRing(1 << 20)
+	r.writeFrom(func(p []byte) (int, error) { return copy(p, "ping"), nil })
+	r.writeFrom(func(p []byte) (int, error) { return 0, syscall.EAGAIN })
+	if r.allocated() != minRingAlloc || r.len() != 4 {
+		t.Fatalf("storage %d holding %d bytes, want %d holding 4", r.allocated(), r.len(), minRingAlloc)
 	}
 }
