@@ -5,6 +5,12 @@
 // stack.PacketWriter, and offers wrappers that count traffic or tap it into
 // a pcap stream.
 //
+// The superpacket path (OffloadDevice, ReadLoopOffload) bypasses the
+// splitting and coalescing: the device's descriptors are read and written
+// with their virtio-net header, TCP superpackets whole, for a stack that
+// takes them (stack.OffloadStack); a multi-queue device (Config.Queues)
+// has one descriptor per queue, each its own OffloadDevice.
+//
 // Wrappers take and return Device, so they compose in any order:
 //
 //	var dev tun.Device = linux
