@@ -12,6 +12,7 @@ import (
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/internal/virtio"
 	"github.com/tungate/tungate/tun"
+	"github.com/vishvananda/netns"
 )
 
 // A kernel TCP client sends through the TUN with offload on: its
@@ -141,7 +142,15 @@ func TestLinux_OffloadCarriesTCPSuperpacketsBothWays(t *testing.T) {
 
 	// Plain WritePackets on the superpacket path: the writer puts a
 	// zero header before the packet, whatever the headroom held.
+	writeDatagram(t, ns, w, "plain", 0xff)
+}
+
+// writeDatagram writes a UDP datagram with w, the headroom filled with
+// junk, and expects a socket in ns to receive it.
+func writeDatagram(t *testing.T, ns netns.NsHandle, w *tun.Writer, msg string, junk byte) {
+	t.Helper()
 	var uc *net.UDPConn
+	var err error
 	inNetns(t, ns, func() {
 		uc, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(tunAddr4.Addr(), 0)))
 	})
@@ -149,14 +158,14 @@ func TestLinux_OffloadCarriesTCPSuperpacketsBothWays(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer uc.Close()
-	dg := withHeadroom(udpPacket(t, peerAddr4, uc.LocalAddr().(*net.UDPAddr).AddrPort(), []byte("plain")))
+	dg := withHeadroom(udpPacket(t, peerAddr4, uc.LocalAddr().(*net.UDPAddr).AddrPort(), []byte(msg)))
 	for i := range tun.Headroom {
-		dg[i] = 0xff
+		dg[i] = junk
 	}
 	if n, err := w.WritePackets([][]byte{dg}, tun.Headroom); n != 1 || err != nil {
 		t.Fatalf("WritePackets = %d, %v", n, err)
 	}
-	expectDatagrams(t, uc, "plain")
+	expectDatagrams(t, uc, msg)
 }
 
 // nextTCP returns the next TCP packet read that want accepts, checking
@@ -263,17 +272,5 @@ func TestLinux_MultiQueueSpreadsFlowsOverItsQueues(t *testing.T) {
 		t.Errorf("SYNs per queue %v: the kernel did not spread the flows", perQueue)
 	}
 	// A write on the second queue reaches a socket.
-	var uc *net.UDPConn
-	inNetns(t, ns, func() {
-		uc, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(tunAddr4.Addr(), 0)))
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer uc.Close()
-	dg := withHeadroom(udpPacket(t, peerAddr4, uc.LocalAddr().(*net.UDPAddr).AddrPort(), []byte("q1")))
-	if n, err := tun.NewWriter(qs[1]).WritePackets([][]byte{dg}, tun.Headroom); n != 1 || err != nil {
-		t.Fatalf("WritePackets on queue 1 = %d, %v", n, err)
-	}
-	expectDatagrams(t, uc, "q1")
+	writeDatagram(t, ns, tun.NewWriter(qs[1]), "q1", 0)
 }

@@ -180,21 +180,16 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 		}
 	}
 	var ts tun.Stats
-	// A multi-queue device is read and written queue by queue, the own
-	// engine running one shard per queue.
-	var qdevs []tun.Device
+	// A multi-queue device is read and written queue by queue (the first
+	// is dev itself), the own engine running one shard per queue.
+	var extra []tun.OffloadDevice
 	if mq, ok := dev.(interface{ Queues() []tun.OffloadDevice }); ok && cfg.Stack.Kind == config.StackCustom {
-		if qs := mq.Queues(); len(qs) > 1 {
-			for _, q := range qs {
-				qdevs = append(qdevs, tun.WithStats(q, &ts))
-			}
-		}
+		extra = mq.Queues()[1:]
 	}
 	dev = tun.WithStats(dev, &ts)
-	if qdevs != nil {
-		qdevs[0] = dev
-	} else {
-		qdevs = []tun.Device{dev}
+	qdevs := []tun.Device{dev}
+	for _, q := range extra {
+		qdevs = append(qdevs, tun.WithStats(q, &ts))
 	}
 	var observer proxy.Observer
 	if tr != nil {

@@ -218,36 +218,34 @@ func (e *Engine) DeliverInbound(pkts [][]byte) error { return e.deliver(pkts, fa
 func (e *Engine) DeliverInboundOffload(pkts [][]byte) error { return e.deliver(pkts, true) }
 
 func (e *Engine) deliver(pkts [][]byte, vnet bool) error {
+	return e.inputBatch(len(pkts), func(i int) (packet.Packet, error) { return e.parse(pkts[i], vnet) })
+}
+
+// deliverParsed is deliver for packets parsed already (Shards).
+func (e *Engine) deliverParsed(ps []packet.Packet) error {
+	return e.inputBatch(len(ps), func(i int) (packet.Packet, error) { return ps[i], nil })
+}
+
+// inputBatch hands n packets, packet i from get, to their protocols as one
+// batch read from the TUN, and writes the batch's output at the end.
+func (e *Engine) inputBatch(n int, get func(i int) (packet.Packet, error)) error {
 	if e.isClosed() {
 		return net.ErrClosed
 	}
 	b := e.getBatch()
 	b.coalesce = true
-	for _, raw := range pkts {
+	for i := range n {
 		e.ec.packetsIn.Add(1)
-		p, err := e.parse(raw, vnet)
+		p, err := get(i)
 		if err != nil {
 			e.dropMalformed(err)
 			continue
 		}
 		e.inputPacket(p, b)
 	}
-	e.endInput(b)
-	return nil
-}
-
-// deliverParsed is deliver for packets parsed already (Shards).
-func (e *Engine) deliverParsed(ps []packet.Packet) error {
-	if e.isClosed() {
-		return net.ErrClosed
-	}
-	b := e.getBatch()
-	b.coalesce = true
-	for _, p := range ps {
-		e.ec.packetsIn.Add(1)
-		e.inputPacket(p, b)
-	}
-	e.endInput(b)
+	b.coalesce = false
+	b.runDeferred(e.clk.Now())
+	e.putBatch(b)
 	return nil
 }
 
@@ -283,13 +281,6 @@ func (e *Engine) inputPacket(p packet.Packet, b *outBatch) {
 	default:
 		e.ec.unsupported.Add(1)
 	}
-}
-
-// endInput produces the output the input batch deferred and writes it.
-func (e *Engine) endInput(b *outBatch) {
-	b.coalesce = false
-	b.runDeferred(e.clk.Now())
-	e.putBatch(b)
 }
 
 // parseOffload parses a packet read with its virtio-net header.
