@@ -578,6 +578,8 @@ type sockEnd struct {
 	pl      *poller
 	fd      int // for the poller only
 	watched bool
+	// outWatched: the poller reports writability too (watchOut).
+	outWatched bool
 
 	// The arguments and results of doRead and doWrite, which readFn
 	// and writeFn hold bound, so that a call allocates no closure.
@@ -667,8 +669,11 @@ func (s *sockEnd) tryWrite(p []byte, fin bool) (int, error) {
 			return total, err
 		}
 		if s.err != nil {
-			if s.err == syscall.EAGAIN && total > 0 {
-				return total, nil
+			if s.err == syscall.EAGAIN {
+				s.watchOut()
+				if total > 0 {
+					return total, nil
+				}
 			}
 			return total, s.err
 		}
@@ -706,6 +711,19 @@ func (s *sockEnd) watch(r *evRelay) error {
 	}
 	s.watched = true
 	return nil
+}
+
+// watchOut has the poller report writability from now on, the first
+// time a write finds the socket full. Failing that, the relay would wait
+// for room it is never told of: the write reports the error instead.
+func (s *sockEnd) watchOut() {
+	if s.watched && !s.outWatched {
+		if err := s.pl.watchOut(s.fd); err != nil {
+			s.err = err
+			return
+		}
+		s.outWatched = true
+	}
 }
 
 func (s *sockEnd) unwatch(r *evRelay) {

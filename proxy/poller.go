@@ -28,8 +28,13 @@ type poller struct {
 }
 
 // pollEvents is what a subscribed socket is watched for, edge-triggered:
-// data or a FIN or an error to read, room to write.
-const pollEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+// data or a FIN or an error to read.
+const pollEvents = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET
+
+// pollEventsOut adds writability, asked for once a write has found the
+// socket full (watchOut): a socket whose writes always fit never wakes
+// its relay for room it does not need.
+const pollEventsOut = pollEvents | unix.EPOLLOUT
 
 func newPoller() (*poller, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -69,6 +74,24 @@ func (pl *poller) subscribe(fd int, r *evRelay) error {
 	}
 	if err != nil {
 		pl.forget(fd, r)
+		return os.NewSyscallError("epoll_ctl", err)
+	}
+	return nil
+}
+
+// watchOut adds writability to fd's events. epoll_ctl re-polls fd, so a
+// socket that became writable since the write that found it full is
+// reported at once.
+func (pl *poller) watchOut(fd int) error {
+	var err error
+	cerr := pl.rc.Control(func(epfd uintptr) {
+		ev := unix.EpollEvent{Events: pollEventsOut, Fd: int32(fd)}
+		err = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_MOD, fd, &ev)
+	})
+	if err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	return nil

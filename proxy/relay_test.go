@@ -423,3 +423,33 @@ func TestRelay_EventedHoldsNoGoroutineWhileIdle(t *testing.T) {
 		return s.TCPActive == 0 && s.TCPEvented == 0 && s.TCPOpen == 0
 	})
 }
+
+func TestRelay_ResumesWhenAFullUpstreamDrains(t *testing.T) {
+	bothRelays(t, testRelay_ResumesWhenAFullUpstreamDrains)
+}
+
+// The upstream reads nothing until the app has sent far more than the
+// sockets buffer: the relay's writes find the socket full, and the
+// transfer must resume, intact, once the upstream reads.
+func testRelay_ResumesWhenAFullUpstreamDrains(t *testing.T) {
+	const size = 16 << 20
+	h := newHarness(t, proxy.Options{})
+	app, up, _ := h.establish()
+	up.SetReadBuffer(64 << 10)
+	errc := make(chan error, 1)
+	var sent [32]byte
+	done := make(chan struct{})
+	go func() { sent = sendAndHash(app, size, errc); close(done) }()
+	time.Sleep(100 * time.Millisecond) // let the buffers fill
+	got, n, err := readAndHash(up)
+	if err != nil || n != size {
+		t.Fatalf("upstream read %d bytes, %v", n, err)
+	}
+	<-done
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if got != sent {
+		t.Fatal("data changed on the way")
+	}
+}

@@ -247,26 +247,32 @@ func TestLinux_MultiQueueSpreadsFlowsOverItsQueues(t *testing.T) {
 		}
 	}()
 	// 32 connection attempts from as many ports: their SYNs land on both
-	// queues (all on one has a chance of 2^-31).
+	// queues (all on one has a chance of 2^-31). A dial that gives up
+	// before its SYN leaves is possible, so most, not all, must be seen.
 	inNetns(t, ns, func() {
 		for i := range 32 {
-			d := net.Dialer{Timeout: time.Millisecond}
+			d := net.Dialer{Timeout: 5 * time.Millisecond}
 			_, _ = d.Dial("tcp4", netip.AddrPortFrom(peerAddr4.Addr(), uint16(1000+i)).String())
 		}
 	})
 	perQueue := make([]int, len(qs))
-	timeout := time.After(5 * time.Second)
-	for seen := 0; seen < 32; {
+	ports := map[uint16]bool{}
+	timeout := time.After(2 * time.Second)
+collect:
+	for len(ports) < 32 {
 		select {
 		case p := <-got:
 			pk, err := packet.ParseIPTrusted(p.raw[virtio.HdrLen:])
-			if err == nil && pk.Proto == packet.ProtoTCP && pk.TCP().Flags()&packet.SYN != 0 {
+			if err == nil && pk.Proto == packet.ProtoTCP && pk.TCP().Flags()&packet.SYN != 0 && !ports[pk.DstAddrPort().Port()] {
+				ports[pk.DstAddrPort().Port()] = true
 				perQueue[p.queue]++
-				seen++
 			}
 		case <-timeout:
-			t.Fatalf("SYNs per queue %v after 5 s, want 32 in all", perQueue)
+			break collect
 		}
+	}
+	if len(ports) < 24 {
+		t.Fatalf("SYNs of %d flows seen (per queue %v), want at least 24 of 32", len(ports), perQueue)
 	}
 	if perQueue[0] == 0 || perQueue[1] == 0 {
 		t.Errorf("SYNs per queue %v: the kernel did not spread the flows", perQueue)
