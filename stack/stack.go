@@ -38,11 +38,6 @@ type PacketWriter interface {
 	WritePackets(bufs [][]byte, offset int) (int, error)
 }
 
-// VirtioNetHdrLen is the size of the virtio-net header (internal/virtio)
-// that OffloadStack and OffloadWriter carry before each packet; it fits in
-// Headroom.
-const VirtioNetHdrLen = 10
-
 // OffloadWriter is a PacketWriter that also takes packets with their
 // virtio-net header: TCP superpackets (one IP and TCP header for up to
 // 64 KB of consecutive payload, cut into segments by the kernel) and
@@ -53,7 +48,7 @@ type OffloadWriter interface {
 	// not change.
 	Offloads() bool
 	// WritePacketsOffload is WritePackets for packets whose virtio-net
-	// header is in the VirtioNetHdrLen bytes of headroom just before
+	// header (10 bytes, internal/virtio) is in the headroom just before
 	// offset. The writer does not rewrite the packets.
 	WritePacketsOffload(bufs [][]byte, offset int) (int, error)
 }
@@ -63,8 +58,8 @@ type OffloadWriter interface {
 type OffloadStack interface {
 	Stack
 	// DeliverInboundOffload is DeliverInbound for packets that each
-	// start with their VirtioNetHdrLen-byte virtio-net header, the IP
-	// packet after it. A packet the header marks as checksummed or
+	// start with their 10-byte virtio-net header (internal/virtio), the
+	// IP packet after it. A packet the header marks as checksummed or
 	// never checksummed (kernel-local) is not verified again; any other
 	// is.
 	DeliverInboundOffload(pkts [][]byte) error
