@@ -22,9 +22,6 @@ import (
 // DefaultMTU is the MTU Open uses when Config.MTU is 0.
 const DefaultMTU = 1500
 
-// virtioNetHdrLen is the size of the header the Linux TUN prepends to each
-// packet when offloads are on; Write needs at least this much headroom.
-const virtioNetHdrLen = 10
 
 // Config says which TUN Open creates and how it is configured.
 type Config struct {
@@ -389,7 +386,7 @@ func (l *Linux) Write(bufs [][]byte, offset int) (int, error) {
 	if len(bufs) == 0 {
 		return 0, nil
 	}
-	if offset < virtioNetHdrLen {
+	if offset < virtio.HdrLen {
 		return 0, fmt.Errorf("tun: write %s: offset %d: %w", l.name, offset, ErrShortHeadroom)
 	}
 	l.writeMu.Lock()
