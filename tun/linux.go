@@ -22,7 +22,6 @@ import (
 // DefaultMTU is the MTU Open uses when Config.MTU is 0.
 const DefaultMTU = 1500
 
-
 // Config says which TUN Open creates and how it is configured.
 type Config struct {
 	// Name is the interface name, e.g. "tun0"; empty lets the kernel pick
