@@ -222,6 +222,18 @@ func (r *evRelay) notify() {
 	}
 }
 
+// notifyInline is notify for a caller that holds no lock the relay
+// needs: an idle relay runs here, on the caller's goroutine, saving the
+// start of one (and the thread woken for it); a running one is told to
+// look again.
+func (r *evRelay) notifyInline() {
+	if r.sched.CompareAndSwap(schedIdle, schedRunning) {
+		r.run()
+		return
+	}
+	r.notify()
+}
+
 // interrupt asks the relay to abort both sides for reason (the first
 // reason asked stays).
 func (r *evRelay) interrupt(reason int32) {
@@ -565,9 +577,26 @@ func (e *connEnd) tryRead(p []byte) (int, error) { return e.c.TryRead(p) }
 func (e *connEnd) tryWrite(p []byte, fin bool) (int, error) {
 	return e.c.TryWrite(p, fin)
 }
-func (e *connEnd) watch(r *evRelay) error { e.c.SetNotify(r.notify); return nil }
-func (e *connEnd) unwatch(*evRelay)       { e.c.SetNotify(nil) }
-func (e *connEnd) conn() net.Conn         { return e.c }
+func (e *connEnd) watch(r *evRelay) error {
+	e.c.SetNotify(r.notify)
+	if a, ok := e.c.(afterNotifier); ok {
+		a.SetNotifyAfter(r.notifyInline)
+	}
+	return nil
+}
+
+func (e *connEnd) unwatch(*evRelay) {
+	e.c.SetNotify(nil)
+	if a, ok := e.c.(afterNotifier); ok {
+		a.SetNotifyAfter(nil)
+	}
+}
+
+// afterNotifier is a Conn that can also tell of readiness once its
+// engine holds no lock, so that the relay runs on the engine's goroutine.
+type afterNotifier interface{ SetNotifyAfter(fn func()) }
+
+func (e *connEnd) conn() net.Conn { return e.c }
 
 // sockEnd is a kernel TCP socket, used with non-blocking system calls
 // through its RawConn, so that a Close elsewhere cannot pull the

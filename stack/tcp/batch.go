@@ -32,6 +32,12 @@ type outBatch struct {
 	// end of the batch (see deferOutput); deferred lists those flows.
 	coalesce bool
 	deferred []*flow
+	// input is set for the whole of a batch read from the TUN; notifyQ
+	// lists the flows whose SetNotifyAfter function runs once it is
+	// written (see Engine.inputBatch).
+	input   bool
+	notifyQ []*flow
+	inBytes int // payload bytes of the batch read from the TUN
 	// emitFn is b.emit bound once, so handing it to TCB.Output does not
 	// allocate a method value per call.
 	emitFn func(*Segment)

@@ -340,6 +340,19 @@ func (c *Conn) SetNotify(fn func()) {
 	f.mu.Unlock()
 }
 
+// SetNotifyAfter registers fn to run instead of SetNotify's function for
+// what the engine finds while it processes packets read from the TUN:
+// once that batch is written out and every lock is dropped, on the
+// engine's goroutine, so fn may call the Conn (a relay moving the bytes
+// at once, without a goroutine of its own). Everywhere else SetNotify's
+// function still runs. nil removes it.
+func (c *Conn) SetNotifyAfter(fn func()) {
+	f := c.f
+	f.mu.Lock()
+	f.wait.after = fn
+	f.mu.Unlock()
+}
+
 // flushLocked emits what the TCB has due and writes it out. The flow
 // lock is held, which keeps one flow's segments in order.
 func (c *Conn) flushLocked() {
@@ -519,6 +532,8 @@ type waiters struct {
 	read, write, state chan struct{}
 	deadline           chan struct{}
 	notify             func()
+	// after is SetNotifyAfter's function.
+	after func()
 }
 
 func (w *waiters) readCh() chan struct{}  { return makeSignal(&w.read) }
@@ -552,6 +567,19 @@ func signal(ch chan struct{}) {
 
 // wake signals the waiters that ev concerns and calls notify.
 func (w *waiters) wake(ev Events) {
+	w.signalAll(ev)
+	if w.notify != nil && notifies(ev) {
+		w.notify()
+	}
+}
+
+// notifies reports whether ev is one SetNotify's function hears of.
+func notifies(ev Events) bool {
+	return ev&(EventReadable|EventPeerFIN|EventWritable|EventReset|EventClosed) != 0
+}
+
+// signalAll signals the blocked waiters that ev concerns.
+func (w *waiters) signalAll(ev Events) {
 	if ev&(EventReadable|EventPeerFIN|EventReset|EventClosed) != 0 {
 		signal(w.read)
 	}
@@ -560,9 +588,6 @@ func (w *waiters) wake(ev Events) {
 	}
 	if ev&(EventEstablished|EventReset|EventClosed) != 0 {
 		signal(w.state)
-	}
-	if w.notify != nil && ev&(EventReadable|EventPeerFIN|EventWritable|EventReset|EventClosed) != 0 {
-		w.notify()
 	}
 }
 

@@ -226,6 +226,12 @@ func (e *Engine) deliverParsed(ps []packet.Packet) error {
 	return e.inputBatch(len(ps), func(i int) (packet.Packet, error) { return ps[i], nil })
 }
 
+// inlineNotifyLimit is the most payload a batch read from the TUN may
+// carry for its flows' SetNotifyAfter functions to run on the reading
+// goroutine: small exchanges save a goroutine's start on their round
+// trip, bulk data keeps the reader and the relays running side by side.
+const inlineNotifyLimit = 16 << 10
+
 // inputBatch hands n packets, packet i from get, to their protocols as one
 // batch read from the TUN, and writes the batch's output at the end.
 func (e *Engine) inputBatch(n int, get func(i int) (packet.Packet, error)) error {
@@ -233,7 +239,7 @@ func (e *Engine) inputBatch(n int, get func(i int) (packet.Packet, error)) error
 		return net.ErrClosed
 	}
 	b := e.getBatch()
-	b.coalesce = true
+	b.coalesce, b.input = true, true
 	for i := range n {
 		e.ec.packetsIn.Add(1)
 		p, err := get(i)
@@ -241,10 +247,33 @@ func (e *Engine) inputBatch(n int, get func(i int) (packet.Packet, error)) error
 			e.dropMalformed(err)
 			continue
 		}
+		b.inBytes += len(p.Payload)
 		e.inputPacket(p, b)
 	}
 	b.coalesce = false
 	b.runDeferred(e.clk.Now())
+	b.input = false
+	b.flush()
+	// The batch is out and no lock is held: the flows' SetNotifyAfter
+	// functions may now use their Conns.
+	// A batch that carried bulk data leaves the relays to their own
+	// goroutines, so that reading the TUN and writing upstream overlap.
+	bulk := b.inBytes > inlineNotifyLimit
+	b.inBytes = 0
+	for i, f := range b.notifyQ {
+		f.mu.Lock()
+		fn := f.wait.after
+		if bulk {
+			fn = f.wait.notify
+		}
+		f.notifyQueued = false
+		f.mu.Unlock()
+		if fn != nil {
+			fn()
+		}
+		b.notifyQ[i] = nil
+	}
+	b.notifyQ = b.notifyQ[:0]
 	e.putBatch(b)
 	return nil
 }

@@ -18,18 +18,19 @@ type flow struct {
 	e  *Engine
 
 	// mu guards every field below and all calls into tcb.
-	mu         sync.Mutex
-	tcb        *TCB
-	tw         *twRecord // frozen TIME-WAIT (tcb nil); thawLocked before using tcb
-	syn        Segment   // pending: the app's SYN (options; payload dropped)
-	req        *request  // pending: the undecided request; nil once decided
-	gone       bool      // removed from the table; no more input
-	inPending  bool      // counted in Engine.pending
-	inSynRcvd  bool      // counted in Engine.synRcvd
-	inTimeWait bool      // counted in Engine.timeWait
-	deferred   bool      // in an outBatch's deferred list (see deferOutput)
-	wait       waiters
-	conn       *Conn
+	mu           sync.Mutex
+	tcb          *TCB
+	tw           *twRecord // frozen TIME-WAIT (tcb nil); thawLocked before using tcb
+	syn          Segment   // pending: the app's SYN (options; payload dropped)
+	req          *request  // pending: the undecided request; nil once decided
+	gone         bool      // removed from the table; no more input
+	inPending    bool      // counted in Engine.pending
+	inSynRcvd    bool      // counted in Engine.synRcvd
+	inTimeWait   bool      // counted in Engine.timeWait
+	deferred     bool      // in an outBatch's deferred list (see deferOutput)
+	notifyQueued bool      // in an outBatch's notifyQ (see Engine.inputBatch)
+	wait         waiters
+	conn         *Conn
 
 	// heap position and deadline, guarded by e.timers.mu.
 	heapIdx  int
@@ -154,7 +155,15 @@ func (f *flow) afterLocked(now clock.Time, b *outBatch) {
 		f.e.synRcvd--
 		f.e.mu.Unlock()
 	}
-	if ev != 0 {
+	switch {
+	case ev == 0:
+	case b.input && f.wait.after != nil && notifies(ev):
+		f.wait.signalAll(ev)
+		if !f.notifyQueued {
+			f.notifyQueued = true
+			b.notifyQ = append(b.notifyQ, f)
+		}
+	default:
 		f.wait.wake(ev)
 	}
 	if t.Done() {

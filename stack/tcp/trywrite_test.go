@@ -123,3 +123,40 @@ func TestConn_NoWaitChannelsWithoutWaiters(t *testing.T) {
 		t.Fatalf("waiters after non-blocking use: read %v write %v deadline %v; want none made", w.read, w.write, w.deadline)
 	}
 }
+
+// TestConn_NotifyAfterRunsOnceTheBatchIsOut: for a small batch read from
+// the TUN, SetNotifyAfter's function runs after the batch, with no lock
+// held (it reads the Conn), and SetNotify's does not; a batch of bulk
+// data calls SetNotify's function instead, leaving the work to the
+// relay's own goroutine.
+func TestConn_NotifyAfterRunsOnceTheBatchIsOut(t *testing.T) {
+	h := newPktHarness(t, nil)
+	sc, iss := h.establish(nearWrap)
+	c := sc.(*Conn)
+	h.take()
+	var plain, after atomic.Int32
+	var got []byte
+	c.SetNotify(func() { plain.Add(1) })
+	c.SetNotifyAfter(func() {
+		after.Add(1)
+		buf := make([]byte, 64<<10)
+		n, _ := c.TryRead(buf) // would deadlock under the flow's lock
+		got = append(got, buf[:n]...)
+	})
+	h.send(seg{seq: nearWrap + 1, ack: iss + 1, flags: packet.ACK | packet.PSH, data: []byte("ping")})
+	if after.Load() != 1 || plain.Load() != 0 || string(got) != "ping" {
+		t.Fatalf("small batch: after %d, plain %d, read %q; want 1, 0, \"ping\"", after.Load(), plain.Load(), got)
+	}
+	var bulk [][]byte
+	seq := uint32(nearWrap + 5)
+	for range 20 {
+		bulk = append(bulk, h.build(seg{seq: seq, ack: iss + 1, flags: packet.ACK, data: make([]byte, 1000)}))
+		seq += 1000
+	}
+	if err := h.e.DeliverInbound(bulk); err != nil {
+		t.Fatal(err)
+	}
+	if after.Load() != 1 || plain.Load() == 0 {
+		t.Fatalf("bulk batch: after %d, plain %d; want the plain notify only", after.Load(), plain.Load())
+	}
+}
