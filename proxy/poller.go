@@ -64,16 +64,24 @@ func (pl *poller) subscribe(fd int, r *evRelay) error {
 	pl.mu.Lock()
 	pl.subs[int32(fd)] = r
 	pl.mu.Unlock()
+	if err := pl.ctl(unix.EPOLL_CTL_ADD, fd, pollEvents); err != nil {
+		pl.forget(fd, r)
+		return err
+	}
+	return nil
+}
+
+// ctl is epoll_ctl on the poller's set.
+func (pl *poller) ctl(op, fd int, events uint32) error {
 	var err error
 	cerr := pl.rc.Control(func(epfd uintptr) {
-		ev := unix.EpollEvent{Events: pollEvents, Fd: int32(fd)}
-		err = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_ADD, fd, &ev)
+		ev := unix.EpollEvent{Events: events, Fd: int32(fd)}
+		err = unix.EpollCtl(int(epfd), op, fd, &ev)
 	})
 	if err == nil {
 		err = cerr
 	}
 	if err != nil {
-		pl.forget(fd, r)
 		return os.NewSyscallError("epoll_ctl", err)
 	}
 	return nil
@@ -83,18 +91,7 @@ func (pl *poller) subscribe(fd int, r *evRelay) error {
 // socket that became writable since the write that found it full is
 // reported at once.
 func (pl *poller) watchOut(fd int) error {
-	var err error
-	cerr := pl.rc.Control(func(epfd uintptr) {
-		ev := unix.EpollEvent{Events: pollEventsOut, Fd: int32(fd)}
-		err = unix.EpollCtl(int(epfd), unix.EPOLL_CTL_MOD, fd, &ev)
-	})
-	if err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return os.NewSyscallError("epoll_ctl", err)
-	}
-	return nil
+	return pl.ctl(unix.EPOLL_CTL_MOD, fd, pollEventsOut)
 }
 
 // forget drops fd's subscriber if it is still r: once fd is closed, its

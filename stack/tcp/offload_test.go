@@ -11,6 +11,7 @@ import (
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/internal/virtio"
 	"github.com/tungate/tungate/stack"
+	"github.com/tungate/tungate/stack/stacktest"
 )
 
 // offloadCapture is the harness's writer on the superpacket path. It
@@ -181,7 +182,7 @@ func TestEngine_OffloadWritesDataAsSuperpackets(t *testing.T) {
 	// The first flight is the initial window: 10 segments (RFC 6928,
 	// which Linux and the engine use), in one superpacket.
 	var segs []got
-	stacktestEventually(t, "the first flight", func() bool { segs = append(segs, h.take()...); return len(segs) >= 10 })
+	stacktest.Eventually(t, "the first flight", func() bool { segs = append(segs, h.take()...); return len(segs) >= 10 })
 	rs := h.takeRaw(raw)
 	if len(rs) != 1 {
 		t.Fatalf("%d packets written for the first flight, want 1 superpacket", len(rs))
@@ -213,19 +214,6 @@ func TestEngine_OffloadWritesDataAsSuperpackets(t *testing.T) {
 		t.Fatalf("second flight written as %d packets (%+v), want 1 superpacket", len(rs), rs)
 	}
 	h.take()
-}
-
-// stacktestEventually polls cond for up to 5 s (the writer goroutine
-// produces the first flight on its own).
-func stacktestEventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 func TestEngine_OffloadPureACKsAndShortSegmentsStayAlone(t *testing.T) {
