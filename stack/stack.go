@@ -204,6 +204,22 @@ type Refuser interface {
 	Refuse() error
 }
 
+// DatagramWriter is implemented by PacketConns that can send their app
+// what hosts other than the flow's destination would: the pieces of an
+// endpoint-independent NAT (RFC 4787 §4.1, §5), whose one upstream socket
+// per app socket hears from every remote.
+type DatagramWriter interface {
+	// WriteFrom sends b to the app (ID().Src) as one datagram from src,
+	// which need not be ID().Dst. It fails as Write does.
+	WriteFrom(b []byte, src netip.AddrPort) (int, error)
+	// PortUnreachable sends the app an ICMP (v4 or v6) port unreachable
+	// from dst, quoting a datagram of the app to dst that carried payload
+	// (a prefix is enough: the app's kernel matches the quoted addresses
+	// and ports), so that the app's socket connected to dst fails with
+	// ECONNREFUSED (RFC 1122 §4.1.3.3). The flow stays open.
+	PortUnreachable(dst netip.AddrPort, payload []byte) error
+}
+
 // PacketConn is one UDP flow terminated in the stack. Each Read returns one
 // datagram the app sent (a short buffer truncates it); each Write sends one
 // datagram back to the app from ID().Dst to ID().Src.

@@ -2,9 +2,9 @@ package gvisor
 
 import (
 	"bytes"
-	"github.com/tungate/tungate/internal/deadline"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -12,6 +12,8 @@ import (
 	"gvisor.dev/gvisor/pkg/tcpip"
 	"gvisor.dev/gvisor/pkg/waiter"
 
+	"github.com/tungate/tungate/internal/deadline"
+	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/stack"
 )
 
@@ -332,25 +334,57 @@ func (c *tcpConn) Abort() error {
 	return nil
 }
 
-// udpConn is one UDP flow; it implements stack.PacketConn and
-// stack.Refuser.
+// udpConn is one UDP flow; it implements stack.PacketConn,
+// stack.Refuser and stack.DatagramWriter.
 type udpConn struct {
 	endpointConn
-	// refuse sends the ICMP port unreachable for a datagram of the flow.
-	refuse func(payload []byte) error
+	// s writes the packets gVisor's endpoint cannot: ICMP errors, and
+	// datagrams from other sources than the flow's destination.
+	s *Stack
 }
 
 var (
-	_ stack.PacketConn = (*udpConn)(nil)
-	_ stack.Refuser    = (*udpConn)(nil)
+	_ stack.PacketConn     = (*udpConn)(nil)
+	_ stack.Refuser        = (*udpConn)(nil)
+	_ stack.DatagramWriter = (*udpConn)(nil)
 )
+
+// WriteFrom implements stack.DatagramWriter. gVisor's connected endpoint
+// sends only from the flow's destination, so the datagram is built here
+// and written to the link beside gVisor.
+func (c *udpConn) WriteFrom(b []byte, src netip.AddrPort) (int, error) {
+	if err := c.writeGate(); err != nil {
+		return 0, c.opError("write", err)
+	}
+	if src == c.id.Dst {
+		return c.Write(b)
+	}
+	if err := c.s.writeRaw(packet.IPv6HeaderLen+packet.UDPHeaderLen+len(b), func(buf []byte) (int, error) {
+		return packet.BuildUDP(buf, packet.UDPHeader{Src: src, Dst: c.id.Src}, b)
+	}); err != nil {
+		return 0, c.opError("write", err)
+	}
+	return len(b), nil
+}
+
+// PortUnreachable implements stack.DatagramWriter.
+func (c *udpConn) PortUnreachable(dst netip.AddrPort, payload []byte) error {
+	if isClosed(c.done) {
+		return c.opError("unreachable", net.ErrClosed)
+	}
+	if err := c.s.portUnreachable(stack.FlowID{Src: c.id.Src, Dst: dst}, payload); err != nil {
+		return c.opError("unreachable", err)
+	}
+	c.s.udpUnreachable.Add(1)
+	return nil
+}
 
 // Refuse implements stack.Refuser: the first datagram not yet read (the
 // one the flow began with, when nothing was read) is answered with an
 // ICMP port unreachable; then the flow is closed.
 func (c *udpConn) Refuse() error {
 	defer c.Close()
-	if c.refuse == nil || isClosed(c.done) {
+	if isClosed(c.done) {
 		return nil
 	}
 	b := make([]byte, 64<<10)
@@ -361,9 +395,10 @@ func (c *udpConn) Refuse() error {
 	if terr != nil {
 		return nil // nothing queued: nothing to answer
 	}
-	if err := c.refuse(b[:res.Count]); err != nil {
+	if err := c.s.portUnreachable(c.id, b[:res.Count]); err != nil {
 		return c.opError("refuse", err)
 	}
+	c.s.udpRefused.Add(1)
 	return nil
 }
 

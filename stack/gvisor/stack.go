@@ -59,15 +59,16 @@ type Stack struct {
 
 	closeOnce sync.Once
 
-	packetsIn     atomic.Uint64
-	malformed     atomic.Uint64
-	tcpFlows      atomic.Uint64
-	tcpAccepted   atomic.Uint64
-	tcpRejected   atomic.Uint64
-	tcpAcceptFail atomic.Uint64
-	udpFlows      atomic.Uint64
-	udpRefused    atomic.Uint64
-	echoReplies   atomic.Uint64
+	packetsIn      atomic.Uint64
+	malformed      atomic.Uint64
+	tcpFlows       atomic.Uint64
+	tcpAccepted    atomic.Uint64
+	tcpRejected    atomic.Uint64
+	tcpAcceptFail  atomic.Uint64
+	udpFlows       atomic.Uint64
+	udpRefused     atomic.Uint64
+	udpUnreachable atomic.Uint64
+	echoReplies    atomic.Uint64
 }
 
 var _ stack.Stack = (*Stack)(nil)
@@ -294,6 +295,7 @@ type Stats struct {
 	TCPSYNDropped   uint64 // SYNs dropped because MaxInFlightSYN attempts were pending
 	UDPFlows        uint64 // UDP flows handed to the handler
 	UDPRefused      uint64 // UDP flows refused with an ICMP port unreachable
+	UDPUnreachable  uint64 // ICMP port unreachables sent for an upstream's
 	ICMPEchoReplies uint64 // echo replies sent
 	ActiveConns     uint64 // Conns and PacketConns not yet closed
 }
@@ -319,6 +321,7 @@ func (s *Stack) Stats() Stats {
 		TCPSYNDropped:   gs.TCP.ForwardMaxInFlightDrop.Value(),
 		UDPFlows:        s.udpFlows.Load(),
 		UDPRefused:      s.udpRefused.Load(),
+		UDPUnreachable:  s.udpUnreachable.Load(),
 		ICMPEchoReplies: s.echoReplies.Load(),
 		ActiveConns:     active,
 	}

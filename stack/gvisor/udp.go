@@ -23,7 +23,7 @@ func (s *Stack) onUDPRequest(fr *udp.ForwarderRequest) bool {
 		s.log.Debug("gvisor: udp endpoint", "flow", id, "err", terr.String())
 		return true
 	}
-	c := &udpConn{refuse: func(payload []byte) error { return s.portUnreachable(id, payload) }}
+	c := &udpConn{s: s}
 	c.init(ep, wq, id, false, func() { s.unregister(c) })
 	if !s.registerHandled(c) {
 		_ = c.Close()
@@ -55,14 +55,21 @@ func (s *Stack) registerHandled(c terminator) bool {
 // flow id straight to the link: gVisor's own would need the datagram to
 // find no endpoint, and the flow has one.
 func (s *Stack) portUnreachable(id stack.FlowID, payload []byte) error {
-	buf := make([]byte, stack.Headroom+1280) // an ICMP error fits the IPv6 minimum MTU
-	n, err := packet.BuildUDPPortUnreachable(buf[stack.Headroom:], id.Src, id.Dst, payload)
+	return s.writeRaw(1280, func(b []byte) (int, error) { // an ICMP error fits the IPv6 minimum MTU
+		return packet.BuildUDPPortUnreachable(b, id.Src, id.Dst, payload)
+	})
+}
+
+// writeRaw builds one packet of at most size bytes with build and writes
+// it to the link, beside gVisor.
+func (s *Stack) writeRaw(size int, build func(b []byte) (int, error)) error {
+	buf := make([]byte, stack.Headroom+size)
+	n, err := build(buf[stack.Headroom:])
 	if err != nil {
 		return err
 	}
 	if _, terr := s.link.write([][]byte{buf[:stack.Headroom+n]}); terr != nil {
-		return fmt.Errorf("gvisor: write port unreachable: %s", terr)
+		return fmt.Errorf("gvisor: write: %s", terr)
 	}
-	s.udpRefused.Add(1)
 	return nil
 }

@@ -35,6 +35,7 @@ func Run(t *testing.T, newStack NewStack) {
 	t.Run("FirstDecisionWins", func(t *testing.T) { firstDecisionWins(t, newStack) })
 	t.Run("RequestIDIsTheAppsFlow", func(t *testing.T) { requestID(t, newStack) })
 	t.Run("Conn", func(t *testing.T) { runConn(t, newStack) })
+	t.Run("UDP", func(t *testing.T) { runUDP(t, newStack) })
 }
 
 // writer records what the stack emits.

@@ -2,13 +2,14 @@ package udp
 
 import (
 	"fmt"
-	"github.com/tungate/tungate/internal/deadline"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/tungate/tungate/internal/deadline"
 	"github.com/tungate/tungate/internal/packet"
 	"github.com/tungate/tungate/stack"
 )
@@ -53,8 +54,9 @@ type PacketConn struct {
 }
 
 var (
-	_ stack.PacketConn = (*PacketConn)(nil)
-	_ stack.Refuser    = (*PacketConn)(nil)
+	_ stack.PacketConn     = (*PacketConn)(nil)
+	_ stack.Refuser        = (*PacketConn)(nil)
+	_ stack.DatagramWriter = (*PacketConn)(nil)
 )
 
 func newPacketConn(t *Table, id stack.FlowID) *PacketConn {
@@ -166,32 +168,69 @@ func (c *PacketConn) Read(b []byte) (int, error) {
 // IPv4, 65527 over IPv6) fails with an error wrapping syscall.EMSGSIZE,
 // as a kernel socket's send does; nothing is sent.
 func (c *PacketConn) Write(b []byte) (int, error) {
+	return c.write("write", b, c.id.Dst)
+}
+
+// WriteFrom implements stack.DatagramWriter: Write with src in place of
+// ID().Dst as the datagram's source. A src of the other address family
+// than the app's fails with packet.ErrAddress (wrapped).
+func (c *PacketConn) WriteFrom(b []byte, src netip.AddrPort) (int, error) {
+	return c.write("write", b, src)
+}
+
+func (c *PacketConn) write(op string, b []byte, src netip.AddrPort) (int, error) {
 	if isClosed(c.done) {
-		return 0, c.opError("write", net.ErrClosed)
+		return 0, c.opError(op, net.ErrClosed)
 	}
 	if c.wdl.Expired() {
-		return 0, c.opError("write", os.ErrDeadlineExceeded)
+		return 0, c.opError(op, os.ErrDeadlineExceeded)
 	}
 	if len(b) > c.maxPayload {
-		return 0, c.opError("write", fmt.Errorf("%d-byte datagram, at most %d fit: %w", len(b), c.maxPayload, syscall.EMSGSIZE))
+		return 0, c.opError(op, fmt.Errorf("%d-byte datagram, at most %d fit: %w", len(b), c.maxPayload, syscall.EMSGSIZE))
 	}
-	wb := c.t.bufs.getWrite(len(b))
+	err := c.writePacket(len(b), func(buf []byte) (int, error) {
+		return packet.BuildUDP(buf, packet.UDPHeader{Src: src, Dst: c.id.Src}, b)
+	})
+	if err != nil {
+		return 0, c.opError(op, err)
+	}
+	c.t.stats.datagramsOut.Add(1)
+	c.t.stats.bytesOut.Add(uint64(len(b)))
+	return len(b), nil
+}
+
+// writePacket builds one packet of at most size bytes past the IP and
+// transport headers with build and hands it to the Table's PacketWriter.
+func (c *PacketConn) writePacket(size int, build func(b []byte) (int, error)) error {
+	wb := c.t.bufs.getWrite(size)
 	defer c.t.bufs.putWrite(wb)
-	n, err := packet.BuildUDP(wb.buf[stack.Headroom:], packet.UDPHeader{Src: c.id.Dst, Dst: c.id.Src}, b)
+	n, err := build(wb.buf[stack.Headroom:])
 	if err != nil {
 		c.t.stats.writeErrors.Add(1)
-		return 0, c.opError("write", err)
+		return err
 	}
 	wb.bufs[0] = wb.buf[:stack.Headroom+n]
 	_, err = c.t.w.WritePackets(wb.bufs[:], stack.Headroom)
 	wb.bufs[0] = nil
 	if err != nil {
 		c.t.stats.writeErrors.Add(1)
-		return 0, c.opError("write", err)
 	}
-	c.t.stats.datagramsOut.Add(1)
-	c.t.stats.bytesOut.Add(uint64(len(b)))
-	return len(b), nil
+	return err
+}
+
+// PortUnreachable implements stack.DatagramWriter.
+func (c *PacketConn) PortUnreachable(dst netip.AddrPort, payload []byte) error {
+	if isClosed(c.done) {
+		return c.opError("unreachable", net.ErrClosed)
+	}
+	err := c.writePacket(1280, func(buf []byte) (int, error) { // an ICMP error is at most the IPv6 minimum MTU
+		return packet.BuildUDPPortUnreachable(buf, c.id.Src, dst, payload)
+	})
+	if err != nil {
+		return c.opError("unreachable", err)
+	}
+	c.t.stats.unreachable.Add(1)
+	return nil
 }
 
 // Refuse implements stack.Refuser: it answers the first datagram still
@@ -209,17 +248,10 @@ func (c *PacketConn) Refuse() error {
 	if first == nil || isClosed(c.done) {
 		return nil
 	}
-	wb := c.t.bufs.getWrite(1280) // an ICMP error is at most the IPv6 minimum MTU
-	defer c.t.bufs.putWrite(wb)
-	n, err := packet.BuildUDPPortUnreachable(wb.buf[stack.Headroom:], c.id.Src, c.id.Dst, first)
+	err := c.writePacket(1280, func(buf []byte) (int, error) {
+		return packet.BuildUDPPortUnreachable(buf, c.id.Src, c.id.Dst, first)
+	})
 	if err != nil {
-		return c.opError("refuse", err)
-	}
-	wb.bufs[0] = wb.buf[:stack.Headroom+n]
-	_, err = c.t.w.WritePackets(wb.bufs[:], stack.Headroom)
-	wb.bufs[0] = nil
-	if err != nil {
-		c.t.stats.writeErrors.Add(1)
 		return c.opError("refuse", err)
 	}
 	c.t.stats.refused.Add(1)

@@ -63,13 +63,14 @@ type Stats struct {
 	ClosedDrops    uint64 // datagrams dropped because their flow or the Table closed, queued ones included
 	WriteErrors    uint64 // Writes the PacketWriter failed
 	Refused        uint64 // flows refused with an ICMP port unreachable
+	Unreachable    uint64 // ICMP port unreachables sent for an upstream's (PortUnreachable)
 }
 
 // counters are the live Stats.
 type counters struct {
 	flows, datagramsIn, bytesIn, datagramsOut, bytesOut  atomic.Uint64
 	queueDrops, flowLimitDrops, closedDrops, writeErrors atomic.Uint64
-	refused                                              atomic.Uint64
+	refused, unreachable                                 atomic.Uint64
 	active                                               atomic.Int64
 }
 
@@ -224,5 +225,6 @@ func (t *Table) Stats() Stats {
 		ClosedDrops:    s.closedDrops.Load(),
 		WriteErrors:    s.writeErrors.Load(),
 		Refused:        s.refused.Load(),
+		Unreachable:    s.unreachable.Load(),
 	}
 }
