@@ -38,7 +38,8 @@ type DirectOptions struct {
 
 // direct dials with the kernel's sockets.
 type direct struct {
-	d net.Dialer
+	d    net.Dialer
+	opts DirectOptions
 }
 
 // NewDirect returns a Dialer that connects with the kernel's sockets,
@@ -50,7 +51,7 @@ func NewDirect(o DirectOptions) Dialer {
 	// No TCP keepalives upstream: the relay's idle timeout already ends
 	// dead flows, and net.Dialer's default costs three setsockopt calls
 	// per connection.
-	dd := &direct{d: net.Dialer{KeepAlive: -1}}
+	dd := &direct{d: net.Dialer{KeepAlive: -1}, opts: o}
 	if o.Fwmark != 0 || o.BindInterface != "" {
 		dd.d.Control = o.control
 	}

@@ -40,8 +40,9 @@ const (
 	// (60 s) bounds FIN_WAIT_2.
 	DefaultHalfCloseTimeout = 60 * time.Second
 	// DefaultUDPIdleTimeout ends a UDP session without datagrams either
-	// way for this long.
-	DefaultUDPIdleTimeout = 60 * time.Second
+	// way for this long: RFC 4787 REQ-5 asks a NAT to keep an idle UDP
+	// mapping at least two minutes and recommends five.
+	DefaultUDPIdleTimeout = 5 * time.Minute
 	// DefaultSniffTimeout is how long a sniffed flow waits for the app's
 	// first bytes: clients of TLS and HTTP send at once; a protocol in
 	// which the server speaks first waits this long once.
@@ -72,6 +73,13 @@ type Options struct {
 	// UDPIdleTimeout ends a UDP session with no datagram either way for
 	// this long.
 	UDPIdleTimeout time.Duration
+	// UDPNAT is how UDP flows map onto upstreams; the zero value is
+	// NATFullCone.
+	UDPNAT NATMode
+	// MaxUDPSessions bounds the UDP sessions open; past it the least
+	// recently used one is ended (Stats.UDPEvicted, a warning at most
+	// every 10 s). Zero means DefaultMaxUDPSessions.
+	MaxUDPSessions int
 	// Policy, when set, is asked about every flow (TCP and UDP) before it
 	// is dialed; a non-nil error refuses it: a RST for TCP, a drop for
 	// UDP. It is called concurrently.
@@ -107,6 +115,9 @@ type Proxy struct {
 	idleTimeout       time.Duration
 	halfCloseTimeout  time.Duration
 	udpIdleTimeout    time.Duration
+	udpNAT            NATMode
+	udp               *udpTable
+	udpWarn           warner // MaxUDPSessions reached
 	policy            func(stack.FlowID) error
 	router            Router
 	sniffTimeout      time.Duration
@@ -152,6 +163,7 @@ func New(o Options) *Proxy {
 		idleTimeout:      orDefault(o.IdleTimeout, DefaultIdleTimeout),
 		halfCloseTimeout: orDefault(o.HalfCloseTimeout, DefaultHalfCloseTimeout),
 		udpIdleTimeout:   orDefault(o.UDPIdleTimeout, DefaultUDPIdleTimeout),
+		udpNAT:           o.UDPNAT,
 		policy:           o.Policy,
 		router:           o.Router,
 		sniffTimeout:     orDefault(o.SniffTimeout, DefaultSniffTimeout),
@@ -174,6 +186,8 @@ func New(o Options) *Proxy {
 	}
 	p.limitWarn = warner{clk: p.clock, every: warnInterval}
 	p.fdWarn = warner{clk: p.clock, every: warnInterval}
+	p.udpWarn = warner{clk: p.clock, every: warnInterval}
+	p.udp = newUDPTable(p.clock, o.MaxUDPSessions)
 	return p
 }
 

@@ -56,9 +56,27 @@ type Stats struct {
 	// timeouts.
 	IdleTimeouts, HalfCloseTimeouts uint64
 
-	// UDPSessions counts UDP flows relayed; UDPActive those running now.
+	// UDPSessions counts UDP sessions (mappings) opened: full-cone ones,
+	// each carrying every flow of one app socket through one outbound,
+	// and symmetric ones, one per flow. UDPActive is those open now;
+	// UDPFlows counts the flows (app socket, destination) relayed.
 	UDPSessions uint64
 	UDPActive   int64
+	UDPFlows    uint64
+	// UDPEvicted counts sessions ended at Options.MaxUDPSessions to make
+	// room, the least recently used first; UDPIdleTimeouts those ended
+	// by Options.UDPIdleTimeout.
+	UDPEvicted, UDPIdleTimeouts uint64
+	// UDPUnsolicited counts datagrams passed to the app from a remote it
+	// had not sent to (endpoint-independent filtering).
+	UDPUnsolicited uint64
+	// UDPSendErrors counts datagrams an upstream failed to send; the
+	// session goes on.
+	UDPSendErrors uint64
+	// UDPFragmentsDropped and UDPMalformedDropped count datagrams a
+	// SOCKS5 relay sent that were dropped: fragments (FRAG ≠ 0, RFC 1928
+	// §7, not reassembled) and malformed headers.
+	UDPFragmentsDropped, UDPMalformedDropped uint64
 	// UDPDropped counts UDP flows not relayed: UDP disabled, refused by
 	// policy or by their Route (reject, drop), or dial failed.
 	UDPDropped uint64
@@ -70,8 +88,9 @@ type Stats struct {
 	UDPPacketsUp, UDPPacketsDown uint64
 	UDPBytesUp, UDPBytesDown     uint64
 	// UDPPortUnreachable counts ICMP port unreachable reports on upstream
-	// sockets; the sessions go on.
-	UDPPortUnreachable uint64
+	// sockets; the sessions go on. UDPUnreachableToApp counts those passed
+	// on to the app as its own ICMP port unreachable.
+	UDPPortUnreachable, UDPUnreachableToApp uint64
 }
 
 // counters are the live values behind Stats.
@@ -89,7 +108,9 @@ type counters struct {
 	udpActive                                               atomic.Int64
 	udpPacketsUp, udpPacketsDown                            atomic.Uint64
 	udpBytesUp, udpBytesDown                                atomic.Uint64
-	udpPortUnreachable                                      atomic.Uint64
+	udpPortUnreachable, udpUnreachableToApp                 atomic.Uint64
+	udpFlows, udpEvicted, udpIdleTimeouts, udpUnsolicited   atomic.Uint64
+	udpSendErrors, udpFragmentsDropped, udpMalformedDropped atomic.Uint64
 }
 
 func (c *counters) snapshot() Stats {
@@ -124,5 +145,14 @@ func (c *counters) snapshot() Stats {
 		UDPBytesUp:         c.udpBytesUp.Load(),
 		UDPBytesDown:       c.udpBytesDown.Load(),
 		UDPPortUnreachable: c.udpPortUnreachable.Load(),
+
+		UDPUnreachableToApp: c.udpUnreachableToApp.Load(),
+		UDPFlows:            c.udpFlows.Load(),
+		UDPEvicted:          c.udpEvicted.Load(),
+		UDPIdleTimeouts:     c.udpIdleTimeouts.Load(),
+		UDPUnsolicited:      c.udpUnsolicited.Load(),
+		UDPSendErrors:       c.udpSendErrors.Load(),
+		UDPFragmentsDropped: c.udpFragmentsDropped.Load(),
+		UDPMalformedDropped: c.udpMalformedDropped.Load(),
 	}
 }

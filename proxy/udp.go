@@ -13,12 +13,16 @@ import (
 
 var errUDPIdleTimeout = &timeoutError{msg: "proxy: udp idle timeout"}
 
-// HandleUDP implements stack.Handler. It dials a UDP socket to
-// conn.ID().Dst with UDPDialer and relays datagrams both ways until
-// neither direction carried one for UDPIdleTimeout, ctx is done or the
-// proxy closes. The flow is dropped (conn closed, nothing relayed) when
-// UDP is disabled, the policy refuses it or the dial fails. conn is
-// closed before HandleUDP returns.
+// HandleUDP implements stack.Handler. It routes the flow and relays its
+// datagrams until its session ends: with NATFullCone, a flow whose
+// outbound is a PacketDialer joins the full-cone session of its app
+// socket and outbound (see coneSession); any other flow gets a symmetric
+// session, a socket dialed to conn.ID().Dst for it alone, which ends
+// after UDPIdleTimeout without datagrams either way. The flow is dropped
+// (conn closed, nothing relayed) when UDP is disabled, the policy refuses
+// it or the dial fails; a reject route, or an outbound that carries no
+// UDP, answers with an ICMP port unreachable where the stack can send
+// one (stack.Refuser). conn is closed before HandleUDP returns.
 func (p *Proxy) HandleUDP(ctx context.Context, conn stack.PacketConn) {
 	defer conn.Close()
 	id := conn.ID()
@@ -28,9 +32,22 @@ func (p *Proxy) HandleUDP(ctx context.Context, conn stack.PacketConn) {
 		return
 	}
 	defer end()
-	up, err := p.dialUDP(ctx, id)
+	rt, err := p.routeUDP(id)
+	if err == nil && p.udpNAT == NATFullCone {
+		pd, isPD := rt.Dialer.(PacketDialer)
+		dw, isDW := conn.(stack.DatagramWriter)
+		if isPD && isDW {
+			p.serveCone(ctx, conn, dw, rt, pd)
+			return
+		}
+	}
+	var up net.Conn
+	if err == nil {
+		up, err = p.dialUDP(ctx, id, rt)
+	}
 	if err != nil {
 		p.stats.udpDropped.Add(1)
+		p.warnFD(err)
 		var rej *rejectedError
 		if r, ok := conn.(stack.Refuser); ok && errors.As(err, &rej) {
 			// A host with nothing on the port answers so; the app's
@@ -44,28 +61,41 @@ func (p *Proxy) HandleUDP(ctx context.Context, conn stack.PacketConn) {
 		return
 	}
 	p.stats.udpSessions.Add(1)
+	p.stats.udpFlows.Add(1)
 	p.stats.udpActive.Add(1)
 	defer p.stats.udpActive.Add(-1)
 	s := &udpSession{p: p, id: id, app: conn, up: up}
+	s.dw, _ = conn.(stack.DatagramWriter)
 	s.run(ctx)
 }
 
-func (p *Proxy) dialUDP(ctx context.Context, id stack.FlowID) (net.Conn, error) {
+// routeUDP is the Route of a UDP flow, or the error that drops it: a
+// *rejectedError when the flow is to be refused.
+func (p *Proxy) routeUDP(id stack.FlowID) (Route, error) {
 	if p.udpDialer == nil && p.router == nil {
-		return nil, errors.New("proxy: udp disabled")
+		return Route{}, errors.New("proxy: udp disabled")
 	}
 	if p.policy != nil {
 		if err := p.policy(id); err != nil {
-			return nil, fmt.Errorf("proxy: policy: %w", err)
+			return Route{}, fmt.Errorf("proxy: policy: %w", err)
 		}
 	}
 	rt := p.route(id, "udp")
 	switch {
 	case rt.Action == ActionReject:
-		return nil, &rejectedError{rt}
-	case rt.Action != ActionDial || rt.Dialer == nil:
-		return nil, fmt.Errorf("proxy: %v: %s", rt, map[Action]string{ActionDial: "no udp", ActionDrop: "drop"}[rt.Action])
+		return rt, &rejectedError{rt: rt}
+	case rt.Action == ActionDial && rt.Dialer == nil:
+		// The outbound carries no UDP (an HTTP proxy, a SOCKS5 proxy
+		// without udp): refused, not sent another way.
+		return rt, &rejectedError{rt: rt, why: "carries no udp"}
+	case rt.Action != ActionDial:
+		return rt, fmt.Errorf("proxy: %v: drop", rt)
 	}
+	return rt, nil
+}
+
+// dialUDP dials the symmetric session's upstream socket for id.
+func (p *Proxy) dialUDP(ctx context.Context, id stack.FlowID, rt Route) (net.Conn, error) {
 	limit := p.connectTimeoutOf(rt)
 	timeout := &timeoutError{msg: fmt.Sprintf("udp dial timeout after %v", limit)}
 	dctx, release := p.withTimeout(ctx, limit, timeout)
@@ -77,13 +107,15 @@ func (p *Proxy) dialUDP(ctx context.Context, id stack.FlowID) (net.Conn, error) 
 	return up, nil
 }
 
-// udpSession relays the datagrams of one UDP flow.
+// udpSession relays the datagrams of one UDP flow: a symmetric session.
 type udpSession struct {
-	p   *Proxy
-	id  stack.FlowID
-	app stack.PacketConn
-	up  net.Conn
-	wd  *watchdog
+	p     *Proxy
+	id    stack.FlowID
+	app   stack.PacketConn
+	dw    stack.DatagramWriter // app's, nil when the stack has none
+	up    net.Conn
+	wd    *watchdog
+	entry udpEntry
 
 	// mu serialises the asynchronous interrupts (timeout, cancellation)
 	// with the end of the session.
@@ -96,6 +128,9 @@ func (s *udpSession) run(ctx context.Context) {
 		s.interrupt(s.closeBoth)
 	})
 	stopCancel := context.AfterFunc(ctx, func() { s.interrupt(s.closeBoth) })
+	s.entry.evict = func() { s.interrupt(s.closeBoth) }
+	s.p.evict(s.p.udp.add(&s.entry))
+	defer s.p.udp.remove(&s.entry)
 	var wg sync.WaitGroup
 	wg.Go(s.downstream)
 	s.upstream()
@@ -119,7 +154,7 @@ func (s *udpSession) upstream() {
 		if err != nil {
 			return
 		}
-		s.wd.touch()
+		s.touch()
 		_, err = s.up.Write(buf[:n])
 		if s.portUnreachable(err) {
 			// The error was pending from an earlier datagram and kept
@@ -148,7 +183,7 @@ func (s *udpSession) downstream() {
 		if err != nil {
 			return
 		}
-		s.wd.touch()
+		s.touch()
 		if _, err := s.app.Write(buf[:n]); err != nil {
 			return
 		}
@@ -157,15 +192,27 @@ func (s *udpSession) downstream() {
 	}
 }
 
+func (s *udpSession) touch() {
+	s.wd.touch()
+	s.p.udp.touch(&s.entry)
+}
+
 // portUnreachable reports and counts the error a connected UDP socket
-// returns once after an ICMP port unreachable. The destination may come
-// back (a DNS server restarting), so the session goes on; the idle
-// timeout ends it otherwise.
+// returns once after an ICMP port unreachable, and passes it on to the app
+// as an ICMP port unreachable of its own (its connected socket fails with
+// ECONNREFUSED, as it would without the gateway). The destination may come
+// back (a DNS server restarting), so the session goes on; the idle timeout
+// ends it otherwise.
 func (s *udpSession) portUnreachable(err error) bool {
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		return false
 	}
 	s.p.stats.udpPortUnreachable.Add(1)
+	if s.dw != nil {
+		if err := s.dw.PortUnreachable(s.id.Dst, nil); err == nil {
+			s.p.stats.udpUnreachableToApp.Add(1)
+		}
+	}
 	return true
 }
 
@@ -183,7 +230,16 @@ func (s *udpSession) interrupt(f func()) {
 	}
 }
 
-// rejectedError is a UDP flow its Route rejects.
-type rejectedError struct{ rt Route }
+// rejectedError is a UDP flow its Route rejects, or whose outbound
+// carries no UDP (why).
+type rejectedError struct {
+	rt  Route
+	why string
+}
 
-func (e *rejectedError) Error() string { return fmt.Sprintf("proxy: %v: reject", e.rt) }
+func (e *rejectedError) Error() string {
+	if e.why != "" {
+		return fmt.Sprintf("proxy: %v: %s", e.rt, e.why)
+	}
+	return fmt.Sprintf("proxy: %v: reject", e.rt)
+}

@@ -47,6 +47,13 @@ func serveUDP(t *testing.T, answer func([]byte) []byte) *net.UDPConn {
 
 func echo(b []byte) []byte { return b }
 
+// forEachNAT runs test once per NAT mode.
+func forEachNAT(t *testing.T, test func(t *testing.T, nat proxy.NATMode)) {
+	for _, nat := range []proxy.NATMode{proxy.NATFullCone, proxy.NATSymmetric} {
+		t.Run(nat.String(), func(t *testing.T) { test(t, nat) })
+	}
+}
+
 // handleUDP runs HandleUDP for a flow to dst whose first datagram is
 // first; it returns the app's socket and the handler's done channel.
 func (h *harness) handleUDP(dst string, first []byte) (*net.UDPConn, <-chan struct{}) {
@@ -75,27 +82,29 @@ func readDatagram(t *testing.T, c *net.UDPConn) []byte {
 }
 
 func TestHandleUDP_RelaysDatagramsBothWays(t *testing.T) {
-	srv := serveUDP(t, echo)
-	h := newHarness(t, proxy.Options{UDPDialer: proxy.NewDirect(proxy.DirectOptions{})})
-	app, done := h.handleUDP(srv.LocalAddr().String(), []byte("first"))
-	if got := readDatagram(t, app); string(got) != "first" {
-		t.Fatalf("echo %q, want the first datagram", got)
-	}
-	big := make([]byte, 60000)
-	big[59999] = 7
-	for _, msg := range [][]byte{[]byte("second"), {}, big} {
-		app.Write(msg)
-		if got := readDatagram(t, app); len(got) != len(msg) || (len(msg) > 0 && got[len(got)-1] != msg[len(msg)-1]) {
-			t.Fatalf("echo of %d bytes came back as %d bytes", len(msg), len(got))
+	forEachNAT(t, func(t *testing.T, nat proxy.NATMode) {
+		srv := serveUDP(t, echo)
+		h := newHarness(t, proxy.Options{UDPNAT: nat, UDPDialer: proxy.NewDirect(proxy.DirectOptions{})})
+		app, done := h.handleUDP(srv.LocalAddr().String(), []byte("first"))
+		if got := readDatagram(t, app); string(got) != "first" {
+			t.Fatalf("echo %q, want the first datagram", got)
 		}
-	}
-	assertOpen(t, done, "session end")
-	// The relay counts a datagram after passing it on, so the counters
-	// may trail the echo the app already read.
-	stacktest.Eventually(t, "datagram counters", func() bool {
-		s := h.p.Stats()
-		return s.UDPSessions == 1 && s.UDPActive == 1 && s.UDPPacketsUp == 4 && s.UDPPacketsDown == 4 &&
-			s.UDPBytesUp == uint64(len("first")+len("second")+len(big)) && s.UDPBytesDown == s.UDPBytesUp
+		big := make([]byte, 60000)
+		big[59999] = 7
+		for _, msg := range [][]byte{[]byte("second"), {}, big} {
+			app.Write(msg)
+			if got := readDatagram(t, app); len(got) != len(msg) || (len(msg) > 0 && got[len(got)-1] != msg[len(msg)-1]) {
+				t.Fatalf("echo of %d bytes came back as %d bytes", len(msg), len(got))
+			}
+		}
+		assertOpen(t, done, "session end")
+		// The relay counts a datagram after passing it on, so the counters
+		// may trail the echo the app already read.
+		stacktest.Eventually(t, "datagram counters", func() bool {
+			s := h.p.Stats()
+			return s.UDPSessions == 1 && s.UDPActive == 1 && s.UDPPacketsUp == 4 && s.UDPPacketsDown == 4 &&
+				s.UDPBytesUp == uint64(len("first")+len("second")+len(big)) && s.UDPBytesDown == s.UDPBytesUp
+		})
 	})
 }
 
@@ -121,73 +130,79 @@ func dnsAnswer(t *testing.T) func([]byte) []byte {
 }
 
 func TestHandleUDP_ResolvesDNSThroughSession(t *testing.T) {
-	srv := serveUDP(t, dnsAnswer(t))
-	h := newHarness(t, proxy.Options{UDPDialer: proxy.NewDirect(proxy.DirectOptions{})})
-	q := dnsmessage.Message{
-		Header:    dnsmessage.Header{ID: 0x4242, RecursionDesired: true},
-		Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName("svc.test."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}},
-	}
-	query, err := q.Pack()
-	if err != nil {
-		t.Fatal(err)
-	}
-	app, _ := h.handleUDP(srv.LocalAddr().String(), query)
-	var resp dnsmessage.Message
-	if err := resp.Unpack(readDatagram(t, app)); err != nil {
-		t.Fatal(err)
-	}
-	if resp.ID != 0x4242 || len(resp.Answers) != 1 {
-		t.Fatalf("response %+v, want one answer to query 0x4242", resp)
-	}
-	if a := resp.Answers[0].Body.(*dnsmessage.AResource).A; netip.AddrFrom4(a) != netip.MustParseAddr("198.18.0.53") {
-		t.Fatalf("answer %v", a)
-	}
+	forEachNAT(t, func(t *testing.T, nat proxy.NATMode) {
+		srv := serveUDP(t, dnsAnswer(t))
+		h := newHarness(t, proxy.Options{UDPNAT: nat, UDPDialer: proxy.NewDirect(proxy.DirectOptions{})})
+		q := dnsmessage.Message{
+			Header:    dnsmessage.Header{ID: 0x4242, RecursionDesired: true},
+			Questions: []dnsmessage.Question{{Name: dnsmessage.MustNewName("svc.test."), Type: dnsmessage.TypeA, Class: dnsmessage.ClassINET}},
+		}
+		query, err := q.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		app, _ := h.handleUDP(srv.LocalAddr().String(), query)
+		var resp dnsmessage.Message
+		if err := resp.Unpack(readDatagram(t, app)); err != nil {
+			t.Fatal(err)
+		}
+		if resp.ID != 0x4242 || len(resp.Answers) != 1 {
+			t.Fatalf("response %+v, want one answer to query 0x4242", resp)
+		}
+		if a := resp.Answers[0].Body.(*dnsmessage.AResource).A; netip.AddrFrom4(a) != netip.MustParseAddr("198.18.0.53") {
+			t.Fatalf("answer %v", a)
+		}
+	})
 }
 
 func TestHandleUDP_IdleTimeoutEndsSession(t *testing.T) {
-	const idle = 30 * time.Second
-	srv := serveUDP(t, echo)
-	h := newHarness(t, proxy.Options{UDPDialer: proxy.NewDirect(proxy.DirectOptions{}), UDPIdleTimeout: idle})
-	app, done := h.handleUDP(srv.LocalAddr().String(), []byte("ping"))
-	readDatagram(t, app) // the session runs, its timer is armed
+	forEachNAT(t, func(t *testing.T, nat proxy.NATMode) {
+		const idle = 30 * time.Second
+		srv := serveUDP(t, echo)
+		h := newHarness(t, proxy.Options{UDPNAT: nat, UDPDialer: proxy.NewDirect(proxy.DirectOptions{}), UDPIdleTimeout: idle})
+		app, done := h.handleUDP(srv.LocalAddr().String(), []byte("ping"))
+		readDatagram(t, app) // the session runs, its timer is armed
 
-	h.clock.Advance(idle - time.Second)
-	app.Write([]byte("activity"))
-	readDatagram(t, app)
-	h.clock.Advance(2 * time.Second)
-	assertOpen(t, done, "session end despite recent activity")
+		h.clock.Advance(idle - time.Second)
+		app.Write([]byte("activity"))
+		readDatagram(t, app)
+		h.clock.Advance(2 * time.Second)
+		assertOpen(t, done, "session end despite recent activity")
 
-	h.clock.Advance(idle)
-	waitClosed(t, done, "session end")
-	if s := h.p.Stats(); s.UDPActive != 0 || s.UDPSessions != 1 {
-		t.Fatalf("stats = %+v, want one finished session", s)
-	}
+		h.clock.Advance(idle)
+		waitClosed(t, done, "session end")
+		if s := h.p.Stats(); s.UDPActive != 0 || s.UDPSessions != 1 {
+			t.Fatalf("stats = %+v, want one finished session", s)
+		}
+	})
 }
 
 func TestHandleUDP_SurvivesPortUnreachable(t *testing.T) {
-	// A destination port that is closed at first and opens later, like a
-	// DNS server restarting.
-	tmp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dst := tmp.LocalAddr().(*net.UDPAddr)
-	tmp.Close()
-	h := newHarness(t, proxy.Options{UDPDialer: proxy.NewDirect(proxy.DirectOptions{})})
-	app, done := h.handleUDP(dst.String(), []byte("lost: nobody listens"))
-	stacktest.Eventually(t, "the ICMP port unreachable", func() bool { return h.p.Stats().UDPPortUnreachable > 0 })
-
-	serveUDPOn(t, dst)
-	for deadline := time.Now().Add(waitLimit); time.Now().Before(deadline); {
-		app.Write([]byte("hello again"))
-		app.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-		buf := make([]byte, 100)
-		if n, err := app.Read(buf); err == nil && string(buf[:n]) == "hello again" {
-			assertOpen(t, done, "session end")
-			return
+	forEachNAT(t, func(t *testing.T, nat proxy.NATMode) {
+		// A destination port that is closed at first and opens later, like a
+		// DNS server restarting.
+		tmp, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	t.Fatal("no echo after the destination came back")
+		dst := tmp.LocalAddr().(*net.UDPAddr)
+		tmp.Close()
+		h := newHarness(t, proxy.Options{UDPNAT: nat, UDPDialer: proxy.NewDirect(proxy.DirectOptions{})})
+		app, done := h.handleUDP(dst.String(), []byte("lost: nobody listens"))
+		stacktest.Eventually(t, "the ICMP port unreachable", func() bool { return h.p.Stats().UDPPortUnreachable > 0 })
+
+		serveUDPOn(t, dst)
+		for deadline := time.Now().Add(waitLimit); time.Now().Before(deadline); {
+			app.Write([]byte("hello again"))
+			app.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			buf := make([]byte, 100)
+			if n, err := app.Read(buf); err == nil && string(buf[:n]) == "hello again" {
+				assertOpen(t, done, "session end")
+				return
+			}
+		}
+		t.Fatal("no echo after the destination came back")
+	})
 }
 
 // serveUDPOn echoes datagrams on addr until the test ends.
@@ -238,12 +253,14 @@ func TestHandleUDP_PolicyRefusalDropsFlow(t *testing.T) {
 }
 
 func TestClose_EndsUDPSessionsAndWaits(t *testing.T) {
-	srv := serveUDP(t, echo)
-	h := newHarness(t, proxy.Options{UDPDialer: proxy.NewDirect(proxy.DirectOptions{})})
-	app, _ := h.handleUDP(srv.LocalAddr().String(), []byte("ping"))
-	readDatagram(t, app)
-	h.p.Close()
-	if s := h.p.Stats(); s.UDPActive != 0 {
-		t.Fatalf("%d sessions active after Close", s.UDPActive)
-	}
+	forEachNAT(t, func(t *testing.T, nat proxy.NATMode) {
+		srv := serveUDP(t, echo)
+		h := newHarness(t, proxy.Options{UDPNAT: nat, UDPDialer: proxy.NewDirect(proxy.DirectOptions{})})
+		app, _ := h.handleUDP(srv.LocalAddr().String(), []byte("ping"))
+		readDatagram(t, app)
+		h.p.Close()
+		if s := h.p.Stats(); s.UDPActive != 0 {
+			t.Fatalf("%d sessions active after Close", s.UDPActive)
+		}
+	})
 }

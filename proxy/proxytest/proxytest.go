@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -205,12 +206,54 @@ type PacketConn struct {
 	*net.UDPConn
 	id      stack.FlowID
 	refused atomic.Bool
+	froms   chan Datagram
+	unreach chan netip.AddrPort
 }
 
 var (
-	_ stack.PacketConn = (*PacketConn)(nil)
-	_ stack.Refuser    = (*PacketConn)(nil)
+	_ stack.PacketConn     = (*PacketConn)(nil)
+	_ stack.Refuser        = (*PacketConn)(nil)
+	_ stack.DatagramWriter = (*PacketConn)(nil)
 )
+
+// Datagram is one datagram WriteFrom sent the app from a source other
+// than the flow's destination.
+type Datagram struct {
+	From    netip.AddrPort
+	Payload []byte
+}
+
+// WriteFrom implements stack.DatagramWriter. A datagram from ID().Dst is
+// written to the app's socket as Write does; one from another source
+// (which a loopback socket cannot fake) is recorded for Froms instead.
+func (c *PacketConn) WriteFrom(b []byte, src netip.AddrPort) (int, error) {
+	if src == c.id.Dst {
+		return c.Write(b)
+	}
+	select {
+	case c.froms <- Datagram{From: src, Payload: append([]byte(nil), b...)}:
+		return len(b), nil
+	default:
+		return 0, errors.New("proxytest: WriteFrom: 64 datagrams not taken from Froms")
+	}
+}
+
+// Froms delivers the datagrams WriteFrom recorded.
+func (c *PacketConn) Froms() <-chan Datagram { return c.froms }
+
+// PortUnreachable implements stack.DatagramWriter: it records dst for
+// Unreachable.
+func (c *PacketConn) PortUnreachable(dst netip.AddrPort, _ []byte) error {
+	select {
+	case c.unreach <- dst:
+		return nil
+	default:
+		return errors.New("proxytest: PortUnreachable: 64 not taken from Unreachable")
+	}
+}
+
+// Unreachable delivers the destinations PortUnreachable was called with.
+func (c *PacketConn) Unreachable() <-chan netip.AddrPort { return c.unreach }
 
 // Refuse implements stack.Refuser: it records the call (Refused) and
 // closes the conn; no ICMP is sent.
@@ -248,7 +291,7 @@ func NewPacketConnPair(t testing.TB, id stack.FlowID) (*PacketConn, *net.UDPConn
 	if err := connectUDP(app, st.LocalAddr().(*net.UDPAddr)); err != nil {
 		t.Fatalf("proxytest: %v", err)
 	}
-	return &PacketConn{UDPConn: st, id: id}, app
+	return &PacketConn{UDPConn: st, id: id, froms: make(chan Datagram, 64), unreach: make(chan netip.AddrPort, 64)}, app
 }
 
 // connectUDP connects the bound socket c to peer, so that it receives
