@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strconv"
 	"syscall"
 )
 
@@ -17,6 +18,7 @@ const (
 	socksAuthPassword   = 0x02
 	socksAuthNoMethod   = 0xff
 	socksCmdConnect     = 0x01
+	socksCmdAssociate   = 0x03
 	socksAtypIPv4       = 0x01
 	socksAtypDomain     = 0x03
 	socksAtypIPv6       = 0x04
@@ -36,7 +38,8 @@ type socks5 struct {
 // NewSOCKS5 returns a Dialer that connects through the SOCKS5 proxy at
 // server (host:port), reached with forward (nil means NewDirect with no
 // options). With a non-empty user it offers username/password
-// authentication besides none. Only TCP networks are supported; the
+// authentication besides none. TCP networks use CONNECT; UDP networks
+// (and ListenPacket, for full-cone sessions) a UDP ASSOCIATE. The
 // destination is sent as an IPv4 or IPv6 address when address holds one,
 // otherwise as a domain name the proxy resolves.
 //
@@ -53,6 +56,9 @@ func NewSOCKS5(server, user, password string, forward Dialer) Dialer {
 }
 
 func (s *socks5) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	if network == "udp" || network == "udp4" || network == "udp6" {
+		return s.dialUDP(ctx, address)
+	}
 	if !isTCP(network) {
 		return nil, fmt.Errorf("proxy: socks5: network %q: %w", network, errors.ErrUnsupported)
 	}
@@ -82,7 +88,8 @@ func (s *socks5) negotiate(conn net.Conn, req []byte) error {
 	if _, err := conn.Write(req); err != nil {
 		return fmt.Errorf("send request: %w", err)
 	}
-	return readSocksReply(conn)
+	_, err := readSocksReply(conn)
+	return err
 }
 
 // selectMethod offers the authentication methods (RFC 1928 §3) and runs
@@ -144,11 +151,21 @@ func (s *socks5) authenticate(conn net.Conn) error {
 
 // socksConnectRequest encodes a CONNECT request for address (RFC 1928 §4).
 func socksConnectRequest(address string) ([]byte, error) {
+	return socksRequest(socksCmdConnect, address)
+}
+
+// socksRequest encodes a request of cmd for address (RFC 1928 §4).
+func socksRequest(cmd byte, address string) ([]byte, error) {
 	host, port, err := splitHostPort(address)
 	if err != nil {
 		return nil, err
 	}
-	req := []byte{socksVersion, socksCmdConnect, 0}
+	return appendSocksAddr([]byte{socksVersion, cmd, 0}, host, port)
+}
+
+// appendSocksAddr appends ATYP, DST.ADDR and DST.PORT (RFC 1928 §4, §7)
+// for host, an IP address or a name.
+func appendSocksAddr(req []byte, host string, port uint16) ([]byte, error) {
 	if ip, err := netip.ParseAddr(host); err == nil {
 		ip = ip.WithZone("")
 		if ip.Is4() || ip.Is4In6() {
@@ -167,15 +184,16 @@ func socksConnectRequest(address string) ([]byte, error) {
 	return append(req, byte(port>>8), byte(port)), nil
 }
 
-// readSocksReply reads the server's reply to CONNECT (RFC 1928 §6),
-// including the bound address, and turns a failure code into an error.
-func readSocksReply(conn net.Conn) error {
+// readSocksReply reads the server's reply to a request (RFC 1928 §6),
+// including the bound address, which it returns ("host:port"), and turns
+// a failure code into an error.
+func readSocksReply(conn net.Conn) (string, error) {
 	var head [4]byte
 	if _, err := io.ReadFull(conn, head[:]); err != nil {
-		return fmt.Errorf("read reply: %w", err)
+		return "", fmt.Errorf("read reply: %w", err)
 	}
 	if head[0] != socksVersion {
-		return fmt.Errorf("reply has version %d, not 5", head[0])
+		return "", fmt.Errorf("reply has version %d, not 5", head[0])
 	}
 	var addrLen int
 	switch head[3] {
@@ -186,23 +204,29 @@ func readSocksReply(conn net.Conn) error {
 	case socksAtypDomain:
 		var l [1]byte
 		if _, err := io.ReadFull(conn, l[:]); err != nil {
-			return fmt.Errorf("read reply: %w", err)
+			return "", fmt.Errorf("read reply: %w", err)
 		}
 		addrLen = int(l[0])
 	default:
 		if head[1] != socksReplySucceeded {
-			return &socksReplyError{code: head[1]}
+			return "", &socksReplyError{code: head[1]}
 		}
-		return fmt.Errorf("reply has unknown address type %#x", head[3])
+		return "", fmt.Errorf("reply has unknown address type %#x", head[3])
 	}
 	bound := make([]byte, addrLen+2)
 	if _, err := io.ReadFull(conn, bound); err != nil {
-		return fmt.Errorf("read reply address: %w", err)
+		return "", fmt.Errorf("read reply address: %w", err)
 	}
 	if head[1] != socksReplySucceeded {
-		return &socksReplyError{code: head[1]}
+		return "", &socksReplyError{code: head[1]}
 	}
-	return nil
+	port := strconv.Itoa(int(bound[addrLen])<<8 | int(bound[addrLen+1]))
+	host := string(bound[:addrLen])
+	if head[3] != socksAtypDomain {
+		ip, _ := netip.AddrFromSlice(bound[:addrLen])
+		host = ip.Unmap().String()
+	}
+	return net.JoinHostPort(host, port), nil
 }
 
 // socksReplyError is a failure reply to CONNECT. It unwraps to the errno
