@@ -95,7 +95,39 @@ type Config struct {
 	Route     Route      `mapstructure:"route"`
 	DNS       DNS        `mapstructure:"dns"`
 	Proxy     Proxy      `mapstructure:"proxy"`
+	UDP       UDP        `mapstructure:"udp"`
 	Log       Log        `mapstructure:"log"`
+}
+
+// UDP NAT behaviours (udp.nat).
+const (
+	// NATFullCone is endpoint-independent mapping and filtering (RFC
+	// 4787): one upstream socket per app socket for every destination,
+	// and datagrams from any remote reach the app.
+	NATFullCone = "full-cone"
+	// NATSymmetric is one upstream socket per flow (app socket and
+	// destination), which hears only that destination.
+	NATSymmetric = "symmetric"
+)
+
+// UDP configures UDP sessions.
+type UDP struct {
+	// NAT is NATFullCone or NATSymmetric.
+	NAT string `mapstructure:"nat"`
+	// MaxSessions bounds the UDP sessions open; past it the least
+	// recently used is ended. 0 derives it from the open-file limit (see
+	// MaxSessionsFor).
+	MaxSessions int `mapstructure:"max_sessions"`
+}
+
+// MaxSessionsFor is udp.max_sessions's value under an open-file limit of
+// nofile: the key when set, else a sixteenth of nofile (each session holds
+// one or two sockets, and TCP flows need the rest), between 64 and 4096.
+func (u UDP) MaxSessionsFor(nofile uint64) int {
+	if u.MaxSessions > 0 {
+		return u.MaxSessions
+	}
+	return int(min(max(nofile/16, 64), 4096))
 }
 
 // TUN describes the TUN device the gateway creates.
@@ -230,6 +262,10 @@ type Upstream struct {
 	// (SO_BINDTODEVICE); empty means none.
 	BindInterface  string        `mapstructure:"bind_interface"`
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+	// UDP carries UDP flows through a socks5 proxy with UDP ASSOCIATE.
+	// Without it, UDP flows routed to a socks5 or http upstream are
+	// refused (ICMP port unreachable); direct always carries UDP.
+	UDP bool `mapstructure:"udp"`
 }
 
 // Proxy holds the relay's timeouts.
@@ -365,8 +401,9 @@ func Default() *Config {
 		Proxy: Proxy{
 			IdleTimeout:      5 * time.Minute,
 			HalfCloseTimeout: 60 * time.Second,
-			UDPIdleTimeout:   60 * time.Second,
+			UDPIdleTimeout:   5 * time.Minute,
 		},
+		UDP: UDP{NAT: NATFullCone},
 		Log: Log{
 			Level:  "info",
 			Format: LogText,

@@ -119,7 +119,7 @@ func TestWriteYAML_FollowsSchemaOrder(t *testing.T) {
 			tops = append(tops, strings.TrimSpace(line))
 		}
 	}
-	want := []string{"tun:", "stack:", "upstream:", "outbounds: []", "route:", "dns:", "proxy:", "log:"}
+	want := []string{"tun:", "stack:", "upstream:", "outbounds: []", "route:", "dns:", "proxy:", "udp:", "log:"}
 	if !slices.Equal(tops, want) {
 		t.Fatalf("top-level lines = %q, want %q", tops, want)
 	}
@@ -138,6 +138,23 @@ func TestShortDuration_DropsZeroTrailingUnits(t *testing.T) {
 	} {
 		if got := shortDuration(d); got != want {
 			t.Errorf("shortDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+}
+
+func TestMaxSessionsFor_DerivesFromTheOpenFileLimit(t *testing.T) {
+	for _, tc := range []struct {
+		key    int
+		nofile uint64
+		want   int
+	}{
+		{0, 20000, 1250},   // a sixteenth
+		{0, 1 << 20, 4096}, // at most 4096
+		{0, 256, 64},       // at least 64
+		{100, 20000, 100},  // the key wins
+	} {
+		if got := (UDP{MaxSessions: tc.key}).MaxSessionsFor(tc.nofile); got != tc.want {
+			t.Errorf("max_sessions %d, nofile %d: %d, want %d", tc.key, tc.nofile, got, tc.want)
 		}
 	}
 }

@@ -39,6 +39,7 @@ type Outbound struct {
 	Fwmark         uint32        `mapstructure:"fwmark"`
 	BindInterface  string        `mapstructure:"bind_interface"`
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+	UDP            bool          `mapstructure:"udp"`
 }
 
 // Upstream is the outbound's upstream fields; a zero connect_timeout is
@@ -49,7 +50,7 @@ func (o *Outbound) Upstream(def time.Duration) Upstream {
 		t = def
 	}
 	return Upstream{Kind: o.Kind, Address: o.Address, Username: o.Username, Password: o.Password,
-		Fwmark: o.Fwmark, BindInterface: o.BindInterface, ConnectTimeout: t}
+		Fwmark: o.Fwmark, BindInterface: o.BindInterface, ConnectTimeout: t, UDP: o.UDP}
 }
 
 // Route chooses an outbound per flow.

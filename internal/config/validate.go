@@ -39,6 +39,7 @@ func (c *Config) Validate() error {
 	c.validateRoute(&ps)
 	c.validateDNS(&ps)
 	c.Proxy.validate(&ps)
+	c.UDP.validate(&ps)
 	c.Log.validate(&ps)
 	c.validateLoops(&ps)
 	return ps.err()
@@ -123,6 +124,9 @@ func (u *Upstream) validateAt(ps *problems, prefix, tunName string) {
 		}
 	}
 	checkPositive(ps, prefix+".connect_timeout", u.ConnectTimeout)
+	if u.UDP && u.Kind == UpstreamHTTP {
+		ps.add(prefix+".udp", "is true but %s.kind is http, which carries no UDP; use socks5 (UDP ASSOCIATE) or remove it", prefix)
+	}
 }
 
 // validateDirect rejects settings that a direct upstream would silently
@@ -165,6 +169,13 @@ func (p *Proxy) validate(ps *problems) {
 	checkPositive(ps, "proxy.udp_idle_timeout", p.UDPIdleTimeout)
 	if p.MaxConnections < -1 {
 		ps.add("proxy.max_connections", "is %d; want a positive limit, 0 (derived from the open-file limit) or -1 (none)", p.MaxConnections)
+	}
+}
+
+func (u *UDP) validate(ps *problems) {
+	checkOneOf(ps, "udp.nat", u.NAT, NATFullCone, NATSymmetric)
+	if u.MaxSessions < 0 {
+		ps.add("udp.max_sessions", "is %d; want a positive limit or 0 (derived from the open-file limit)", u.MaxSessions)
 	}
 }
 

@@ -144,6 +144,11 @@ func TestValidate_RejectsEachInvalidSetting(t *testing.T) {
 		{"negative half-close timeout", func(c *Config) { c.Proxy.HalfCloseTimeout = -1 }, "proxy.half_close_timeout", "must be positive"},
 		{"max connections below -1", func(c *Config) { c.Proxy.MaxConnections = -2 }, "proxy.max_connections", "want a positive limit"},
 		{"zero udp timeout", func(c *Config) { c.Proxy.UDPIdleTimeout = 0 }, "proxy.udp_idle_timeout", "must be positive"},
+		{"unknown udp nat", func(c *Config) { c.UDP.NAT = "cone" }, "udp.nat", "not one of full-cone, symmetric"},
+		{"negative udp sessions", func(c *Config) { c.UDP.MaxSessions = -1 }, "udp.max_sessions", "want a positive limit"},
+		{"udp through http", func(c *Config) {
+			c.Upstream.Kind, c.Upstream.Address, c.Upstream.UDP = UpstreamHTTP, "198.19.0.5:3128", true
+		}, "upstream.udp", "carries no UDP"},
 		{"unknown log level", func(c *Config) { c.Log.Level = "verbose" }, "log.level", "not one of debug, info, warn, error"},
 		{"unknown log format", func(c *Config) { c.Log.Format = "xml" }, "log.format", "not one of text, json"},
 		{"direct default route", func(c *Config) { c.TUN.Routes = prefixes("0.0.0.0/0") }, "tun.routes[0]", "loop"},

@@ -202,6 +202,8 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 		IdleTimeout:      cfg.Proxy.IdleTimeout,
 		HalfCloseTimeout: cfg.Proxy.HalfCloseTimeout,
 		UDPIdleTimeout:   cfg.Proxy.UDPIdleTimeout,
+		UDPNAT:           natMode(cfg.UDP.NAT),
+		MaxUDPSessions:   maxUDPSessions(cfg.UDP, log),
 		Logger:           log,
 		Observer:         observer,
 	})

@@ -6,6 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tungate/tungate/internal/config"
+	"github.com/tungate/tungate/proxy"
 )
 
 // maxConnections resolves proxy.max_connections against the process's
@@ -27,4 +28,25 @@ func maxConnections(p config.Proxy, log *slog.Logger) int {
 			"max_connections", n, "nofile", rl.Cur)
 	}
 	return n
+}
+
+// maxUDPSessions resolves udp.max_sessions against the open-file limit.
+func maxUDPSessions(u config.UDP, log *slog.Logger) int {
+	var rl unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
+		return u.MaxSessionsFor(1 << 20)
+	}
+	n := u.MaxSessionsFor(rl.Cur)
+	if u.MaxSessions == 0 {
+		log.Info("udp: session limit derived from the open-file limit", "max_sessions", n, "nofile", rl.Cur)
+	}
+	return n
+}
+
+// natMode is udp.nat's proxy.NATMode.
+func natMode(nat string) proxy.NATMode {
+	if nat == config.NATSymmetric {
+		return proxy.NATSymmetric
+	}
+	return proxy.NATFullCone
 }

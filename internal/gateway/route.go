@@ -40,7 +40,7 @@ func outbounds(cfg *config.Config, upstream proxy.Dialer, d *dnsSide) (map[strin
 	}
 	direct := proxy.NewDirect(withResolver(cfg.Upstream))
 	m := map[string]*outbound{
-		config.OutboundUpstream: {tcp: upstream, udp: direct},
+		config.OutboundUpstream: {tcp: upstream, udp: udpDialer(cfg.Upstream, upstream, direct)},
 		config.OutboundDirect:   {tcp: direct, udp: direct},
 		config.OutboundReject:   {action: proxy.ActionReject},
 		config.OutboundDrop:     {action: proxy.ActionDrop},
@@ -56,9 +56,22 @@ func outbounds(cfg *config.Config, upstream proxy.Dialer, d *dnsSide) (map[strin
 		if err != nil {
 			return nil, fmt.Errorf("gateway: outbound %q: %w", o.Name, err)
 		}
-		m[o.Name] = &outbound{tcp: d, udp: proxy.NewDirect(withResolver(up)), timeout: o.ConnectTimeout}
+		m[o.Name] = &outbound{tcp: d, udp: udpDialer(up, d, d), timeout: o.ConnectTimeout}
 	}
 	return m, nil
+}
+
+// udpDialer is the dialer of an outbound's UDP flows: direct for kind
+// direct, its own (UDP ASSOCIATE) for socks5 with udp; nil, which refuses
+// them, for the rest. UDP never leaves by another way than the outbound's.
+func udpDialer(up config.Upstream, d, direct proxy.Dialer) proxy.Dialer {
+	switch {
+	case up.Kind == config.UpstreamDirect:
+		return direct
+	case up.Kind == config.UpstreamSOCKS5 && up.UDP:
+		return d
+	}
+	return nil
 }
 
 // router chooses each flow's outbound: the DNS server for hijacked

@@ -149,3 +149,31 @@ func closingListener(t *testing.T) net.Listener {
 	}()
 	return ln
 }
+
+func TestOutbounds_UDPLeavesOnlyThroughItsOutbound(t *testing.T) {
+	cfg := config.Default()
+	cfg.Upstream = config.Upstream{Kind: config.UpstreamSOCKS5, Address: "198.19.0.5:1080", ConnectTimeout: time.Second}
+	cfg.Outbounds = []config.Outbound{
+		{Name: "socks-udp", Kind: config.UpstreamSOCKS5, Address: "198.19.0.5:1080", UDP: true},
+		{Name: "socks-tcp", Kind: config.UpstreamSOCKS5, Address: "198.19.0.5:1080"},
+		{Name: "web", Kind: config.UpstreamHTTP, Address: "198.19.0.5:3128"},
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	obs, err := outbounds(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := obs["socks-udp"].udp.(proxy.PacketDialer); !ok || obs["socks-udp"].udp != obs["socks-udp"].tcp {
+		t.Errorf("socks-udp carries UDP with %T, want its own SOCKS5 dialer (UDP ASSOCIATE)", obs["socks-udp"].udp)
+	}
+	for _, name := range []string{config.OutboundUpstream, "socks-tcp", "web"} {
+		if obs[name].udp != nil {
+			t.Errorf("%s carries UDP with %T; a proxy outbound without udp must refuse it", name, obs[name].udp)
+		}
+	}
+	if _, ok := obs[config.OutboundDirect].udp.(proxy.PacketDialer); !ok {
+		t.Errorf("direct carries UDP with %T, want a PacketDialer", obs[config.OutboundDirect].udp)
+	}
+}
