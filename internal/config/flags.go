@@ -25,6 +25,8 @@ func flagKeys() map[string]string {
 		"fwmark":           "upstream.fwmark",
 		"bind-interface":   "upstream.bind_interface",
 		"connect-timeout":  "upstream.connect_timeout",
+		"upstream-udp":     "upstream.udp",
+		"udp-nat":          "udp.nat",
 		"log-level":        "log.level",
 		"log-format":       "log.format",
 	}
@@ -55,6 +57,8 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	fs.Uint32("fwmark", d.Upstream.Fwmark, "SO_MARK for upstream sockets, 0 for none (upstream.fwmark)")
 	fs.String("bind-interface", d.Upstream.BindInterface, "bind upstream sockets to this interface (upstream.bind_interface)")
 	fs.Duration("connect-timeout", d.Upstream.ConnectTimeout, "timeout for connecting upstream (upstream.connect_timeout)")
+	fs.Bool("upstream-udp", d.Upstream.UDP, "carry UDP through the socks5 upstream with UDP ASSOCIATE (upstream.udp)")
+	fs.String("udp-nat", d.UDP.NAT, "UDP mapping: full-cone (one upstream socket per app socket, any remote may answer) or symmetric (one per destination) (udp.nat)")
 	fs.String("log-level", d.Log.Level, "log level: debug, info, warn or error (log.level)")
 	fs.String("log-format", d.Log.Format, "log format: text or json (log.format)")
 }

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,11 +64,15 @@ func startDaemon(t *testing.T, ns *netlab.NS, out *lockedBuffer, name string, ar
 	t.Helper()
 	cmd := ns.Command(context.Background(), name, args...)
 	cmd.Stdout, cmd.Stderr = out, out
+	// Its own process group, killed whole: a daemon that forks workers
+	// (danted) would otherwise leave them holding the output pipe.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = 2 * time.Second
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
 	})
 }
