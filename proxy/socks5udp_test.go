@@ -7,8 +7,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"sync"
 	"strconv"
+	"sync"
 	"testing"
 
 	"github.com/tungate/tungate/proxy"
