@@ -114,10 +114,3 @@ func (t *udpTable) remove(e *udpEntry) {
 		e.elem = nil
 	}
 }
-
-// len is the number of sessions open.
-func (t *udpTable) len() int {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.lru.Len()
-}

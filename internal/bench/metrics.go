@@ -42,6 +42,9 @@ const (
 	mRateFirst      = "rate_first_interval"
 	mRateMin        = "rate_slowest_interval"
 	mRateHold       = "rate_hold"
+	mDatagrams      = "datagrams_per_second"
+	mMbit           = "mbit_per_second"
+	mLoss           = "loss"
 )
 
 const noGateway = "no gateway process: the kernel's own TCP has no separate process to measure"
@@ -84,6 +87,13 @@ func metricsOf(test string) []metric {
 			{key: mStalled, title: "stalled connects (SYN unanswered for 1 s or more)", unit: "connects", lowerBetter: true, total: true},
 			{key: mFailed, title: "failed connections", unit: "connections", lowerBetter: true, total: true},
 		}
+	case TestUDP:
+		return []metric{
+			{key: mDatagrams, title: "datagrams received per second", unit: "datagrams/s"},
+			{key: mMbit, title: "payload received", unit: "Mbit/s"},
+			{key: mLoss, title: "loss (sent but not received)", unit: "%", lowerBetter: true},
+			{key: mMachineCPU, title: "machine CPU per GB received (all processes and kernel)", unit: "s/GB", lowerBetter: true},
+		}
 	default:
 		return bulkMetrics
 	}
@@ -108,6 +118,8 @@ func workloadTitle(test string, o Options) string {
 		return fmt.Sprintf("Upload, %d streams (app → server)", o.Streams)
 	case TestDownloadN:
 		return fmt.Sprintf("Download, %d streams (server → app)", o.Streams)
+	case TestUDP:
+		return fmt.Sprintf("UDP: %d-byte datagrams from one app socket as fast as it can send (app → server)", udpDatagram)
 	}
 	return test
 }

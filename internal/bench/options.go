@@ -37,12 +37,13 @@ const (
 	TestDownload1    = "download-1"
 	TestUploadN      = "upload-n"
 	TestDownloadN    = "download-n"
+	TestUDP          = "udp"
 	testsAllKeyword  = "all"
 )
 
 // AllTests returns every test name in run order.
 func AllTests() []string {
-	return []string{TestMemory, TestLatency, TestConnect, TestConnectReuse, TestUpload1, TestDownload1, TestUploadN, TestDownloadN}
+	return []string{TestMemory, TestLatency, TestConnect, TestConnectReuse, TestUpload1, TestDownload1, TestUploadN, TestDownloadN, TestUDP}
 }
 
 // Defaults for a full run and for a quick one (Options.Quick).

@@ -75,6 +75,8 @@ func summarizeFigures(test string, f figures) string {
 			s += fmt.Sprintf("  slowest/first %.2f", h)
 		}
 		return s
+	case TestUDP:
+		return fmt.Sprintf("%s datagrams/s  %s Mbit/s  loss %.1f%%", formatNumber(f[mDatagrams]), formatNumber(f[mMbit]), f[mLoss])
 	}
 	s := formatNumber(f[mThroughput]) + " MB/s"
 	if v, ok := f[mGatewayCPU]; ok {

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/tungate/tungate/internal/netlab"
 )
 
 // figures are one round's values of a test, by metric key.
@@ -41,6 +43,8 @@ func (t *target) runTest(ctx context.Context, test string, o Options) (figures, 
 		return t.bulk(ctx, o, true, o.Streams)
 	case TestDownloadN:
 		return t.bulk(ctx, o, false, o.Streams)
+	case TestUDP:
+		return t.udp(ctx, o)
 	}
 	return nil, fmt.Errorf("bench: unknown test %q", test)
 }
@@ -651,4 +655,88 @@ func (t *target) memBreakdown(ctx context.Context) (memStats, error) {
 		}
 	}
 	return memStats{}, fmt.Errorf("bench: the gateway logged no memory line after SIGUSR1%s", t.gw.LogTail())
+}
+
+// udpDatagram is the UDP test's payload size: a full QUIC packet at a
+// 1280-byte path MTU.
+const udpDatagram = 1200
+
+// udp blasts datagrams from one connected app socket to a server in S and
+// counts what arrives: the rate the path delivers, and what it loses
+// (the TUN queue, the stack's flow queue, a socket buffer) when the sender
+// outruns it. Sent and received are counted over the same window.
+func (t *target) udp(ctx context.Context, o Options) (figures, error) {
+	srv, err := t.lab.Server().ListenPacket("udp4", netlab.ServerAddr4+":0")
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	var sent, received, receivedBytes atomic.Int64
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, _, err := srv.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			received.Add(1)
+			receivedBytes.Add(int64(n))
+		}
+	}()
+	c, err := t.dialer.DialContext(ctx, "udp4", srv.LocalAddr().String())
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	var stopped atomic.Bool
+	var fail firstErr
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		payload := make([]byte, udpDatagram)
+		for !stopped.Load() {
+			if _, err := c.Write(payload); err != nil {
+				if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOBUFS) {
+					continue
+				}
+				if !stopped.Load() {
+					fail.set(fmt.Errorf("udp send: %w", err))
+				}
+				return
+			}
+			sent.Add(1)
+		}
+	}()
+	defer func() {
+		stopped.Store(true)
+		c.Close()
+		<-done
+	}()
+	if err := sleepCtx(ctx, o.warmup()); err != nil {
+		return nil, err
+	}
+	u0, err0 := t.usage()
+	s0, r0, b0 := sent.Load(), received.Load(), receivedBytes.Load()
+	if err := sleepCtx(ctx, o.Duration); err != nil {
+		return nil, err
+	}
+	u1, err1 := t.usage()
+	s1, r1, b1 := sent.Load(), received.Load(), receivedBytes.Load()
+	if err := errors.Join(err0, err1, fail.get()); err != nil {
+		return nil, err
+	}
+	if r1 == r0 {
+		return nil, errors.New("no datagram arrived in the measured time")
+	}
+	secs := u1.at.Sub(u0.at).Seconds()
+	loss := 0.0
+	if s1 > s0 {
+		loss = max(0, 100*(1-float64(r1-r0)/float64(s1-s0)))
+	}
+	return figures{
+		mDatagrams:  float64(r1-r0) / secs,
+		mMbit:       float64(b1-b0) * 8 / secs / 1e6,
+		mLoss:       loss,
+		mMachineCPU: (u1.machine - u0.machine).Seconds() / (float64(b1-b0) / 1e9),
+	}, nil
 }
