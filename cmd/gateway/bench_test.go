@@ -90,10 +90,10 @@ func TestBench_QuickRunReportsEveryFigureWithAUnitAndNoFailures(t *testing.T) {
 			}
 		}
 	}
-	if len(tests) != 8 {
+	if len(tests) != 9 { // memory, latency, the two connect tests, four bulk tests, udp
 		t.Errorf("tests in the report: %v", tests)
 	}
-	for _, want := range []string{"×kernel", "Upload, 1 stream", "connections per second", "kernel", "custom", "gvisor"} {
+	for _, want := range []string{"×kernel", "Upload, 1 stream", "connections per second", "datagrams received per second", "kernel", "custom", "gvisor"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("table lacks %q:\n%s", want, stdout)
 		}
