@@ -63,30 +63,7 @@ func (w *writer) WritePackets(bufs [][]byte, offset int) (int, error) {
 // nextTCP waits for the next TCP segment the stack writes.
 func (w *writer) nextTCP(t *testing.T) packet.TCP {
 	t.Helper()
-	deadline := time.After(waitLimit)
-	for {
-		w.mu.Lock()
-		for len(w.pkts) > 0 {
-			b := w.pkts[0]
-			w.pkts = w.pkts[1:]
-			p, err := packet.ParseIP(b)
-			if err != nil {
-				w.mu.Unlock()
-				t.Fatalf("the stack wrote a bad packet: %v", err)
-			}
-			if p.Proto == packet.ProtoTCP {
-				w.mu.Unlock()
-				return p.TCP()
-			}
-		}
-		w.mu.Unlock()
-		select {
-		case <-w.more:
-		case <-deadline:
-			t.Fatal("the stack wrote no TCP segment")
-			return nil
-		}
-	}
+	return w.next(t, packet.ProtoTCP).TCP()
 }
 
 // handlerFunc adapts a function to stack.Handler; UDP flows are closed.
