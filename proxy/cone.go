@@ -107,12 +107,23 @@ func (s *coneSession) open(ctx context.Context, pd PacketDialer, rt Route) {
 	if err == nil {
 		// The reader is a handler call of the proxy too: Close waits for it.
 		_, end, ok := s.p.begin(context.Background())
-		if !ok {
-			up.Close()
+		s.mu.Lock()
+		switch {
+		case !ok:
 			err = errUDPClosed
-		} else {
+		case s.ended: // evicted while it was opening
+			end()
+			err = errUDPEvicted
+		default:
 			s.up = up
 			s.wd = newWatchdog(s.p.clock, s.p.udpIdleTimeout, errUDPIdleTimeout, s.end)
+			s.p.stats.udpSessions.Add(1)
+			s.p.stats.udpActive.Add(1) // before end can take it off again
+		}
+		s.mu.Unlock()
+		if err != nil {
+			up.Close()
+		} else {
 			stop := context.AfterFunc(s.p.ctx, func() { s.end(errUDPClosed) })
 			go func() {
 				defer end()
@@ -128,8 +139,6 @@ func (s *coneSession) open(ctx context.Context, pd PacketDialer, rt Route) {
 		s.mu.Unlock()
 		s.forget()
 	} else {
-		s.p.stats.udpSessions.Add(1)
-		s.p.stats.udpActive.Add(1)
 		s.p.log.Debug("udp session opened", "app", s.key.app, "outbound", s.key.outbound, "upstream", up.LocalAddr())
 	}
 	close(s.ready)
@@ -210,13 +219,14 @@ func (s *coneSession) end(reason error) {
 	for _, f := range s.flows {
 		flows = append(flows, f)
 	}
+	up, wd := s.up, s.wd // set by open under mu, or never
 	s.mu.Unlock()
 	s.forget()
-	if s.wd != nil {
-		s.wd.stop()
+	if wd != nil {
+		wd.stop()
 	}
-	if s.up != nil {
-		s.up.Close()
+	if up != nil {
+		up.Close()
 		s.p.stats.udpActive.Add(-1)
 	}
 	if reason == errUDPIdleTimeout {
@@ -234,9 +244,9 @@ func (s *coneSession) touch() {
 }
 
 // lookup returns the flow a datagram from remote belongs to, and the
-// source address the app is to see; f is nil for a remote the app never
-// sent to.
-func (s *coneSession) lookup(remote netip.AddrPort) (f *coneFlow, src netip.AddrPort, any *coneFlow) {
+// source address the app is to see; for a remote the app never sent to, f
+// is nil and other is some flow of the session to write through.
+func (s *coneSession) lookup(remote netip.AddrPort) (f *coneFlow, src netip.AddrPort, other *coneFlow) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	src = remote
