@@ -264,3 +264,55 @@ func TestCone_ReplyToANameTheProxyResolvedReachesItsFlow(t *testing.T) {
 		t.Errorf("UDPUnsolicited = %d", s.UDPUnsolicited)
 	}
 }
+
+// gatedDialer is a PacketDialer whose ListenPacket waits for gate and
+// returns upstreams the test can inspect.
+type gatedDialer struct {
+	entered chan struct{}
+	gate    chan struct{}
+	ups     chan *namedUpstream
+}
+
+func (d *gatedDialer) ListenPacket(ctx context.Context, _ func(netip.AddrPort)) (proxy.PacketUpstream, error) {
+	d.entered <- struct{}{}
+	<-d.gate
+	u := &namedUpstream{sent: make(chan proxy.Destination, 4), replies: make(chan namedReply), closed: make(chan struct{})}
+	d.ups <- u
+	return u, nil
+}
+func (d *gatedDialer) DialContext(context.Context, string, string) (net.Conn, error) {
+	return nil, errors.New("not used")
+}
+
+func TestCone_SessionEvictedWhileOpeningClosesItsUpstream(t *testing.T) {
+	d := &gatedDialer{entered: make(chan struct{}, 2), gate: make(chan struct{}), ups: make(chan *namedUpstream, 2)}
+	h := newHarness(t, proxy.Options{MaxUDPSessions: 1, Router: func(stack.FlowID, string) proxy.Route {
+		return proxy.Route{Outbound: "gated", Rule: -1, Action: proxy.ActionDial, Dialer: d}
+	}})
+	_, _, doneA := h.handleFlow(netip.AddrPortFrom(appAddr.Addr(), 1), "127.0.0.1:9", []byte("a"))
+	<-d.entered // A's session is in the table, opening
+	// B's session takes the only place: A, still opening, is evicted.
+	_, _, _ = h.handleFlow(netip.AddrPortFrom(appAddr.Addr(), 2), "127.0.0.1:9", []byte("b"))
+	<-d.entered
+	if s := h.p.Stats(); s.UDPEvicted != 1 {
+		t.Fatalf("UDPEvicted = %d, want 1", s.UDPEvicted)
+	}
+	d.gate <- struct{}{} // one of the two opens finishes
+	d.gate <- struct{}{} // and the other
+	first, second := <-d.ups, <-d.ups
+	waitClosed(t, doneA, "A's handler")
+	closed := func(u *namedUpstream) bool {
+		select {
+		case <-u.closed:
+			return true
+		default:
+			return false
+		}
+	}
+	if closed(first) == closed(second) {
+		t.Fatalf("upstreams closed: %v, %v; want exactly the evicted session's closed", closed(first), closed(second))
+	}
+	if s := h.p.Stats(); s.UDPActive != 1 {
+		t.Errorf("UDPActive = %d, want 1 (B)", s.UDPActive)
+	}
+}
