@@ -124,9 +124,8 @@ func TestUDP_UpstreamPortUnreachableReachesTheApp(t *testing.T) {
 					t.Fatalf("port unreachable from %v, want %v", got, dst)
 				}
 				assertOpen(t, done, "session end")
-				if s := h.p.Stats(); s.UDPUnreachableToApp == 0 {
-					t.Errorf("UDPUnreachableToApp = 0")
-				}
+				// Counted after it is sent.
+				stacktest.Eventually(t, "UDPUnreachableToApp", func() bool { return h.p.Stats().UDPUnreachableToApp > 0 })
 				return
 			case <-deadline:
 				t.Fatal("no port unreachable reached the app")
