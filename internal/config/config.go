@@ -96,6 +96,7 @@ type Config struct {
 	DNS       DNS        `mapstructure:"dns"`
 	Proxy     Proxy      `mapstructure:"proxy"`
 	UDP       UDP        `mapstructure:"udp"`
+	API       API        `mapstructure:"api"`
 	Log       Log        `mapstructure:"log"`
 }
 
@@ -404,6 +405,7 @@ func Default() *Config {
 			UDPIdleTimeout:   5 * time.Minute,
 		},
 		UDP: UDP{NAT: NATFullCone},
+		API: API{TraceBuffer: DefaultTraceBuffer},
 		Log: Log{
 			Level:  "info",
 			Format: LogText,

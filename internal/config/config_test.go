@@ -96,12 +96,16 @@ func TestWriteYAML_RedactsPassword(t *testing.T) {
 	cfg.Upstream.Address = "127.0.0.1:3128"
 	cfg.Upstream.Username = "u"
 	cfg.Upstream.Password = "hunter2"
+	cfg.API.Secret = "swordfish"
 	var buf bytes.Buffer
 	if err := cfg.WriteYAML(&buf); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(buf.String(), "hunter2") {
-		t.Fatalf("password in output:\n%s", buf.String())
+	if strings.Contains(buf.String(), "hunter2") || strings.Contains(buf.String(), "swordfish") {
+		t.Fatalf("password or api secret in output:\n%s", buf.String())
+	}
+	if !strings.Contains(buf.String(), `secret: "`+Redacted+`"`) {
+		t.Fatalf("no redacted api secret line in:\n%s", buf.String())
 	}
 	if !strings.Contains(buf.String(), `password: "`+Redacted+`"`) {
 		t.Fatalf("no redacted password line in:\n%s", buf.String())
@@ -119,7 +123,7 @@ func TestWriteYAML_FollowsSchemaOrder(t *testing.T) {
 			tops = append(tops, strings.TrimSpace(line))
 		}
 	}
-	want := []string{"tun:", "stack:", "upstream:", "outbounds: []", "route:", "dns:", "proxy:", "udp:", "log:"}
+	want := []string{"tun:", "stack:", "upstream:", "outbounds: []", "route:", "dns:", "proxy:", "udp:", "api:", "log:"}
 	if !slices.Equal(tops, want) {
 		t.Fatalf("top-level lines = %q, want %q", tops, want)
 	}

@@ -27,6 +27,7 @@ func flagKeys() map[string]string {
 		"connect-timeout":  "upstream.connect_timeout",
 		"upstream-udp":     "upstream.udp",
 		"udp-nat":          "udp.nat",
+		"api-listen":       "api.listen",
 		"log-level":        "log.level",
 		"log-format":       "log.format",
 	}
@@ -59,6 +60,7 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	fs.Duration("connect-timeout", d.Upstream.ConnectTimeout, "timeout for connecting upstream (upstream.connect_timeout)")
 	fs.Bool("upstream-udp", d.Upstream.UDP, "carry UDP through the socks5 upstream with UDP ASSOCIATE (upstream.udp)")
 	fs.String("udp-nat", d.UDP.NAT, "UDP mapping: full-cone (one upstream socket per app socket, any remote may answer) or symmetric (one per destination) (udp.nat)")
+	fs.String("api-listen", d.API.Listen, "serve the HTTP API (metrics, connections, web view, reload) on host:port or a unix socket path (api.listen)")
 	fs.String("log-level", d.Log.Level, "log level: debug, info, warn or error (log.level)")
 	fs.String("log-format", d.Log.Format, "log format: text or json (log.format)")
 }

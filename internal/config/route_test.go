@@ -68,7 +68,7 @@ func TestWriteYAML_OutboundsAndRulesRoundTrip(t *testing.T) {
 	if err := cfg.WriteYAML(&buf); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(buf.String(), "secret") {
+	if strings.Contains(buf.String(), `"secret"`) {
 		t.Errorf("an outbound's password is printed:\n%s", buf.String())
 	}
 	back := mustLoad(t, LoadOptions{File: writeConfig(t, buf.String())})

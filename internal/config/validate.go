@@ -40,6 +40,7 @@ func (c *Config) Validate() error {
 	c.validateDNS(&ps)
 	c.Proxy.validate(&ps)
 	c.UDP.validate(&ps)
+	c.API.validate(&ps)
 	c.Log.validate(&ps)
 	c.validateLoops(&ps)
 	return ps.err()

@@ -8,17 +8,20 @@ import (
 	"strings"
 )
 
-// Redacted replaces a non-empty upstream.password in WriteYAML's output.
+// Redacted replaces a non-empty password or api.secret in WriteYAML's output.
 const Redacted = "<redacted>"
 
 // WriteYAML writes c as a YAML document in the file's key order, which Load
-// reads back to the same Config. A non-empty upstream.password is written
+// reads back to the same Config. Non-empty passwords and api.secret are written
 // as Redacted so the output can be shown or logged.
 func (c *Config) WriteYAML(w io.Writer) error {
 	s := newSchema()
 	values := s.plainValues(c)
 	if c.Upstream.Password != "" {
 		values["upstream.password"] = Redacted
+	}
+	if c.API.Secret != "" {
+		values["api.secret"] = Redacted
 	}
 	redactOutbounds(values["outbounds"])
 	bw := bufio.NewWriter(w)
