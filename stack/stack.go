@@ -148,6 +148,15 @@ type Conn interface {
 	Abort() error
 }
 
+// StateConn is a Conn that reports its TCP state by its RFC 9293 name
+// ("ESTABLISHED", "FIN-WAIT-2", "CLOSED"), for observers such as the
+// connections API. Both stacks' Conns implement it; State is safe to call
+// at any time, concurrently with everything else.
+type StateConn interface {
+	Conn
+	State() string
+}
+
 // NonblockingConn is a Conn that can be served without a goroutine
 // blocked on it: TryRead and TryWrite return syscall.EAGAIN where Read and
 // Write would wait, and SetNotify's function runs whenever that may have

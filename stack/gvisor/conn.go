@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"gvisor.dev/gvisor/pkg/tcpip"
+	"gvisor.dev/gvisor/pkg/tcpip/transport/tcp"
 	"gvisor.dev/gvisor/pkg/waiter"
 
 	"github.com/tungate/tungate/internal/deadline"
@@ -293,7 +294,24 @@ type tcpConn struct {
 	endpointConn
 }
 
-var _ stack.Conn = (*tcpConn)(nil)
+var _ stack.StateConn = (*tcpConn)(nil)
+
+// State returns the endpoint's state by its RFC 9293 name, as the own
+// engine names it.
+func (c *tcpConn) State() string {
+	s := tcp.EndpointState(c.ep.State())
+	switch s {
+	case tcp.StateFinWait1:
+		return "FIN-WAIT-1"
+	case tcp.StateFinWait2:
+		return "FIN-WAIT-2"
+	case tcp.StateSynRecv:
+		return "SYN-RECEIVED"
+	case tcp.StateError:
+		return "CLOSED"
+	}
+	return s.String()
+}
 
 // CloseRead shuts the receive side: pending and later Reads return
 // net.ErrClosed; data the app still sends is acknowledged and dropped.

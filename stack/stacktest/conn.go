@@ -30,6 +30,7 @@ func runConn(t *testing.T, newStack NewStack) {
 	t.Run("CloseUnblocksReadAndFailsLaterCalls", func(t *testing.T) { connClose(t, newStack) })
 	t.Run("CloseReadFailsReads", func(t *testing.T) { connCloseRead(t, newStack) })
 	t.Run("ReadDeadlineTimesOut", func(t *testing.T) { connReadDeadline(t, newStack) })
+	t.Run("StateFollowsTheClose", func(t *testing.T) { connState(t, newStack) })
 }
 
 // connRig is a stack under test with the app in front of it; every flow
@@ -137,6 +138,33 @@ func connAppFIN(t *testing.T, newStack NewStack) {
 	c.Close()
 	if got, err := readAll(t, "app", a); err != nil || string(got) != "response" {
 		t.Fatalf("app read %q, %v; want the response, then EOF", got, err)
+	}
+}
+
+func connState(t *testing.T, newStack NewStack) {
+	a, c := newConnRig(t, newStack).dial(t)
+	sc, ok := c.(stack.StateConn)
+	if !ok {
+		t.Fatalf("%T does not report its state (stack.StateConn)", c)
+	}
+	if got := sc.State(); got != "ESTABLISHED" {
+		t.Errorf("State after the handshake = %q, want ESTABLISHED", got)
+	}
+	a.CloseWrite()
+	if _, err := readAll(t, "Conn", c); err != nil {
+		t.Fatal(err)
+	}
+	if got := sc.State(); got != "CLOSE-WAIT" {
+		t.Errorf("State after the app's FIN = %q, want CLOSE-WAIT", got)
+	}
+	c.Close()
+	a.Close()
+	deadline := time.Now().Add(waitLimit)
+	for sc.State() != "CLOSED" && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if got := sc.State(); got != "CLOSED" {
+		t.Errorf("State after both FINs = %q, want CLOSED", got)
 	}
 }
 

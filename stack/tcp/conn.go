@@ -29,6 +29,7 @@ type Conn struct {
 var (
 	_ stack.WriteFromConn = (*Conn)(nil)
 	_ stack.ReadToConn    = (*Conn)(nil)
+	_ stack.StateConn     = (*Conn)(nil)
 )
 
 func newConn(f *flow) *Conn {
@@ -422,6 +423,17 @@ func (c *Conn) awaitEstablished(ctx context.Context) error {
 			return errEngineClosed
 		}
 	}
+}
+
+// State returns the TCB's state, "CLOSED" once the flow is gone.
+func (c *Conn) State() string {
+	f := c.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.gone {
+		return Closed.String()
+	}
+	return f.tcb.State().String()
 }
 
 // Close closes both directions: FIN after the data already written
