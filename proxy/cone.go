@@ -64,6 +64,7 @@ type coneFlow struct {
 	dw   stack.DatagramWriter
 	app  netip.AddrPort // the address the app sent to: the replies' source
 	dst  Destination
+	e    *connEntry // listed in p.conns while attached
 }
 
 // cone returns the session of key, creating it (creator true) when there
@@ -297,19 +298,20 @@ func (s *coneSession) read() {
 		f, src, other := s.lookup(remote)
 		switch {
 		case f != nil:
-			_, err = f.dw.WriteFrom(buf[:n], src)
 		case other != nil:
 			s.p.stats.udpUnsolicited.Add(1)
-			_, err = other.dw.WriteFrom(buf[:n], src)
+			f = other
 		default:
 			return // no flow left
 		}
+		_, err = f.dw.WriteFrom(buf[:n], src)
 		if err != nil {
 			s.p.log.Debug("udp write to app", "app", s.key.app, "from", src, "err", err)
 			continue
 		}
 		s.p.stats.udpPacketsDown.Add(1)
 		s.p.stats.udpBytesDown.Add(uint64(n))
+		f.e.down.Add(uint64(n))
 	}
 }
 
@@ -337,6 +339,9 @@ func (p *Proxy) serveCone(ctx context.Context, conn stack.PacketConn, dw stack.D
 	id := conn.ID()
 	key := coneKey{app: id.Src, outbound: rt.Outbound}
 	f := &coneFlow{conn: conn, dw: dw, app: id.Dst}
+	// Closing the flow's conn ends its reader below, which detaches it;
+	// the session goes on while other flows use it.
+	f.e = p.newEntry("udp", id, rt, nil, func() { conn.Close() })
 	var s *coneSession
 	for attempt := 0; ; attempt++ {
 		var creator bool
@@ -377,6 +382,8 @@ func (p *Proxy) serveCone(ctx context.Context, conn stack.PacketConn, dw stack.D
 		}
 	}
 	defer s.detach(f)
+	p.conns.add(f.e)
+	defer p.conns.remove(f.e)
 	p.stats.udpFlows.Add(1)
 	s.touch()
 
@@ -399,6 +406,7 @@ func (p *Proxy) serveCone(ctx context.Context, conn stack.PacketConn, dw stack.D
 		}
 		p.stats.udpPacketsUp.Add(1)
 		p.stats.udpBytesUp.Add(uint64(n))
+		f.e.up.Add(uint64(n))
 	}
 }
 

@@ -63,7 +63,7 @@ type evRelay struct {
 	aborted  [2]bool
 	reset    [2]bool
 	finished int       // directions ended by EOF
-	bytes    [2]uint64 // by Side: payload read from it
+	e        *connEntry // listed in p.conns; counts the bytes
 }
 
 // pending is what a direction read and its destination did not take yet,
@@ -95,7 +95,7 @@ type endpoint interface {
 // startEvented relays app and up by events when both can be, and reports
 // whether it did; the relay then owns both connections, the flow's place
 // under MaxConnections and a count in p.flows, and ends on its own.
-func (p *Proxy) startEvented(id stack.FlowID, app, up net.Conn) bool {
+func (p *Proxy) startEvented(id stack.FlowID, rt Route, app, up net.Conn) bool {
 	if !p.evented {
 		return false
 	}
@@ -116,6 +116,7 @@ func (p *Proxy) startEvented(id stack.FlowID, app, up net.Conn) bool {
 	}
 	r := &evRelay{p: p, id: id, ends: [2]endpoint{SideApp: ae, SideUpstream: ue}}
 	r.sched.Store(schedRunning) // nothing runs before setup ends
+	r.e = p.newEntry("tcp", id, rt, app, func() { r.interrupt(intrAbort) })
 	r.wd = newWatchdog(p.clock, p.idleTimeout, errIdleTimeout, r.timeout)
 	p.mu.Lock()
 	if p.closed {
@@ -126,6 +127,7 @@ func (p *Proxy) startEvented(id stack.FlowID, app, up net.Conn) bool {
 	p.relays[r] = struct{}{}
 	p.flows.Add(1)
 	p.mu.Unlock()
+	p.conns.add(r.e)
 	p.stats.tcpActive.Add(1)
 	p.stats.tcpEvented.Add(1)
 	for side, e := range r.ends {
@@ -453,7 +455,7 @@ func (r *evRelay) release(pd *pending) {
 }
 
 func (r *evRelay) count(from Side, n int) {
-	r.bytes[from] += uint64(n)
+	r.e.count(from, n)
 	if from == SideApp {
 		r.p.stats.bytesUp.Add(uint64(n))
 	} else {
@@ -552,11 +554,12 @@ func (r *evRelay) finish() {
 		pd.off, pd.end = 0, 0
 		r.release(pd)
 	}
-	up, down := r.bytes[SideApp], r.bytes[SideUpstream]
+	p := r.p
+	p.conns.remove(r.e)
+	up, down := r.e.up.Load(), r.e.down.Load()
 	r.p.log.Debug("tcp relay closed", "flow", r.id, "up", up, "down", down,
 		"aborted", r.aborted[SideApp] || r.aborted[SideUpstream])
 	r.p.emit(Event{Flow: r.id, Kind: EventClose, Up: up, Down: down})
-	p := r.p
 	p.stats.tcpActive.Add(-1)
 	p.stats.tcpEvented.Add(-1)
 	p.release()

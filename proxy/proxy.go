@@ -129,6 +129,7 @@ type Proxy struct {
 	fdWarn            warner // EMFILE/ENFILE on a dial
 
 	stats            counters
+	conns            connTable // the flows relayed now
 	tcpBufs, udpBufs bufPool
 
 	// ctx is cancelled by Close; every flow's context derives from it.

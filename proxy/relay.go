@@ -38,7 +38,7 @@ type tcpRelay struct {
 	aborted  [2]atomic.Bool   // per Side: reset by the proxy
 	reset    [2]atomic.Bool   // per Side: reset by its peer
 	finished atomic.Int32     // directions ended by EOF
-	bytes    [2]atomic.Uint64 // per Side: payload read from it
+	e        *connEntry       // listed in p.conns; counts the bytes
 
 	// small is each direction's own buffer, see pipe.
 	small [2][smallBufSize]byte
@@ -57,13 +57,16 @@ const smallBufSize = 512
 // connections (those not aborted are closed gracefully). When both can be
 // served by events it hands the flow to an evRelay instead and returns
 // detached at once.
-func (p *Proxy) relay(ctx context.Context, id stack.FlowID, app stack.Conn, up net.Conn) (detached bool) {
-	if p.startEvented(id, app, up) {
+func (p *Proxy) relay(ctx context.Context, id stack.FlowID, rt Route, app stack.Conn, up net.Conn) (detached bool) {
+	if p.startEvented(id, rt, app, up) {
 		return true
 	}
 	p.stats.tcpActive.Add(1)
 	defer p.stats.tcpActive.Add(-1)
 	r := &tcpRelay{p: p, id: id, conns: [2]net.Conn{SideApp: app, SideUpstream: up}}
+	r.e = p.newEntry("tcp", id, rt, app, func() { r.interrupt(func() { r.abortBoth() }) })
+	p.conns.add(r.e)
+	defer p.conns.remove(r.e)
 	r.wd = newWatchdog(p.clock, p.idleTimeout, errIdleTimeout, r.timeout)
 	stopCancel := context.AfterFunc(ctx, func() {
 		r.interrupt(func() { r.abortBoth() })
@@ -136,7 +139,7 @@ func (r *tcpRelay) pipe(from Side) {
 }
 
 func (r *tcpRelay) count(from Side, n int) {
-	r.bytes[from].Add(uint64(n))
+	r.e.count(from, n)
 	if from == SideApp {
 		r.p.stats.bytesUp.Add(uint64(n))
 	} else {
@@ -259,7 +262,7 @@ func (r *tcpRelay) closeBoth() {
 			r.conns[side].Close()
 		}
 	}
-	up, down := r.bytes[SideApp].Load(), r.bytes[SideUpstream].Load()
+	up, down := r.e.up.Load(), r.e.down.Load()
 	r.p.log.Debug("tcp relay closed", "flow", r.id, "up", up, "down", down,
 		"aborted", r.aborted[SideApp].Load() || r.aborted[SideUpstream].Load())
 	r.p.emit(Event{Flow: r.id, Kind: EventClose, Up: up, Down: down})

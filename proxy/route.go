@@ -36,6 +36,9 @@ type Route struct {
 	// flow's destination: "name:port" for a fake address, so that a
 	// proxy resolves the name itself.
 	Address string
+	// Domain is the flow's name when the router knows it (a fake IP's,
+	// a sniffed one), for the connections API.
+	Domain string
 	// ConnectTimeout, when positive, bounds this flow's dial instead of
 	// Options.ConnectTimeout (a per-outbound timeout).
 	ConnectTimeout time.Duration

@@ -253,7 +253,7 @@ func (p *Proxy) handleSniffed(ctx context.Context, req stack.Request, id stack.F
 		p.stats.bytesUp.Add(uint64(len(first)))
 	}
 	p.stats.tcpAccepted.Add(1)
-	return p.relay(ctx, id, conn, up)
+	return p.relay(ctx, id, rt, conn, up)
 }
 
 // sniff reads from conn until the first bytes name a domain, cannot, or

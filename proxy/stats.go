@@ -55,6 +55,9 @@ type Stats struct {
 	// IdleTimeouts and HalfCloseTimeouts count relays aborted by those
 	// timeouts.
 	IdleTimeouts, HalfCloseTimeouts uint64
+	// ClosedByAPI counts flows (TCP and UDP) ended by CloseConnection or
+	// CloseAllConnections.
+	ClosedByAPI uint64
 
 	// UDPSessions counts UDP sessions (mappings) opened: full-cone ones,
 	// each carrying every flow of one app socket through one outbound,
@@ -104,6 +107,7 @@ type counters struct {
 	bytesUp, bytesDown                                      atomic.Uint64
 	resetsFromApp, resetsFromUpstream                       atomic.Uint64
 	idleTimeouts, halfCloseTimeouts                         atomic.Uint64
+	closedByAPI                                             atomic.Uint64
 	udpSessions, udpDropped, udpRefused                     atomic.Uint64
 	udpActive                                               atomic.Int64
 	udpPacketsUp, udpPacketsDown                            atomic.Uint64
@@ -136,6 +140,7 @@ func (c *counters) snapshot() Stats {
 		ResetsFromUpstream: c.resetsFromUpstream.Load(),
 		IdleTimeouts:       c.idleTimeouts.Load(),
 		HalfCloseTimeouts:  c.halfCloseTimeouts.Load(),
+		ClosedByAPI:        c.closedByAPI.Load(),
 		UDPSessions:        c.udpSessions.Load(),
 		UDPActive:          c.udpActive.Load(),
 		UDPDropped:         c.udpDropped.Load(),

@@ -80,7 +80,7 @@ func (p *Proxy) HandleTCP(ctx context.Context, req stack.Request) {
 		return
 	}
 	p.stats.tcpAccepted.Add(1)
-	detached = p.relay(ctx, id, conn, up)
+	detached = p.relay(ctx, id, rt, conn, up)
 }
 
 // dialTCP connects upstream to id.Dst through rt within the connect

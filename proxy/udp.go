@@ -66,6 +66,9 @@ func (p *Proxy) HandleUDP(ctx context.Context, conn stack.PacketConn) {
 	defer p.stats.udpActive.Add(-1)
 	s := &udpSession{p: p, id: id, app: conn, up: up}
 	s.dw, _ = conn.(stack.DatagramWriter)
+	s.e = p.newEntry("udp", id, rt, nil, func() { s.interrupt(s.closeBoth) })
+	p.conns.add(s.e)
+	defer p.conns.remove(s.e)
 	s.run(ctx)
 }
 
@@ -116,6 +119,7 @@ type udpSession struct {
 	up    net.Conn
 	wd    *watchdog
 	entry udpEntry
+	e     *connEntry // listed in p.conns
 
 	// mu serialises the asynchronous interrupts (timeout, cancellation)
 	// with the end of the session.
@@ -166,6 +170,7 @@ func (s *udpSession) upstream() {
 		}
 		s.p.stats.udpPacketsUp.Add(1)
 		s.p.stats.udpBytesUp.Add(uint64(n))
+		s.e.up.Add(uint64(n))
 	}
 }
 
@@ -189,6 +194,7 @@ func (s *udpSession) downstream() {
 		}
 		s.p.stats.udpPacketsDown.Add(1)
 		s.p.stats.udpBytesDown.Add(uint64(n))
+		s.e.down.Add(uint64(n))
 	}
 }
 

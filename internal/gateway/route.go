@@ -117,7 +117,7 @@ func pick(set *rule.Set, obs map[string]*outbound, f *rule.Flow, address string,
 	res := set.Match(f)
 	ob := obs[res.Outbound] // Compile checked every name
 	rt := proxy.Route{Outbound: res.Outbound, Rule: res.Rule, Action: ob.action, Dialer: ob.tcp,
-		Address: address, ConnectTimeout: ob.timeout}
+		Address: address, Domain: f.Domain, ConnectTimeout: ob.timeout}
 	if f.Network == rule.NetworkUDP {
 		rt.Dialer = ob.udp
 	}
