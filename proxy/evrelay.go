@@ -62,7 +62,7 @@ type evRelay struct {
 	done     [2]bool    // by Side: its direction has ended (FIN passed on)
 	aborted  [2]bool
 	reset    [2]bool
-	finished int       // directions ended by EOF
+	finished int        // directions ended by EOF
 	e        *connEntry // listed in p.conns; counts the bytes
 }
 

@@ -35,10 +35,10 @@ type tcpRelay struct {
 	mu    sync.Mutex
 	ended bool // guarded by mu
 
-	aborted  [2]atomic.Bool   // per Side: reset by the proxy
-	reset    [2]atomic.Bool   // per Side: reset by its peer
-	finished atomic.Int32     // directions ended by EOF
-	e        *connEntry       // listed in p.conns; counts the bytes
+	aborted  [2]atomic.Bool // per Side: reset by the proxy
+	reset    [2]atomic.Bool // per Side: reset by its peer
+	finished atomic.Int32   // directions ended by EOF
+	e        *connEntry     // listed in p.conns; counts the bytes
 
 	// small is each direction's own buffer, see pipe.
 	small [2][smallBufSize]byte
