@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/tungate/tungate/internal/clock"
 	"github.com/tungate/tungate/stack"
@@ -99,8 +100,10 @@ type Event struct {
 	// Up and Down count the bytes relayed app→upstream and
 	// upstream→app, for EventClose.
 	Up, Down uint64
-	// Route is the flow's outbound, for EventRoute.
+	// Route is the flow's outbound, for EventRoute and EventDialDone.
 	Route Route
+	// Elapsed is how long the dial took, for EventDialDone.
+	Elapsed time.Duration
 }
 
 // Observer receives the Events of every TCP flow. It is called

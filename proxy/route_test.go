@@ -153,6 +153,9 @@ func TestRouter_OutboundConnectTimeoutEndsTheDial(t *testing.T) {
 	if !errors.Is(ev.Err, os.ErrDeadlineExceeded) || !strings.Contains(ev.Err.Error(), "connect timeout after 3s") {
 		t.Errorf("dial error %v, want the outbound's 3s timeout", ev.Err)
 	}
+	if ev.Elapsed != 3*time.Second || ev.Route.Outbound == "" {
+		t.Errorf("dial-done elapsed %v route %q, want 3s on the manual clock and the outbound", ev.Elapsed, ev.Route.Outbound)
+	}
 	if s := h.p.Stats(); s.TCPTimedOut != 1 {
 		t.Errorf("stats %+v, want one timeout", s)
 	}

@@ -91,6 +91,7 @@ func (p *Proxy) dialTCP(ctx context.Context, id stack.FlowID, rt Route) (net.Con
 	dctx, release := p.withTimeout(ctx, limit, timeout)
 	defer release()
 	p.emit(Event{Flow: id, Kind: EventDialStart})
+	start := p.clock.Now()
 	up, err := rt.Dialer.DialContext(dctx, "tcp", rt.target(id))
 	if err != nil {
 		if context.Cause(dctx) == timeout && !errors.Is(err, timeout) {
@@ -100,7 +101,7 @@ func (p *Proxy) dialTCP(ctx context.Context, id stack.FlowID, rt Route) (net.Con
 		}
 		err = fmt.Errorf("proxy: dial %s via %s: %w", rt.target(id), rt.Outbound, err)
 	}
-	p.emit(Event{Flow: id, Kind: EventDialDone, Err: err})
+	p.emit(Event{Flow: id, Kind: EventDialDone, Err: err, Route: rt, Elapsed: p.clock.Now().Sub(start)})
 	return up, err
 }
 

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"sync/atomic"
 
 	"github.com/tungate/tungate/internal/config"
 	"github.com/tungate/tungate/proxy"
@@ -157,16 +158,13 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 			log.Warn("dns: closing the cache file", "err", cerr)
 		}
 	}()
-	obs, err := outbounds(cfg, opts.Dialer, ds)
+	rt, err := buildRouting(cfg, opts.Dialer, ds)
 	if err != nil {
 		dev.Close()
 		return err
 	}
-	rules, err := cfg.RuleSet()
-	if err != nil {
-		dev.Close()
-		return fmt.Errorf("gateway: route.rules: %w", err)
-	}
+	var routes atomic.Pointer[routing]
+	routes.Store(rt)
 	var tr *tcp.Tracer
 	if opts.Trace != "" {
 		out := opts.TraceOut
@@ -197,7 +195,7 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 	}
 	px := proxy.New(proxy.Options{
 		MaxConnections:   maxConnections(cfg.Proxy, log),
-		Router:           router(rules, obs, ds, cfg.Route.Sniff, log),
+		Router:           router(&routes, ds, log),
 		ConnectTimeout:   cfg.Upstream.ConnectTimeout,
 		IdleTimeout:      cfg.Proxy.IdleTimeout,
 		HalfCloseTimeout: cfg.Proxy.HalfCloseTimeout,

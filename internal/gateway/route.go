@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/tungate/tungate/internal/config"
@@ -74,17 +75,55 @@ func udpDialer(up config.Upstream, d, direct proxy.Dialer) proxy.Dialer {
 	return nil
 }
 
+// routing is what a reload replaces at once for new flows: the rules,
+// the outbounds they name and the rules' hit counters. Flows already
+// routed keep the dialers they got.
+type routing struct {
+	set   *rule.Set
+	obs   map[string]*outbound
+	names []string        // by rule index, the outbound each rule names; the last is the final one
+	hits  []atomic.Uint64 // by rule index; the last counts the final outbound
+	sniff bool
+}
+
+// buildRouting builds cfg's outbounds and rules; upstream and d are as
+// for outbounds.
+func buildRouting(cfg *config.Config, upstream proxy.Dialer, d *dnsSide) (*routing, error) {
+	obs, err := outbounds(cfg, upstream, d)
+	if err != nil {
+		return nil, err
+	}
+	set, err := cfg.RuleSet()
+	if err != nil {
+		return nil, fmt.Errorf("gateway: route.rules: %w", err)
+	}
+	return newRouting(set, cfg.Route.Rules, obs, cfg.Route.Sniff), nil
+}
+
+func newRouting(set *rule.Set, rules []config.Rule, obs map[string]*outbound, sniff bool) *routing {
+	names := make([]string, 0, len(rules)+1)
+	for _, r := range rules {
+		names = append(names, r.Outbound)
+	}
+	names = append(names, set.Final())
+	return &routing{set: set, obs: obs, names: names, hits: make([]atomic.Uint64, len(names)), sniff: sniff}
+}
+
+// outboundOf is the outbound rule i (len(hits)-1: the final) names.
+func (r *routing) outboundOf(i int) string { return r.names[i] }
+
 // router chooses each flow's outbound: the DNS server for hijacked
-// queries (d not nil), else by route.rules, with the flow's domain when
-// the DNS side knows it. A flow to a fake address is dialed by name.
-// With sniff, a TCP flow whose domain is unknown is routed by the name in
-// its first bytes.
-func router(set *rule.Set, obs map[string]*outbound, d *dnsSide, sniff bool, log *slog.Logger) proxy.Router {
+// queries (d not nil), else by the current routing's rules, with the
+// flow's domain when the DNS side knows it. A flow to a fake address is
+// dialed by name. With route.sniff, a TCP flow whose domain is unknown is
+// routed by the name in its first bytes.
+func router(cur *atomic.Pointer[routing], d *dnsSide, log *slog.Logger) proxy.Router {
 	return func(id stack.FlowID, network string) proxy.Route {
 		if d != nil && id.Dst.Port() == 53 {
 			log.Debug("flow routed", "flow", id, "network", network, "outbound", "dns (hijacked)")
 			return proxy.Route{Outbound: "dns", Rule: -1, Dialer: d.server}
 		}
+		rt := cur.Load()
 		f := rule.Flow{Network: rule.NetworkTCP, Src: id.Src, Dst: id.Dst}
 		if network == "udp" {
 			f.Network = rule.NetworkUDP
@@ -102,20 +141,25 @@ func router(set *rule.Set, obs map[string]*outbound, d *dnsSide, sniff bool, log
 				address = net.JoinHostPort(name, strconv.Itoa(int(id.Dst.Port())))
 			}
 		}
-		if sniff && network == "tcp" && f.Domain == "" {
+		if rt.sniff && network == "tcp" && f.Domain == "" {
 			return proxy.Route{Sniff: func(domain string) proxy.Route {
 				f.Domain = domain
-				return pick(set, obs, &f, "", log)
+				return rt.pick(&f, "", log)
 			}}
 		}
-		return pick(set, obs, &f, address, log)
+		return rt.pick(&f, address, log)
 	}
 }
 
 // pick is the route.rules choice for f, dialing address when set.
-func pick(set *rule.Set, obs map[string]*outbound, f *rule.Flow, address string, log *slog.Logger) proxy.Route {
-	res := set.Match(f)
-	ob := obs[res.Outbound] // Compile checked every name
+func (r *routing) pick(f *rule.Flow, address string, log *slog.Logger) proxy.Route {
+	res := r.set.Match(f)
+	if res.Rule >= 0 {
+		r.hits[res.Rule].Add(1)
+	} else {
+		r.hits[len(r.hits)-1].Add(1)
+	}
+	ob := r.obs[res.Outbound] // Compile checked every name
 	rt := proxy.Route{Outbound: res.Outbound, Rule: res.Rule, Action: ob.action, Dialer: ob.tcp,
 		Address: address, Domain: f.Domain, ConnectTimeout: ob.timeout}
 	if f.Network == rule.NetworkUDP {

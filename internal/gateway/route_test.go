@@ -35,15 +35,8 @@ func routedConfig(t *testing.T) *config.Config {
 
 func TestRouter_FollowsTheRules(t *testing.T) {
 	cfg := routedConfig(t)
-	obs, err := outbounds(cfg, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	set, err := cfg.RuleSet()
-	if err != nil {
-		t.Fatal(err)
-	}
-	route := router(set, obs, nil, false, slog.New(slog.DiscardHandler))
+	route, r := testRouter(t, cfg)
+	obs := r.obs
 	flow := func(dst string) stack.FlowID {
 		return stack.FlowID{Src: netip.MustParseAddrPort("198.18.0.1:40000"), Dst: netip.MustParseAddrPort(dst)}
 	}
@@ -64,6 +57,12 @@ func TestRouter_FollowsTheRules(t *testing.T) {
 		rt := route(flow(c.dst), c.network)
 		if rt.Outbound != c.outbound || rt.Rule != c.rule || rt.Action != c.action || rt.Dialer != c.dialer || rt.ConnectTimeout != c.timeout {
 			t.Errorf("%s %s: %+v, want outbound %s rule %d action %d timeout %v", c.network, c.dst, rt, c.outbound, c.rule, c.action, c.timeout)
+		}
+	}
+	// Each rule chose one flow, the final outbound two.
+	for i, want := range []uint64{1, 1, 1, 2} {
+		if got := r.hits[i].Load(); got != want {
+			t.Errorf("hits of rule %d (%s) = %d, want %d", i, r.outboundOf(i), got, want)
 		}
 	}
 }
@@ -110,9 +109,7 @@ func TestRouter_SniffRoutesByTheNameInTheFirstBytes(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	obs, _ := outbounds(cfg, nil, nil)
-	set, _ := cfg.RuleSet()
-	route := router(set, obs, nil, true, slog.New(slog.DiscardHandler))
+	route, _ := testRouter(t, cfg)
 	id := stack.FlowID{Src: netip.MustParseAddrPort("198.18.0.1:40000"), Dst: netip.MustParseAddrPort("198.19.0.2:443")}
 	rt := route(id, "tcp")
 	if rt.Sniff == nil {
@@ -176,4 +173,16 @@ func TestOutbounds_UDPLeavesOnlyThroughItsOutbound(t *testing.T) {
 	if _, ok := obs[config.OutboundDirect].udp.(proxy.PacketDialer); !ok {
 		t.Errorf("direct carries UDP with %T, want a PacketDialer", obs[config.OutboundDirect].udp)
 	}
+}
+
+// testRouter is the router of cfg's routing, without the DNS side.
+func testRouter(t *testing.T, cfg *config.Config) (proxy.Router, *routing) {
+	t.Helper()
+	r, err := buildRouting(cfg, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cur atomic.Pointer[routing]
+	cur.Store(r)
+	return router(&cur, nil, slog.New(slog.DiscardHandler)), r
 }

@@ -298,6 +298,12 @@ type Stats struct {
 	UDPUnreachable  uint64 // ICMP port unreachables sent for an upstream's
 	ICMPEchoReplies uint64 // echo replies sent
 	ActiveConns     uint64 // Conns and PacketConns not yet closed
+	// States counts the live TCP Conns by state ("ESTABLISHED").
+	States map[string]int
+	// gVisor's own TCP counters.
+	Retransmits, FastRetransmits, RTOs uint64
+	RSTsSent, RSTsReceived             uint64
+	CookiesSent, CookiesValid          uint64
 }
 
 // Stats returns the current counters.
@@ -305,10 +311,28 @@ func (s *Stack) Stats() Stats {
 	gs := s.gs.Stats()
 	s.mu.Lock()
 	active := uint64(len(s.conns))
+	var tcps []*tcpConn
+	for c := range s.conns {
+		if tc, ok := c.(*tcpConn); ok {
+			tcps = append(tcps, tc)
+		}
+	}
 	s.mu.Unlock()
+	states := make(map[string]int)
+	for _, c := range tcps {
+		states[c.State()]++
+	}
 	return Stats{
-		PacketsIn:  s.packetsIn.Load(),
-		PacketsOut: s.link.packetsOut.Load(),
+		States:          states,
+		Retransmits:     gs.TCP.Retransmits.Value(),
+		FastRetransmits: gs.TCP.FastRetransmit.Value(),
+		RTOs:            gs.TCP.Timeouts.Value(),
+		RSTsSent:        gs.TCP.ResetsSent.Value(),
+		RSTsReceived:    gs.TCP.ResetsReceived.Value(),
+		CookiesSent:     gs.TCP.ListenOverflowSynCookieSent.Value(),
+		CookiesValid:    gs.TCP.ListenOverflowSynCookieRcvd.Value(),
+		PacketsIn:       s.packetsIn.Load(),
+		PacketsOut:      s.link.packetsOut.Load(),
 		Malformed: s.malformed.Load() + gs.IP.MalformedPacketsReceived.Value() +
 			gs.NICs.MalformedL4RcvdPackets.Value() + gs.TCP.ChecksumErrors.Value() +
 			gs.UDP.ChecksumErrors.Value() + gs.ICMP.V4.PacketsReceived.Invalid.Value() +
