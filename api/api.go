@@ -223,4 +223,3 @@ func (s *Server) Close() error {
 	}
 	return err
 }
-
