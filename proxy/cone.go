@@ -341,7 +341,7 @@ func (p *Proxy) serveCone(ctx context.Context, conn stack.PacketConn, dw stack.D
 	f := &coneFlow{conn: conn, dw: dw, app: id.Dst}
 	// Closing the flow's conn ends its reader below, which detaches it;
 	// the session goes on while other flows use it.
-	f.e = p.newEntry("udp", id, rt, nil, func() { conn.Close() })
+	f.e = p.newEntry(0, "udp", id, rt, nil, func() { conn.Close() })
 	var s *coneSession
 	for attempt := 0; ; attempt++ {
 		var creator bool

@@ -63,27 +63,31 @@ func (e *connEntry) count(from Side, n int) {
 // CloseConnection. Adding and removing is one map operation under a
 // lock, once per flow; nothing per packet.
 type connTable struct {
-	mu   sync.Mutex // guards next and m
-	next uint64
+	last atomic.Uint64 // the last ID handed out
+	mu   sync.Mutex    // guards m
 	m    map[uint64]*connEntry
 }
 
-// newEntry returns the record of a flow routed by rt; it is not listed
-// until add.
-func (p *Proxy) newEntry(network string, id stack.FlowID, rt Route, app any, abort func()) *connEntry {
-	return &connEntry{network: network, flow: id, domain: rt.Domain, outbound: rt.Outbound,
+// newID hands out the next flow ID.
+func (t *connTable) newID() uint64 { return t.last.Add(1) }
+
+// newEntry returns the record of flow cid (0: a new ID), routed by rt;
+// it is not listed until add.
+func (p *Proxy) newEntry(cid uint64, network string, id stack.FlowID, rt Route, app any, abort func()) *connEntry {
+	if cid == 0 {
+		cid = p.conns.newID()
+	}
+	return &connEntry{id: cid, network: network, flow: id, domain: rt.Domain, outbound: rt.Outbound,
 		rule: rt.Rule, start: p.clock.Now(), app: app, abort: abort}
 }
 
-// add lists e under a new ID.
+// add lists e.
 func (t *connTable) add(e *connEntry) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.m == nil {
 		t.m = make(map[uint64]*connEntry)
 	}
-	t.next++
-	e.id = t.next
 	t.m[e.id] = e
 }
 

@@ -28,6 +28,9 @@ func testConnections_ListsARelayWithItsBytesAndRoute(t *testing.T) {
 	if c.Flow.Dst.String() != up.LocalAddr().String() {
 		t.Errorf("destination %v, want the upstream listener %v", c.Flow.Dst, up.LocalAddr())
 	}
+	if ev, _ := h.events.first(proxy.EventRoute); ev.Conn != c.ID {
+		t.Errorf("route event names connection %d, want the listed %d", ev.Conn, c.ID)
+	}
 	if c.Age != 3*time.Second {
 		t.Errorf("age %v, want 3s on the manual clock", c.Age)
 	}

@@ -104,6 +104,9 @@ type Event struct {
 	Route Route
 	// Elapsed is how long the dial took, for EventDialDone.
 	Elapsed time.Duration
+	// Conn is the flow's ID in Proxy.Connections, for EventRoute and
+	// EventClose.
+	Conn uint64
 }
 
 // Observer receives the Events of every TCP flow. It is called

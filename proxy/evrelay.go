@@ -95,7 +95,7 @@ type endpoint interface {
 // startEvented relays app and up by events when both can be, and reports
 // whether it did; the relay then owns both connections, the flow's place
 // under MaxConnections and a count in p.flows, and ends on its own.
-func (p *Proxy) startEvented(id stack.FlowID, rt Route, app, up net.Conn) bool {
+func (p *Proxy) startEvented(cid uint64, id stack.FlowID, rt Route, app, up net.Conn) bool {
 	if !p.evented {
 		return false
 	}
@@ -116,7 +116,7 @@ func (p *Proxy) startEvented(id stack.FlowID, rt Route, app, up net.Conn) bool {
 	}
 	r := &evRelay{p: p, id: id, ends: [2]endpoint{SideApp: ae, SideUpstream: ue}}
 	r.sched.Store(schedRunning) // nothing runs before setup ends
-	r.e = p.newEntry("tcp", id, rt, app, func() { r.interrupt(intrAbort) })
+	r.e = p.newEntry(cid, "tcp", id, rt, app, func() { r.interrupt(intrAbort) })
 	r.wd = newWatchdog(p.clock, p.idleTimeout, errIdleTimeout, r.timeout)
 	p.mu.Lock()
 	if p.closed {
@@ -559,7 +559,7 @@ func (r *evRelay) finish() {
 	up, down := r.e.up.Load(), r.e.down.Load()
 	r.p.log.Debug("tcp relay closed", "flow", r.id, "up", up, "down", down,
 		"aborted", r.aborted[SideApp] || r.aborted[SideUpstream])
-	r.p.emit(Event{Flow: r.id, Kind: EventClose, Up: up, Down: down})
+	r.p.emit(Event{Flow: r.id, Kind: EventClose, Up: up, Down: down, Conn: r.e.id})
 	p.stats.tcpActive.Add(-1)
 	p.stats.tcpEvented.Add(-1)
 	p.release()

@@ -57,14 +57,14 @@ const smallBufSize = 512
 // connections (those not aborted are closed gracefully). When both can be
 // served by events it hands the flow to an evRelay instead and returns
 // detached at once.
-func (p *Proxy) relay(ctx context.Context, id stack.FlowID, rt Route, app stack.Conn, up net.Conn) (detached bool) {
-	if p.startEvented(id, rt, app, up) {
+func (p *Proxy) relay(ctx context.Context, cid uint64, id stack.FlowID, rt Route, app stack.Conn, up net.Conn) (detached bool) {
+	if p.startEvented(cid, id, rt, app, up) {
 		return true
 	}
 	p.stats.tcpActive.Add(1)
 	defer p.stats.tcpActive.Add(-1)
 	r := &tcpRelay{p: p, id: id, conns: [2]net.Conn{SideApp: app, SideUpstream: up}}
-	r.e = p.newEntry("tcp", id, rt, app, func() { r.interrupt(func() { r.abortBoth() }) })
+	r.e = p.newEntry(cid, "tcp", id, rt, app, func() { r.interrupt(func() { r.abortBoth() }) })
 	p.conns.add(r.e)
 	defer p.conns.remove(r.e)
 	r.wd = newWatchdog(p.clock, p.idleTimeout, errIdleTimeout, r.timeout)
@@ -265,7 +265,7 @@ func (r *tcpRelay) closeBoth() {
 	up, down := r.e.up.Load(), r.e.down.Load()
 	r.p.log.Debug("tcp relay closed", "flow", r.id, "up", up, "down", down,
 		"aborted", r.aborted[SideApp].Load() || r.aborted[SideUpstream].Load())
-	r.p.emit(Event{Flow: r.id, Kind: EventClose, Up: up, Down: down})
+	r.p.emit(Event{Flow: r.id, Kind: EventClose, Up: up, Down: down, Conn: r.e.id})
 }
 
 // halfCloseLimit is the inactivity limit once one direction has ended:

@@ -225,7 +225,8 @@ func (p *Proxy) handleSniffed(ctx context.Context, req stack.Request, id stack.F
 		p.stats.tcpSniffedName.Add(1)
 	}
 	rt := sniff.Sniff(domain)
-	p.emit(Event{Flow: id, Kind: EventRoute, Route: rt})
+	cid := p.conns.newID()
+	p.emit(Event{Flow: id, Kind: EventRoute, Route: rt, Conn: cid})
 	p.log.Debug("tcp sniffed", "flow", id, "domain", domain, "route", rt.String())
 	switch rt.Action {
 	case ActionReject, ActionDrop:
@@ -253,7 +254,7 @@ func (p *Proxy) handleSniffed(ctx context.Context, req stack.Request, id stack.F
 		p.stats.bytesUp.Add(uint64(len(first)))
 	}
 	p.stats.tcpAccepted.Add(1)
-	return p.relay(ctx, id, rt, conn, up)
+	return p.relay(ctx, cid, id, rt, conn, up)
 }
 
 // sniff reads from conn until the first bytes name a domain, cannot, or

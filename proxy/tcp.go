@@ -54,7 +54,8 @@ func (p *Proxy) HandleTCP(ctx context.Context, req stack.Request) {
 		detached = p.handleSniffed(ctx, req, id, rt)
 		return
 	}
-	p.emit(Event{Flow: id, Kind: EventRoute, Route: rt})
+	cid := p.conns.newID()
+	p.emit(Event{Flow: id, Kind: EventRoute, Route: rt, Conn: cid})
 	switch rt.Action {
 	case ActionReject:
 		p.stats.tcpRouteRejected.Add(1)
@@ -80,7 +81,7 @@ func (p *Proxy) HandleTCP(ctx context.Context, req stack.Request) {
 		return
 	}
 	p.stats.tcpAccepted.Add(1)
-	detached = p.relay(ctx, id, rt, conn, up)
+	detached = p.relay(ctx, cid, id, rt, conn, up)
 }
 
 // dialTCP connects upstream to id.Dst through rt within the connect

@@ -66,7 +66,7 @@ func (p *Proxy) HandleUDP(ctx context.Context, conn stack.PacketConn) {
 	defer p.stats.udpActive.Add(-1)
 	s := &udpSession{p: p, id: id, app: conn, up: up}
 	s.dw, _ = conn.(stack.DatagramWriter)
-	s.e = p.newEntry("udp", id, rt, nil, func() { s.interrupt(s.closeBoth) })
+	s.e = p.newEntry(0, "udp", id, rt, nil, func() { s.interrupt(s.closeBoth) })
 	p.conns.add(s.e)
 	defer p.conns.remove(s.e)
 	s.run(ctx)
