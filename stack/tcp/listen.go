@@ -71,6 +71,7 @@ func (e *Engine) newSYN(id stack.FlowID, seg *Segment, now clock.Time, b *outBat
 	e.wg.Add(1)
 	e.mu.Unlock()
 
+	e.opts.Trace.start(id, seg, "LISTEN")
 	e.opts.Trace.note(id, "SYN held while the handler decides")
 	go e.handle(f.req)
 }
@@ -155,6 +156,7 @@ func (e *Engine) cookieACK(id stack.FlowID, seg *Segment, now clock.Time, b *out
 	// tsOffset 0: the cookie's TSval was sent without a per-connection
 	// offset, and the peer's TSecr must keep making sense.
 	f.tcb = NewFromCookie(cfg, seg, iss, irs, int(mss), wscale, sack, 0, now)
+	e.opts.Trace.start(id, seg, "ACK with a valid SYN cookie")
 	e.opts.Trace.attach(f)
 	f.conn = newConn(f)
 	// The ACK may carry data (and FIN): let the TCB process its text.

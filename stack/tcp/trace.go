@@ -22,6 +22,9 @@ import (
 type Tracer struct {
 	addr netip.Addr // zero: any address
 	port uint16     // zero: any port
+	// rec, when set, also keeps every connection's ladder; the filter
+	// then selects only what is written to w (nil: nothing).
+	rec *Recorder
 
 	mu    sync.Mutex // guards clk, w and flows
 	clk   clock.Clock
@@ -60,9 +63,51 @@ func NewTracer(w io.Writer, filter string) (*Tracer, error) {
 	return nil, fmt.Errorf("tcp: trace filter %q: want a port, an address or address:port", filter)
 }
 
+// NewRecordingTracer traces every connection into rec, writing none.
+func NewRecordingTracer(rec *Recorder) *Tracer {
+	return &Tracer{clk: clock.Real(), rec: rec, flows: make(map[stack.FlowID]*traceFlow)}
+}
+
+// Record keeps every connection's ladder in rec as well as writing the
+// filtered ones; call it before the Tracer is given to an engine.
+func (t *Tracer) Record(rec *Recorder) { t.rec = rec }
+
 // Match reports whether the flow is traced.
 func (t *Tracer) Match(id stack.FlowID) bool {
 	if t == nil {
+		return false
+	}
+	return t.rec != nil || t.writes(id)
+}
+
+// active reports whether lines about the flow are kept now: it is
+// written, or recorded and its ladder started (see start). A segment
+// that never becomes a flow (a SYN answered with a cookie, a stray ACK)
+// leaves nothing in a Recorder.
+func (t *Tracer) active(id stack.FlowID) bool {
+	if t == nil {
+		return false
+	}
+	return t.writes(id) || t.rec != nil && t.rec.has(id)
+}
+
+// start begins the recorded ladder of a flow entering the table with
+// seg (its SYN, or the ACK that carried a valid cookie). Written traces
+// have printed seg already.
+func (t *Tracer) start(id stack.FlowID, seg *Segment, why string) {
+	if t == nil || t.rec == nil {
+		return
+	}
+	t.rec.open(id)
+	if t.writes(id) {
+		return
+	}
+	t.line(id, "app ──► gw", t.describe(id, seg, false)+"  ("+why+")")
+}
+
+// writes reports whether the flow's lines go to w.
+func (t *Tracer) writes(id stack.FlowID) bool {
+	if t.w == nil {
 		return false
 	}
 	if t.addr.IsValid() && id.Src.Addr().Unmap() != t.addr && id.Dst.Addr().Unmap() != t.addr {
@@ -78,34 +123,53 @@ func (t *Tracer) attach(f *flow) {
 		return
 	}
 	id := f.id
-	f.tcb.SetTrace(func(ev TraceEvent) { t.tcbEvent(id, ev) })
+	if t.rec == nil || t.writes(id) {
+		f.tcb.SetTrace(func(ev TraceEvent) { t.tcbEvent(id, ev) })
+	} else {
+		// A recorded ladder is the handshake and the teardown: the data
+		// segments in between are counted, not formatted. The hook runs
+		// under the flow's lock, so skipped needs none.
+		skipped := 0
+		f.tcb.SetTrace(func(ev TraceEvent) {
+			if (ev.Kind == TraceSegIn || ev.Kind == TraceSegOut) && quietState(ev.From) &&
+				ev.Seg.Flags&(packet.SYN|packet.FIN|packet.RST) == 0 {
+				skipped++
+				return
+			}
+			if skipped > 0 {
+				t.line(id, "", fmt.Sprintf("… %d data and ACK segments", skipped))
+				skipped = 0
+			}
+			t.tcbEvent(id, ev)
+		})
+	}
 	t.line(id, "", fmt.Sprintf("state LISTEN → %s (%s)", f.tcb.State(), f.tcb.Reason()))
 }
 
 // Upstream records an event on the upstream side of a traced flow.
 func (t *Tracer) Upstream(id stack.FlowID, what string) {
-	if t.Match(id) {
+	if t.active(id) {
 		t.line(id, "gw ──► up", what)
 	}
 }
 
 // UpstreamIn records something the upstream did (connected, FIN, RST).
 func (t *Tracer) UpstreamIn(id stack.FlowID, what string) {
-	if t.Match(id) {
+	if t.active(id) {
 		t.line(id, "gw ◄── up", what)
 	}
 }
 
 // note records an engine-level decision about a traced flow.
 func (t *Tracer) note(id stack.FlowID, what string) {
-	if t.Match(id) {
+	if t.active(id) {
 		t.line(id, "gw", what)
 	}
 }
 
 // segment records a segment the engine sent or got outside a TCB.
 func (t *Tracer) segment(id stack.FlowID, dir string, seg *Segment, why string) {
-	if !t.Match(id) {
+	if !t.active(id) {
 		return
 	}
 	arrow := "app ──► gw"
@@ -206,7 +270,9 @@ func (t *Tracer) flowLocked(id stack.FlowID) *traceFlow {
 	if tf == nil {
 		tf = &traceFlow{start: t.clk.Now()}
 		t.flows[id] = tf
-		fmt.Fprintf(t.w, "── %s → %s ──\n", id.Src, id.Dst)
+		if t.writes(id) {
+			fmt.Fprintf(t.w, "── %s → %s ──\n", id.Src, id.Dst)
+		}
 	}
 	return tf
 }
@@ -218,14 +284,43 @@ func (t *Tracer) line(id stack.FlowID, arrow, what string) {
 	defer t.mu.Unlock()
 	tf := t.flowLocked(id)
 	ms := float64(t.clk.Now().Sub(tf.start).Microseconds()) / 1000
-	fmt.Fprintf(t.w, "%10.3fms  %-10s  %s\n", ms, arrow, what)
+	if t.writes(id) {
+		fmt.Fprintf(t.w, "%10.3fms  %-10s  %s\n", ms, arrow, what)
+	}
+	if t.rec != nil {
+		t.rec.add(id, fmt.Sprintf("%10.3fms  %-10s  %s", ms, arrow, what))
+	}
 }
 
-// forget drops a finished flow's trace state.
+// Bind names the ladder of flow id by conn, the ID the connections API
+// shows, so that Ladder finds it; a no-op without a Recorder.
+func (t *Tracer) Bind(id stack.FlowID, conn uint64) {
+	if t != nil && t.rec != nil {
+		t.rec.bind(id, conn)
+	}
+}
+
+// Open starts the recorded ladder of flow id where no engine does (the
+// gVisor stack's flows); Done ends it.
+func (t *Tracer) Open(id stack.FlowID) {
+	if t != nil && t.rec != nil {
+		t.rec.open(id)
+	}
+}
+
+// Done ends the ladder of flow id where no engine does (the gVisor
+// stack's flows): it is kept as a finished one.
+func (t *Tracer) Done(id stack.FlowID) { t.forget(id) }
+
+// forget drops a finished flow's trace state; its recorded ladder is
+// kept as a finished one.
 func (t *Tracer) forget(id stack.FlowID) {
 	if t.Match(id) {
 		t.mu.Lock()
 		delete(t.flows, id)
 		t.mu.Unlock()
+		if t.rec != nil {
+			t.rec.retire(id)
+		}
 	}
 }
