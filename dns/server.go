@@ -87,6 +87,7 @@ type Server struct {
 	o     Options
 	clock clock.Clock
 	log   *slog.Logger
+	up    atomic.Pointer[upstreams] // o.Servers and o.Exclude, as SetServers last set them
 
 	mu      sync.Mutex // guards cache, order, memory, memOrder
 	cache   map[cacheKey]cached
@@ -122,10 +123,30 @@ func NewServer(o Options) *Server {
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
-	for i, d := range s.o.Exclude {
-		s.o.Exclude[i] = normalize(d)
-	}
+	s.SetServers(o.Servers, o.Exclude)
 	return s
+}
+
+// upstreams are the settings SetServers replaces.
+type upstreams struct {
+	servers []string
+	exclude []string // normalized
+}
+
+// SetServers replaces the servers queries are forwarded to and the
+// domains excluded from fake addresses (a config reload) and empties the
+// answer cache, which the old servers filled. Queries in flight finish
+// with what they started with.
+func (s *Server) SetServers(servers, exclude []string) {
+	u := &upstreams{servers: append([]string(nil), servers...), exclude: make([]string, len(exclude))}
+	for i, d := range exclude {
+		u.exclude[i] = normalize(d)
+	}
+	s.up.Store(u)
+	s.mu.Lock()
+	clear(s.cache)
+	s.order = s.order[:0]
+	s.mu.Unlock()
 }
 
 // Stats returns the counters.
@@ -222,7 +243,7 @@ func (s *Server) fakeAnswer(req *mdns.Msg, q mdns.Question, name string) *mdns.M
 }
 
 func (s *Server) excluded(name string) bool {
-	for _, sfx := range s.o.Exclude {
+	for _, sfx := range s.up.Load().exclude {
 		if name == sfx || strings.HasSuffix(name, "."+sfx) {
 			return true
 		}
@@ -239,7 +260,7 @@ func (s *Server) forward(ctx context.Context, req *mdns.Msg, q mdns.Question, na
 	}
 	s.forwarded.Add(1)
 	var errs []error
-	for _, server := range s.o.Servers {
+	for _, server := range s.up.Load().servers {
 		resp, err := s.exchange(ctx, req, server)
 		if err != nil {
 			errs = append(errs, err)

@@ -283,3 +283,24 @@ func FuzzHandle(f *testing.F) {
 		}
 	})
 }
+
+func TestServer_SetServersSwitchesUpstreamsAndExclusions(t *testing.T) {
+	a, b := startUpstream(t), startUpstream(t)
+	s := newServer(t, ModeFakeIP, []string{a.addr}, nil)
+	query(t, s, "local.test", mdns.TypeA, false) // excluded: forwarded to a
+	if a.udp.Load() != 1 {
+		t.Fatalf("a got %d queries, want 1", a.udp.Load())
+	}
+	s.SetServers([]string{b.addr}, []string{"Other.Test"})
+	// local.test is no longer excluded: a fake address, no server asked.
+	if addr, _ := answerAddr(t, query(t, s, "local.test", mdns.TypeA, false)); !range4.Contains(addr) {
+		t.Errorf("local.test got %s, want a fake address now that it is not excluded", addr)
+	}
+	if a.udp.Load() != 1 || b.udp.Load() != 0 {
+		t.Errorf("queries a %d b %d, want 1 and 0", a.udp.Load(), b.udp.Load())
+	}
+	query(t, s, "www.other.test", mdns.TypeA, false)
+	if a.udp.Load() != 1 || b.udp.Load() != 1 {
+		t.Errorf("queries a %d b %d, want 1 and 1: the new exclusion goes to the new server", a.udp.Load(), b.udp.Load())
+	}
+}
