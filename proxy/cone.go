@@ -94,7 +94,7 @@ func (p *Proxy) evict(victim *udpEntry) {
 	}
 	p.stats.udpEvicted.Add(1)
 	p.udpWarn.warn(p.log, "udp session limit reached; evicting the least recently used session",
-		"max_sessions", p.udp.max)
+		"max_sessions", p.udp.maxSessions())
 	victim.evict()
 }
 
@@ -117,7 +117,7 @@ func (s *coneSession) open(ctx context.Context, pd PacketDialer, rt Route) {
 			err = errUDPEvicted
 		default:
 			s.up = up
-			s.wd = newWatchdog(s.p.clock, s.p.udpIdleTimeout, errUDPIdleTimeout, s.end)
+			s.wd = newWatchdog(s.p.clock, s.p.limits().udpIdleTimeout, errUDPIdleTimeout, s.end)
 			s.p.stats.udpSessions.Add(1)
 			s.p.stats.udpActive.Add(1) // before end can take it off again
 		}

@@ -117,7 +117,7 @@ func (p *Proxy) startEvented(cid uint64, id stack.FlowID, rt Route, app, up net.
 	r := &evRelay{p: p, id: id, ends: [2]endpoint{SideApp: ae, SideUpstream: ue}}
 	r.sched.Store(schedRunning) // nothing runs before setup ends
 	r.e = p.newEntry(cid, "tcp", id, rt, app, func() { r.interrupt(intrAbort) })
-	r.wd = newWatchdog(p.clock, p.idleTimeout, errIdleTimeout, r.timeout)
+	r.wd = newWatchdog(p.clock, p.limits().idleTimeout, errIdleTimeout, r.timeout)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()

@@ -61,7 +61,7 @@ func (w *warner) warn(log *slog.Logger, msg string, args ...any) {
 // flows are in progress; a flow admitted must be let out with release.
 func (p *Proxy) admit() bool {
 	n := p.stats.tcpOpen.Add(1)
-	if p.maxConns > 0 && n > int64(p.maxConns) {
+	if m := p.limits().maxConns; m > 0 && n > int64(m) {
 		p.stats.tcpOpen.Add(-1)
 		return false
 	}

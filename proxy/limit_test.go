@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"syscall"
@@ -110,5 +111,61 @@ func TestDialEMFILE_ResetsCountsAndWarnsAtMostEveryTenSeconds(t *testing.T) {
 	}
 	if s := p.Stats(); s.TCPFDExhausted != 4 || s.TCPDialFailed != 4 || s.TCPOpen != 0 {
 		t.Fatalf("stats = %+v, want 4 fd-exhausted dial failures and nothing open", s)
+	}
+}
+
+func TestSetLimits_ALowerLimitRefusesNewFlowsAndKeepsRunningOnes(t *testing.T) {
+	h := newHarness(t, proxy.Options{})
+	app1, up1, _ := h.establish()
+	h.establish()
+	h.p.SetLimits(proxy.Limits{MaxConnections: 1})
+	ln := listenTCP(t)
+	req, done := h.handleTCP(ln.Addr().String())
+	waitClosed(t, done, "handler past the new limit")
+	if d := req.Decision(); !d.Rejected || !d.Reset {
+		t.Fatalf("decision past the lowered limit = %+v, want a RST", d)
+	}
+	transfer(t, app1, up1, "the running flows go on")
+	h.p.SetLimits(proxy.Limits{})
+	req, _ = h.handleTCP(ln.Addr().String())
+	acceptTCP(t, ln)
+	waitClosed(t, req.Decided(), "decision")
+	if d := req.Decision(); !d.Accepted {
+		t.Fatalf("decision with no limit again = %+v, want Accept", d)
+	}
+}
+
+func TestSetLimits_NewIdleTimeoutAppliesToNewFlowsOnly(t *testing.T) {
+	h := newHarness(t, proxy.Options{IdleTimeout: time.Hour})
+	old, oldUp, _ := h.establish()
+	transfer(t, old, oldUp, "armed")
+	h.p.SetLimits(proxy.Limits{IdleTimeout: time.Minute})
+	app, up, done := h.establish()
+	transfer(t, app, up, "armed")
+	h.clock.Advance(2 * time.Minute)
+	wantReset(t, app, "new app")
+	waitClosed(t, done, "new relay")
+	transfer(t, old, oldUp, "the old flow keeps its hour")
+}
+
+func TestSetLimits_LowerUDPSessionsEvictsTheLeastRecentlyUsed(t *testing.T) {
+	a := mirror(t)
+	h := newHarness(t, proxy.Options{UDPDialer: proxy.NewDirect(proxy.DirectOptions{})})
+	var socks []*net.UDPConn
+	var dones []<-chan struct{}
+	for i := range 3 {
+		src := netip.AddrPortFrom(appAddr.Addr(), uint16(41000+i))
+		_, sock, done := h.handleFlow(src, a.LocalAddr().String(), []byte("hi"))
+		readDatagram(t, sock)
+		socks = append(socks, sock)
+		dones = append(dones, done)
+		h.clock.Advance(2 * time.Second) // past the LRU granularity
+	}
+	h.p.SetLimits(proxy.Limits{MaxUDPSessions: 1})
+	waitClosed(t, dones[0], "oldest session")
+	waitClosed(t, dones[1], "second session")
+	assertOpen(t, dones[2], "the newest session")
+	if s := h.p.Stats(); s.UDPEvicted != 2 {
+		t.Errorf("UDPEvicted = %d, want 2", s.UDPEvicted)
 	}
 }

@@ -111,11 +111,7 @@ type Options struct {
 // safe for concurrent use.
 type Proxy struct {
 	dialer, udpDialer Dialer
-	connectTimeout    time.Duration
-	idleTimeout       time.Duration
-	halfCloseTimeout  time.Duration
-	udpIdleTimeout    time.Duration
-	udpNAT            NATMode
+	lim               atomic.Pointer[limits] // SetLimits replaces it
 	udp               *udpTable
 	udpWarn           warner // MaxUDPSessions reached
 	policy            func(stack.FlowID) error
@@ -124,7 +120,6 @@ type Proxy struct {
 	log               *slog.Logger
 	observer          Observer
 	clock             clock.Clock
-	maxConns          int
 	limitWarn         warner // MaxConnections reached
 	fdWarn            warner // EMFILE/ENFILE on a dial
 
@@ -160,18 +155,12 @@ func New(o Options) *Proxy {
 	p := &Proxy{
 		dialer:           o.Dialer,
 		udpDialer:        o.UDPDialer,
-		connectTimeout:   orDefault(o.ConnectTimeout, DefaultConnectTimeout),
-		idleTimeout:      orDefault(o.IdleTimeout, DefaultIdleTimeout),
-		halfCloseTimeout: orDefault(o.HalfCloseTimeout, DefaultHalfCloseTimeout),
-		udpIdleTimeout:   orDefault(o.UDPIdleTimeout, DefaultUDPIdleTimeout),
-		udpNAT:           o.UDPNAT,
 		policy:           o.Policy,
 		router:           o.Router,
 		sniffTimeout:     orDefault(o.SniffTimeout, DefaultSniffTimeout),
 		log:              o.Logger,
 		observer:         o.Observer,
 		clock:            o.Clock,
-		maxConns:         o.MaxConnections,
 		ctx:              ctx,
 		cancel:           cancel,
 		tcpBufs:          bufPool{size: tcpBufSize},
@@ -189,8 +178,50 @@ func New(o Options) *Proxy {
 	p.fdWarn = warner{clk: p.clock, every: warnInterval}
 	p.udpWarn = warner{clk: p.clock, every: warnInterval}
 	p.udp = newUDPTable(p.clock, o.MaxUDPSessions)
+	p.SetLimits(o.Limits())
 	return p
 }
+
+// Limits are the Options a running Proxy can change (SetLimits), with
+// the same meaning and defaults.
+type Limits struct {
+	ConnectTimeout, IdleTimeout, HalfCloseTimeout, UDPIdleTimeout time.Duration
+	MaxConnections, MaxUDPSessions                                int
+	UDPNAT                                                        NATMode
+}
+
+// Limits returns o's limits.
+func (o Options) Limits() Limits {
+	return Limits{ConnectTimeout: o.ConnectTimeout, IdleTimeout: o.IdleTimeout, HalfCloseTimeout: o.HalfCloseTimeout,
+		UDPIdleTimeout: o.UDPIdleTimeout, MaxConnections: o.MaxConnections, MaxUDPSessions: o.MaxUDPSessions, UDPNAT: o.UDPNAT}
+}
+
+// limits are Limits with the defaults filled in.
+type limits struct {
+	connectTimeout, idleTimeout, halfCloseTimeout, udpIdleTimeout time.Duration
+	maxConns                                                      int
+	udpNAT                                                        NATMode
+}
+
+// SetLimits applies l to the flows that start from now on (a config
+// reload): flows already running keep the timeouts they started with. A
+// lower MaxUDPSessions ends the least recently used sessions past it at
+// once; a lower MaxConnections only refuses new flows.
+func (p *Proxy) SetLimits(l Limits) {
+	p.lim.Store(&limits{
+		connectTimeout:   orDefault(l.ConnectTimeout, DefaultConnectTimeout),
+		idleTimeout:      orDefault(l.IdleTimeout, DefaultIdleTimeout),
+		halfCloseTimeout: orDefault(l.HalfCloseTimeout, DefaultHalfCloseTimeout),
+		udpIdleTimeout:   orDefault(l.UDPIdleTimeout, DefaultUDPIdleTimeout),
+		maxConns:         l.MaxConnections,
+		udpNAT:           l.UDPNAT,
+	})
+	for _, v := range p.udp.setMax(l.MaxUDPSessions) {
+		p.evict(v)
+	}
+}
+
+func (p *Proxy) limits() *limits { return p.lim.Load() }
 
 // orDefault maps zero to def and negative values to 0 (no timeout).
 func orDefault(d, def time.Duration) time.Duration {

@@ -67,7 +67,7 @@ func (p *Proxy) relay(ctx context.Context, cid uint64, id stack.FlowID, rt Route
 	r.e = p.newEntry(cid, "tcp", id, rt, app, func() { r.interrupt(func() { r.abortBoth() }) })
 	p.conns.add(r.e)
 	defer p.conns.remove(r.e)
-	r.wd = newWatchdog(p.clock, p.idleTimeout, errIdleTimeout, r.timeout)
+	r.wd = newWatchdog(p.clock, p.limits().idleTimeout, errIdleTimeout, r.timeout)
 	stopCancel := context.AfterFunc(ctx, func() {
 		r.interrupt(func() { r.abortBoth() })
 	})
@@ -271,7 +271,8 @@ func (r *tcpRelay) closeBoth() {
 // halfCloseLimit is the inactivity limit once one direction has ended:
 // the half-close timeout, unless the idle timeout is shorter.
 func (p *Proxy) halfCloseLimit() (time.Duration, error) {
-	h, i := p.halfCloseTimeout, p.idleTimeout
+	l := p.limits()
+	h, i := l.halfCloseTimeout, l.idleTimeout
 	if h > 0 && (i == 0 || h < i) {
 		return h, errHalfCloseTimeout
 	}

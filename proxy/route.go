@@ -92,5 +92,5 @@ func (p *Proxy) connectTimeoutOf(rt Route) time.Duration {
 	if rt.ConnectTimeout > 0 {
 		return rt.ConnectTimeout
 	}
-	return p.connectTimeout
+	return p.limits().connectTimeout
 }

@@ -32,8 +32,8 @@ func (p *Proxy) HandleTCP(ctx context.Context, req stack.Request) {
 	if !p.admit() {
 		p.stats.tcpLimitRejected.Add(1)
 		p.limitWarn.warn(p.log, "proxy: connection limit reached, new connections get a RST",
-			"max_connections", p.maxConns, "flow", id)
-		p.reject(req, id, fmt.Errorf("proxy: %d connections in progress (proxy.max_connections)", p.maxConns))
+			"max_connections", p.limits().maxConns, "flow", id)
+		p.reject(req, id, fmt.Errorf("proxy: %d connections in progress (proxy.max_connections)", p.limits().maxConns))
 		return
 	}
 	detached := false // the relay took over the flow's place (startEvented)
@@ -124,8 +124,9 @@ func (p *Proxy) countDialFailure(err error) {
 
 // accept completes the app's handshake within the connect timeout.
 func (p *Proxy) accept(ctx context.Context, req stack.Request, id stack.FlowID) (stack.Conn, error) {
-	timeout := &timeoutError{msg: fmt.Sprintf("app handshake timeout after %v", p.connectTimeout)}
-	actx, release := p.withTimeout(ctx, p.connectTimeout, timeout)
+	limit := p.limits().connectTimeout
+	timeout := &timeoutError{msg: fmt.Sprintf("app handshake timeout after %v", limit)}
+	actx, release := p.withTimeout(ctx, limit, timeout)
 	defer release()
 	conn, err := req.Accept(actx)
 	if err != nil {

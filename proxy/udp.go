@@ -33,7 +33,7 @@ func (p *Proxy) HandleUDP(ctx context.Context, conn stack.PacketConn) {
 	}
 	defer end()
 	rt, err := p.routeUDP(id)
-	if err == nil && p.udpNAT == NATFullCone {
+	if err == nil && p.limits().udpNAT == NATFullCone {
 		pd, isPD := rt.Dialer.(PacketDialer)
 		dw, isDW := conn.(stack.DatagramWriter)
 		if isPD && isDW {
@@ -128,7 +128,7 @@ type udpSession struct {
 }
 
 func (s *udpSession) run(ctx context.Context) {
-	s.wd = newWatchdog(s.p.clock, s.p.udpIdleTimeout, errUDPIdleTimeout, func(error) {
+	s.wd = newWatchdog(s.p.clock, s.p.limits().udpIdleTimeout, errUDPIdleTimeout, func(error) {
 		s.interrupt(s.closeBoth)
 	})
 	stopCancel := context.AfterFunc(ctx, func() { s.interrupt(s.closeBoth) })

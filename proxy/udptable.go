@@ -47,9 +47,9 @@ const lruGranularity = time.Second
 // of them in least-recently-used order for eviction at the limit.
 type udpTable struct {
 	clk clock.Clock
-	max int
 
-	mu    sync.Mutex
+	mu    sync.Mutex // guards the fields below and the entries' elem
+	max   int
 	cones map[coneKey]*coneSession
 	lru   list.List // of *udpEntry, most recently used first
 }
@@ -66,6 +66,31 @@ func newUDPTable(clk clock.Clock, max int) *udpTable {
 		max = DefaultMaxUDPSessions
 	}
 	return &udpTable{clk: clk, max: max, cones: make(map[coneKey]*coneSession)}
+}
+
+// setMax changes the limit (0: DefaultMaxUDPSessions) and returns the
+// entries past it, least recently used first, taken out of the table for
+// the caller to evict.
+func (t *udpTable) setMax(max int) (victims []*udpEntry) {
+	if max <= 0 {
+		max = DefaultMaxUDPSessions
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.max = max
+	for t.lru.Len() > t.max {
+		v := t.lru.Back().Value.(*udpEntry)
+		t.lru.Remove(v.elem)
+		v.elem = nil
+		victims = append(victims, v)
+	}
+	return victims
+}
+
+func (t *udpTable) maxSessions() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.max
 }
 
 // addLocked puts e at the front and returns the least recently used
