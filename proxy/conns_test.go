@@ -110,7 +110,7 @@ func TestConnections_ListsUDPFlowsAndClosesOne(t *testing.T) {
 			h := newHarness(t, proxy.Options{UDPNAT: nat, UDPDialer: proxy.NewDirect(proxy.DirectOptions{})})
 			_, sock, done := h.handleFlow(appAddr, a.LocalAddr().String(), []byte("mapped?"))
 			reply := readDatagram(t, sock)
-			cs := waitConnections(t, h.p, 1, func(c proxy.ConnInfo) bool { return c.Down == uint64(len(reply)) })
+			cs := waitConnections(t, h.p, 1, func(c proxy.ConnInfo) bool { return c.Up == 7 && c.Down == uint64(len(reply)) })
 			if c := cs[0]; c.Network != "udp" || c.Up != 7 || c.Flow.Src != appAddr || c.Flow.Dst.String() != a.LocalAddr().String() {
 				t.Errorf("connection = %+v, want udp %v → %v with 7 bytes up", c, appAddr, a.LocalAddr())
 			}

@@ -153,20 +153,20 @@ func New(o Options) *Proxy {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Proxy{
-		dialer:           o.Dialer,
-		udpDialer:        o.UDPDialer,
-		policy:           o.Policy,
-		router:           o.Router,
-		sniffTimeout:     orDefault(o.SniffTimeout, DefaultSniffTimeout),
-		log:              o.Logger,
-		observer:         o.Observer,
-		clock:            o.Clock,
-		ctx:              ctx,
-		cancel:           cancel,
-		tcpBufs:          bufPool{size: tcpBufSize},
-		udpBufs:          bufPool{size: udpBufSize},
-		evented:          true,
-		relays:           make(map[*evRelay]struct{}),
+		dialer:       o.Dialer,
+		udpDialer:    o.UDPDialer,
+		policy:       o.Policy,
+		router:       o.Router,
+		sniffTimeout: orDefault(o.SniffTimeout, DefaultSniffTimeout),
+		log:          o.Logger,
+		observer:     o.Observer,
+		clock:        o.Clock,
+		ctx:          ctx,
+		cancel:       cancel,
+		tcpBufs:      bufPool{size: tcpBufSize},
+		udpBufs:      bufPool{size: udpBufSize},
+		evented:      true,
+		relays:       make(map[*evRelay]struct{}),
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.NewTextHandler(io.Discard, nil))
