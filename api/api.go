@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -54,7 +55,8 @@ type Reloader func() (ReloadReport, error)
 
 // Options configure a Handler.
 type Options struct {
-	// Secret, when set, is the bearer token every request needs.
+	// Secret, when set, is the bearer token every request needs; see
+	// also SetSecret.
 	Secret  string
 	Version string
 	// Stack is the stack kind, for /version.
@@ -78,7 +80,13 @@ type Options struct {
 type Handler struct {
 	o   Options
 	mux *http.ServeMux
-	key [sha256.Size]byte // of Secret
+	key atomic.Pointer[secret] // SetSecret replaces it
+}
+
+// secret is the token's hash, or none.
+type secret struct {
+	set bool
+	sum [sha256.Size]byte
 }
 
 // New returns the API's handler.
@@ -92,7 +100,8 @@ func New(o Options) *Handler {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	h := &Handler{o: o, mux: http.NewServeMux(), key: sha256.Sum256([]byte(o.Secret))}
+	h := &Handler{o: o, mux: http.NewServeMux()}
+	h.SetSecret(o.Secret)
 	h.mux.HandleFunc("GET /connections", h.connections)
 	h.mux.HandleFunc("DELETE /connections", h.closeAll)
 	h.mux.HandleFunc("DELETE /connections/{id}", h.closeOne)
@@ -107,6 +116,12 @@ func New(o Options) *Handler {
 			ErrorLog: slogPrinter{o.Logger}, ErrorHandling: promhttp.ContinueOnError}))
 	}
 	return h
+}
+
+// SetSecret replaces the bearer token (a reload); "" requires none.
+// Requests in flight are not affected.
+func (h *Handler) SetSecret(s string) {
+	h.key.Store(&secret{set: s != "", sum: sha256.Sum256([]byte(s))})
 }
 
 // ServeHTTP checks the token, then serves the request.
@@ -124,7 +139,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // from "Authorization: Bearer", or from ?token= for what a browser opens
 // itself (the web view's first load).
 func (h *Handler) authorized(r *http.Request) bool {
-	if h.o.Secret == "" {
+	key := h.key.Load()
+	if !key.set {
 		return true
 	}
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -132,7 +148,7 @@ func (h *Handler) authorized(r *http.Request) bool {
 		tok = r.URL.Query().Get("token")
 	}
 	sum := sha256.Sum256([]byte(tok))
-	return subtle.ConstantTimeCompare(sum[:], h.key[:]) == 1
+	return subtle.ConstantTimeCompare(sum[:], key.sum[:]) == 1
 }
 
 func (h *Handler) version(w http.ResponseWriter, _ *http.Request) {

@@ -130,6 +130,19 @@ func TestAuth_SecretIsRequiredEverywhere(t *testing.T) {
 	}
 }
 
+func TestSetSecret_TakesEffectAtOnce(t *testing.T) {
+	h := api.New(api.Options{Secret: "old", Conns: sample()})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	h.SetSecret("new")
+	if r := do(t, "GET", srv.URL+"/version", "old"); r.StatusCode != http.StatusUnauthorized {
+		t.Errorf("old token after SetSecret: %d, want 401", r.StatusCode)
+	}
+	if r := do(t, "GET", srv.URL+"/version", "new"); r.StatusCode != http.StatusOK {
+		t.Errorf("new token: %d, want 200", r.StatusCode)
+	}
+}
+
 func TestConnections_ClashShape(t *testing.T) {
 	srv := newServer(t, api.Options{})
 	r := do(t, "GET", srv.URL+"/connections", "")

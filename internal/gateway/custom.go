@@ -75,15 +75,30 @@ func noLimitIfZero(n int) int {
 }
 
 // traceObserver prints the proxy's upstream-side events of traced flows
-// next to the engine's segments, completing the ladder.
-func traceObserver(tr *tcp.Tracer) proxy.Observer {
+// next to the engine's segments, completing the ladder, and names each
+// recorded ladder by its flow's ID. Without the own engine (noEngine),
+// the ladders hold these events alone, from the route to the end.
+func traceObserver(tr *tcp.Tracer, noEngine bool) proxy.Observer {
 	return func(ev proxy.Event) {
 		if !tr.Match(ev.Flow) {
 			return
 		}
+		if noEngine {
+			switch {
+			case ev.Kind == proxy.EventRoute:
+				tr.Open(ev.Flow)
+			case ev.Kind == proxy.EventClose || ev.Kind == proxy.EventReject ||
+				ev.Kind == proxy.EventAccept && ev.Err != nil:
+				defer tr.Done(ev.Flow)
+			}
+		}
 		switch ev.Kind {
 		case proxy.EventRoute:
+			tr.Bind(ev.Flow, ev.Conn)
 			tr.Upstream(ev.Flow, ev.Route.String())
+			if noEngine && ev.Route.Action == proxy.ActionDrop {
+				tr.Done(ev.Flow)
+			}
 		case proxy.EventDialStart:
 			tr.Upstream(ev.Flow, "dial "+ev.Flow.Dst.String())
 		case proxy.EventDialDone:

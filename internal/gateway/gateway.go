@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"sync/atomic"
 
+	"github.com/tungate/tungate/api"
 	"github.com/tungate/tungate/internal/config"
 	"github.com/tungate/tungate/proxy"
 	"github.com/tungate/tungate/stack"
@@ -40,6 +41,19 @@ type Options struct {
 	Dialer proxy.Dialer
 	// TraceOut receives the --trace ladder; nil means standard output.
 	TraceOut io.Writer
+	// Version is reported by the API's /version and the build_info metric.
+	Version string
+	// Load reads the configuration again, for a reload (SIGHUP, PUT
+	// /configs/reload); nil means the gateway cannot reload.
+	Load func() (*config.Config, error)
+	// Reload asks for a reload each time it receives.
+	Reload <-chan struct{}
+	// LogLevel, when set, is the level of Logger's handler, which a
+	// reload changes to the new log.level.
+	LogLevel *slog.LevelVar
+	// Ready, when set, is called once the gateway serves: the TUN, its
+	// routes, the stack and the API are up (systemd's READY=1).
+	Ready func()
 }
 
 // Run brings the gateway up from cfg on a new TUN device and serves until
@@ -48,11 +62,7 @@ type Options struct {
 // Conflicts of auto_route with the host's rules are *config.Error.
 func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	log := logger(opts.Logger)
-	// Under auto_route the gateway's own sockets carry the mark that lets
-	// them skip the capture.
-	marked := *cfg
-	marked.Upstream.Fwmark = cfg.SocketMark()
-	cfg = &marked
+	cfg = prepare(cfg)
 	if opts.Trace != "" && cfg.Stack.Kind != config.StackCustom {
 		return fmt.Errorf("gateway: --trace needs stack.kind custom (the gVisor stack has no trace hooks)")
 	}
@@ -148,6 +158,15 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 // closes dev before returning.
 func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options) error {
 	log := logger(opts.Logger)
+	var apiLn net.Listener
+	if cfg.API.Listen != "" {
+		var err error
+		if apiLn, err = api.Listen(cfg.API.Listen); err != nil {
+			dev.Close()
+			return fmt.Errorf("gateway: api.listen: %w", err)
+		}
+		defer apiLn.Close() // when serving failed before the server took it
+	}
 	ds, err := newDNS(cfg, log)
 	if err != nil {
 		dev.Close()
@@ -165,17 +184,10 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 	}
 	var routes atomic.Pointer[routing]
 	routes.Store(rt)
-	var tr *tcp.Tracer
-	if opts.Trace != "" {
-		out := opts.TraceOut
-		if out == nil {
-			out = os.Stdout
-		}
-		var err error
-		if tr, err = tcp.NewTracer(out, opts.Trace); err != nil {
-			dev.Close()
-			return fmt.Errorf("gateway: --trace: %w", err)
-		}
+	tr, rec, err := tracers(cfg, opts)
+	if err != nil {
+		dev.Close()
+		return err
 	}
 	var ts tun.Stats
 	// A multi-queue device is read and written queue by queue (the first
@@ -189,32 +201,40 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 	for _, q := range extra {
 		qdevs = append(qdevs, tun.WithStats(q, &ts))
 	}
-	var observer proxy.Observer
+	m := newMetrics()
+	observers := []proxy.Observer{m.observe}
 	if tr != nil {
-		observer = traceObserver(tr)
+		observers = append(observers, traceObserver(tr, cfg.Stack.Kind != config.StackCustom))
 	}
 	px := proxy.New(proxy.Options{
-		MaxConnections:   maxConnections(cfg.Proxy, log),
-		Router:           router(&routes, ds, log),
-		ConnectTimeout:   cfg.Upstream.ConnectTimeout,
-		IdleTimeout:      cfg.Proxy.IdleTimeout,
-		HalfCloseTimeout: cfg.Proxy.HalfCloseTimeout,
-		UDPIdleTimeout:   cfg.Proxy.UDPIdleTimeout,
-		UDPNAT:           natMode(cfg.UDP.NAT),
-		MaxUDPSessions:   maxUDPSessions(cfg.UDP, log),
-		Logger:           log,
-		Observer:         observer,
+		Router:   router(&routes, ds, log),
+		Logger:   log,
+		Observer: fanOut(observers),
 	})
+	px.SetLimits(proxyLimits(cfg, log))
 	var st stack.Stack
+	stackTracer := tr
+	if cfg.Stack.Kind != config.StackCustom {
+		stackTracer = nil
+	}
 	if len(qdevs) > 1 {
-		st, err = newCustomShards(cfg, qdevs, px, tr, log)
+		st, err = newCustomShards(cfg, qdevs, px, stackTracer, log)
 	} else {
-		st, err = NewStack(cfg, tun.NewWriter(dev), px, tr, log)
+		st, err = NewStack(cfg, tun.NewWriter(dev), px, stackTracer, log)
 	}
 	if err != nil {
 		px.Close()
 		dev.Close()
 		return err
+	}
+	m.stackKind, m.version, m.px, m.st, m.ts, m.ds, m.routing = cfg.Stack.Kind, opts.Version, px, st, &ts, ds, &routes
+	rl := &reloader{load: opts.Load, upstream: opts.Dialer, routes: &routes, px: px, ds: ds, level: opts.LogLevel,
+		log: log, cur: cfg}
+	var apiSrv *api.Server
+	if apiLn != nil {
+		rl.api = newAPI(cfg, opts, px, newRegistry(m), rec, rl)
+		apiSrv = api.Serve(apiLn, rl.api, log)
+		log.Info("api listening", "listen", cfg.API.Listen, "ui", apiURL(cfg.API.Listen)+"/ui/")
 	}
 
 	// One reader per queue; the first to end ends the run.
@@ -229,19 +249,34 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 		}()
 	}
 	readers := len(qdevs)
+	if opts.Ready != nil {
+		opts.Ready()
+	}
 
 	var runErr error
-	select {
-	case <-ctx.Done():
-	case runErr = <-readErr:
-		readers--
-		if runErr != nil {
-			runErr = fmt.Errorf("gateway: %w", runErr)
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-opts.Reload:
+			rl.reload() // it logs what it did
+		case runErr = <-readErr:
+			done = true
+			readers--
+			if runErr != nil {
+				runErr = fmt.Errorf("gateway: %w", runErr)
+			}
 		}
 	}
-	// Shut down from the top: relays first (their aborts still reach the
-	// app through the stack and the open device), then the stack, then the
-	// device, which ends the read loop.
+	// Shut down from the top: the API (no more requests reach the
+	// proxy), relays (their aborts still reach the app through the stack
+	// and the open device), then the stack, then the device, which ends
+	// the read loop.
+	if apiSrv != nil {
+		if err := apiSrv.Close(); err != nil {
+			log.Warn("api: closing", "err", err)
+		}
+	}
 	px.Close()
 	st.Close()
 	dev.Close()
@@ -253,6 +288,43 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 	ds.logStats(log)
 	logStats(log, px, st, &ts)
 	return runErr
+}
+
+// tracers builds the --trace tracer and, with the API, the recorder of
+// every connection's ladder that the tracer then feeds too.
+func tracers(cfg *config.Config, opts Options) (*tcp.Tracer, *tcp.Recorder, error) {
+	var tr *tcp.Tracer
+	if opts.Trace != "" {
+		out := opts.TraceOut
+		if out == nil {
+			out = os.Stdout
+		}
+		var err error
+		if tr, err = tcp.NewTracer(out, opts.Trace); err != nil {
+			return nil, nil, fmt.Errorf("gateway: --trace: %w", err)
+		}
+	}
+	if cfg.API.Listen == "" {
+		return tr, nil, nil
+	}
+	rec := tcp.NewRecorder(cfg.API.TraceBuffer)
+	if tr == nil {
+		return tcp.NewRecordingTracer(rec), rec, nil
+	}
+	tr.Record(rec)
+	return tr, rec, nil
+}
+
+// fanOut is one Observer calling each of obs.
+func fanOut(obs []proxy.Observer) proxy.Observer {
+	if len(obs) == 1 {
+		return obs[0]
+	}
+	return func(ev proxy.Event) {
+		for _, o := range obs {
+			o(ev)
+		}
+	}
 }
 
 // NewStack builds the stack cfg.Stack.Kind names, writing to w and handing

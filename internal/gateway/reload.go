@@ -1,0 +1,143 @@
+package gateway
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tungate/tungate/api"
+	"github.com/tungate/tungate/internal/config"
+	"github.com/tungate/tungate/proxy"
+)
+
+// reloader applies a configuration read again to the running gateway:
+// rules, outbounds, DNS servers, limits, log level and the API secret
+// take effect for new flows at once; flows running keep what they have.
+// Keys that need a restart keep their old values and are reported.
+type reloader struct {
+	load     func() (*config.Config, error)
+	upstream proxy.Dialer // Options.Dialer
+	routes   *atomic.Pointer[routing]
+	px       *proxy.Proxy
+	ds       *dnsSide
+	level    *slog.LevelVar // nil: the log level is fixed
+	api      *api.Handler   // nil without api.listen
+	log      *slog.Logger
+
+	mu  sync.Mutex     // serialises reloads; guards cur
+	cur *config.Config // the configuration in force, prepared
+}
+
+// reload reads the configuration and applies it, or applies nothing and
+// returns why: every problem of an invalid file is logged.
+func (r *reloader) reload() (api.ReloadReport, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.load == nil {
+		return api.ReloadReport{}, errors.New("gateway: reload: no configuration source")
+	}
+	next, err := r.load()
+	if err != nil {
+		r.logRejected(err)
+		return api.ReloadReport{}, err
+	}
+	next = prepare(next)
+	keep := keepRestartOnly(r.cur, next)
+	rep := api.ReloadReport{Applied: []string{}, RestartRequired: []string{}}
+	for _, key := range config.Changed(r.cur, next) {
+		if config.NeedsRestart(key) {
+			rep.RestartRequired = append(rep.RestartRequired, key)
+		} else {
+			rep.Applied = append(rep.Applied, key)
+		}
+	}
+	if r.ds != nil {
+		// The outbounds' resolvers read the servers when built.
+		r.ds.servers = keep.DNS.Servers
+	}
+	rt, err := buildRouting(keep, r.upstream, r.ds)
+	if err != nil {
+		if r.ds != nil {
+			r.ds.servers = r.cur.DNS.Servers
+		}
+		r.logRejected(err)
+		return api.ReloadReport{}, err
+	}
+	if r.ds != nil {
+		r.ds.server.SetServers(keep.DNS.Servers, keep.DNS.DomainExclude)
+	}
+	r.routes.Store(rt)
+	r.px.SetLimits(proxyLimits(keep, r.log))
+	if r.level != nil {
+		r.level.Set(logLevel(keep.Log))
+	}
+	if r.api != nil {
+		r.api.SetSecret(keep.API.Secret)
+	}
+	r.cur = keep
+	for _, key := range rep.RestartRequired {
+		r.log.Warn("config reload: this key changed but applies only after a restart; the old value stays", "key", key)
+	}
+	r.log.Info("config reloaded: new flows use it, running ones go on", "applied", rep.Applied,
+		"restart_required", rep.RestartRequired)
+	return rep, nil
+}
+
+func (r *reloader) logRejected(err error) {
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		for _, p := range ce.Problems {
+			r.log.Error("config reload rejected", "problem", p.Error())
+		}
+	} else {
+		r.log.Error("config reload rejected", "err", err)
+	}
+	r.log.Warn("config reload: nothing applied; the configuration in force keeps serving")
+}
+
+// keepRestartOnly is next with the keys that need a restart as they are
+// in cur.
+func keepRestartOnly(cur, next *config.Config) *config.Config {
+	k := *next
+	k.TUN, k.Stack = cur.TUN, cur.Stack
+	k.API.Listen, k.API.TraceBuffer = cur.API.Listen, cur.API.TraceBuffer
+	k.DNS.Hijack, k.DNS.Mode, k.DNS.CacheFile = cur.DNS.Hijack, cur.DNS.Mode, cur.DNS.CacheFile
+	k.DNS.FakeIPRange, k.DNS.FakeIP6Range = cur.DNS.FakeIPRange, cur.DNS.FakeIP6Range
+	k.Log.Format = cur.Log.Format
+	// What auto_route derived from the TUN block stays too.
+	k.Upstream.Fwmark = cur.Upstream.Fwmark
+	return &k
+}
+
+// prepare is cfg as the gateway runs it: under auto_route its own
+// sockets carry the mark that lets them skip the capture.
+func prepare(cfg *config.Config) *config.Config {
+	marked := *cfg
+	marked.Upstream.Fwmark = cfg.SocketMark()
+	return &marked
+}
+
+// proxyLimits are cfg's proxy limits, resolved against the open-file
+// limit.
+func proxyLimits(cfg *config.Config, log *slog.Logger) proxy.Limits {
+	return proxy.Limits{
+		ConnectTimeout:   cfg.Upstream.ConnectTimeout,
+		IdleTimeout:      cfg.Proxy.IdleTimeout,
+		HalfCloseTimeout: cfg.Proxy.HalfCloseTimeout,
+		UDPIdleTimeout:   cfg.Proxy.UDPIdleTimeout,
+		MaxConnections:   maxConnections(cfg.Proxy, log),
+		MaxUDPSessions:   maxUDPSessions(cfg.UDP, log),
+		UDPNAT:           natMode(cfg.UDP.NAT),
+	}
+}
+
+// logLevel is log.level's slog level; validation accepted it.
+func logLevel(l config.Log) slog.Level {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(l.Level)); err != nil {
+		return slog.LevelInfo
+	}
+	return level
+}
+
