@@ -249,7 +249,6 @@ func counterOf(fams map[string]*dto.MetricFamily, name, label, value string) flo
 	return -1
 }
 
-
 func TestServe_ReloadAppliesRulesToNewFlowsAndKeepsRestartKeys(t *testing.T) {
 	ln := holdingListener(t)
 	port := netip.MustParseAddrPort(ln.Addr().String()).Port()

@@ -140,4 +140,3 @@ func logLevel(l config.Log) slog.Level {
 	}
 	return level
 }
-
