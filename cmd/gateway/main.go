@@ -33,6 +33,9 @@ func newApp(stdout, stderr io.Writer) *app {
 		notify: func(c chan<- os.Signal) {
 			signal.Notify(c, os.Interrupt, syscall.SIGTERM)
 		},
+		notifyReload: func(c chan<- os.Signal) {
+			signal.Notify(c, syscall.SIGHUP)
+		},
 		stopNotify: func(c chan<- os.Signal) { signal.Stop(c) },
 		exit:       os.Exit,
 	}

@@ -31,6 +31,9 @@ type app struct {
 	serve func(context.Context, *config.Config, gateway.Options) error
 	// notify starts delivering SIGINT and SIGTERM to c; stopNotify undoes it.
 	notify, stopNotify func(c chan<- os.Signal)
+	// notifyReload starts delivering SIGHUP to c (stopNotify undoes it);
+	// nil means no reload by signal.
+	notifyReload func(c chan<- os.Signal)
 	// exit ends the process at once; used on a second signal.
 	exit func(code int)
 }

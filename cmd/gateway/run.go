@@ -63,9 +63,12 @@ func (a *app) runGateway(cmd *cobra.Command, f runFlags) error {
 	if err != nil {
 		return err
 	}
-	logger := newLogger(a.stderr, cfg.Log)
+	level := new(slog.LevelVar)
+	logger := newLogger(a.stderr, cfg.Log, level)
 	ctx, stop := a.cancelOnSignal(cmd.Context(), logger)
 	defer stop()
+	reload, stopReload := a.reloadOnSignal(logger)
+	defer stopReload()
 	if f.cpuProfile != "" {
 		stopProfile, err := startCPUProfile(f.cpuProfile)
 		if err != nil {
@@ -76,7 +79,16 @@ func (a *app) runGateway(cmd *cobra.Command, f runFlags) error {
 	if f.memProfile != "" {
 		defer memProfileOnSignal(f.memProfile, logger)()
 	}
-	err = a.serve(ctx, cfg, gateway.Options{PcapPath: f.pcap, Trace: f.trace, Faults: f.faults, Logger: logger})
+	err = a.serve(ctx, cfg, gateway.Options{PcapPath: f.pcap, Trace: f.trace, Faults: f.faults, Logger: logger,
+		LogLevel: level, Version: version, Reload: reload,
+		Load: func() (*config.Config, error) {
+			a.notifyState(logger, "RELOADING=1")
+			defer a.notifyState(logger, "READY=1")
+			return a.loadConfig(f.configFile, cmd)
+		},
+		Ready: func() { a.notifyState(logger, "READY=1") },
+	})
+	a.notifyState(logger, "STOPPING=1")
 	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
 		return nil // shut down as asked
 	}
@@ -89,13 +101,15 @@ func (a *app) runGateway(cmd *cobra.Command, f runFlags) error {
 	return err
 }
 
-// newLogger builds the gateway's logger; cfg has been validated, so the
-// level and format are known.
-func newLogger(w io.Writer, cfg config.Log) *slog.Logger {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(cfg.Level)); err != nil {
-		level = slog.LevelInfo
+// newLogger builds the gateway's logger at level, set here to cfg's (a
+// reload may change it); cfg has been validated, so the level and format
+// are known.
+func newLogger(w io.Writer, cfg config.Log, level *slog.LevelVar) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(cfg.Level)); err != nil {
+		l = slog.LevelInfo
 	}
+	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
 	if cfg.Format == config.LogJSON {
 		return slog.New(slog.NewJSONHandler(w, opts))
@@ -133,6 +147,45 @@ func (a *app) cancelOnSignal(parent context.Context, logger *slog.Logger) (ctx c
 		close(done)
 		wg.Wait()
 		cancel()
+	}
+}
+
+// reloadOnSignal returns a channel that receives once per SIGHUP (a
+// burst of them is one reload), and a stop function.
+func (a *app) reloadOnSignal(logger *slog.Logger) (<-chan struct{}, func()) {
+	reload := make(chan struct{}, 1)
+	if a.notifyReload == nil {
+		return reload, func() {}
+	}
+	sigs := make(chan os.Signal, 1)
+	a.notifyReload(sigs)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			select {
+			case <-sigs:
+				logger.Info("reloading the configuration", "signal", "hangup")
+				select {
+				case reload <- struct{}{}:
+				default: // one is pending already
+				}
+			case <-done:
+				return
+			}
+		}
+	})
+	return reload, func() {
+		a.stopNotify(sigs)
+		close(done)
+		wg.Wait()
+	}
+}
+
+// notifyState tells the service manager state, logging a failure.
+func (a *app) notifyState(logger *slog.Logger, state string) {
+	if err := a.sdNotify(state); err != nil {
+		logger.Warn("telling systemd "+state, "err", err)
 	}
 }
 
