@@ -135,8 +135,7 @@ func (h *Handler) traffic(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	fl.Flush()
 	tick := make(chan struct{}, 1)
-	var arm func()
-	arm = func() {
+	arm := func() {
 		h.o.Clock.AfterFunc(time.Second, func() {
 			select {
 			case tick <- struct{}{}:

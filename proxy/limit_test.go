@@ -165,6 +165,10 @@ func TestSetLimits_LowerUDPSessionsEvictsTheLeastRecentlyUsed(t *testing.T) {
 	waitClosed(t, dones[0], "oldest session")
 	waitClosed(t, dones[1], "second session")
 	assertOpen(t, dones[2], "the newest session")
+	if _, err := socks[2].Write([]byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	readDatagram(t, socks[2])
 	if s := h.p.Stats(); s.UDPEvicted != 2 {
 		t.Errorf("UDPEvicted = %d, want 2", s.UDPEvicted)
 	}
