@@ -22,22 +22,7 @@ func serve(t *testing.T, cfg *config.Config) *tuntest.Device {
 // serveWith is serve with d as the upstream block's dialer.
 func serveWith(t *testing.T, cfg *config.Config, d proxy.Dialer) *tuntest.Device {
 	t.Helper()
-	dev := tuntest.New(cfg.TUN.MTU)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, cfg, dev, Options{Dialer: d}) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Errorf("Serve did not return after cancel")
-		}
-	})
-	return dev
+	return serveOpts(t, cfg, Options{Dialer: d})
 }
 
 // loopbackDialer sends every upstream connection to the same port on
