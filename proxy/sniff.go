@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"strings"
 	"time"
@@ -235,26 +236,34 @@ func (p *Proxy) handleSniffed(ctx context.Context, req stack.Request, id stack.F
 		} else {
 			p.stats.tcpRouteDropped.Add(1)
 		}
-		p.abort(id, SideApp, conn)
+		p.refuseSniffed(id, conn, fmt.Errorf("proxy: %v after sniffing", rt))
 		return false
 	}
 	up, err := p.dialTCP(ctx, id, rt)
 	if err != nil {
 		p.countDialFailure(err)
 		p.log.Debug("tcp dial after sniffing failed", "flow", id, "err", err)
-		p.abort(id, SideApp, conn)
+		p.refuseSniffed(id, conn, err)
 		return false
 	}
 	if len(first) > 0 {
 		if _, err := up.Write(first); err != nil {
-			p.abort(id, SideApp, conn)
 			p.abort(id, SideUpstream, up)
+			p.refuseSniffed(id, conn, err)
 			return false
 		}
 		p.stats.bytesUp.Add(uint64(len(first)))
 	}
 	p.stats.tcpAccepted.Add(1)
 	return p.relay(ctx, cid, id, rt, conn, up)
+}
+
+// refuseSniffed ends a sniffed flow that is not relayed: its handshake
+// was completed, so the refusal is a RST (an abort), reported as the
+// flow's rejection.
+func (p *Proxy) refuseSniffed(id stack.FlowID, conn stack.Conn, err error) {
+	p.abort(id, SideApp, conn)
+	p.emit(Event{Flow: id, Kind: EventReject, Err: err})
 }
 
 // sniff reads from conn until the first bytes name a domain, cannot, or

@@ -152,4 +152,8 @@ func TestSniff_RejectAfterSniffingResetsTheApp(t *testing.T) {
 	if s := h.p.Stats(); s.TCPRouteRejected != 1 || s.TCPSniffedName != 1 {
 		t.Errorf("stats %+v", s)
 	}
+	// The flow's end is reported, so that observers (a trace) close it.
+	if e, ok := h.events.first(proxy.EventReject); !ok || e.Err == nil {
+		t.Errorf("events %v, want a reject with its reason", h.events.all())
+	}
 }
