@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -129,4 +130,40 @@ func TestRecorder_ACookieSYNLeavesNothing(t *testing.T) {
 	if n != 0 {
 		t.Errorf("%d ladders for SYNs answered with cookies, want none", n)
 	}
+}
+
+func TestRecorder_AWrittenFlowsLadderHasItsSYNToo(t *testing.T) {
+	rec := NewRecorder(4)
+	var out strings.Builder
+	lw := &lockedWriter{w: &out}
+	tr, err := NewTracer(lw, "80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Record(rec)
+	h := newPktHarness(t, func(o *Options) { o.Trace = tr })
+	c, _ := h.establish(1000)
+	tr.Bind(c.ID(), 9)
+	lines, _ := rec.Ladder(9)
+	if len(lines) == 0 || !strings.Contains(lines[0], "(LISTEN)") {
+		t.Errorf("recorded ladder starts %q, want the SYN", lines)
+	}
+	lw.mu.Lock()
+	written := out.String()
+	lw.mu.Unlock()
+	if n := strings.Count(written, "(LISTEN)"); n != 1 {
+		t.Errorf("the written trace has the SYN %d times, want once:\n%s", n, written)
+	}
+}
+
+// lockedWriter serialises writes for the race detector's sake.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

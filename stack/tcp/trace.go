@@ -99,10 +99,15 @@ func (t *Tracer) start(id stack.FlowID, seg *Segment, why string) {
 		return
 	}
 	t.rec.open(id)
+	what := t.describe(id, seg, false) + "  (" + why + ")"
 	if t.writes(id) {
+		// Printed already, before the ladder opened: record it only.
+		t.mu.Lock()
+		t.rec.add(id, t.formatLocked(id, "app ──► gw", what))
+		t.mu.Unlock()
 		return
 	}
-	t.line(id, "app ──► gw", t.describe(id, seg, false)+"  ("+why+")")
+	t.line(id, "app ──► gw", what)
 }
 
 // writes reports whether the flow's lines go to w.
@@ -282,14 +287,21 @@ func (t *Tracer) flowLocked(id stack.FlowID) *traceFlow {
 func (t *Tracer) line(id stack.FlowID, arrow, what string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	tf := t.flowLocked(id)
-	ms := float64(t.clk.Now().Sub(tf.start).Microseconds()) / 1000
+	l := t.formatLocked(id, arrow, what)
 	if t.writes(id) {
-		fmt.Fprintf(t.w, "%10.3fms  %-10s  %s\n", ms, arrow, what)
+		fmt.Fprintln(t.w, l)
 	}
 	if t.rec != nil {
-		t.rec.add(id, fmt.Sprintf("%10.3fms  %-10s  %s", ms, arrow, what))
+		t.rec.add(id, l)
 	}
+}
+
+// formatLocked is one ladder line: the time since the flow's first line,
+// the arrow and what happened.
+func (t *Tracer) formatLocked(id stack.FlowID, arrow, what string) string {
+	tf := t.flowLocked(id)
+	ms := float64(t.clk.Now().Sub(tf.start).Microseconds()) / 1000
+	return fmt.Sprintf("%10.3fms  %-10s  %s", ms, arrow, what)
 }
 
 // Bind names the ladder of flow id by conn, the ID the connections API
