@@ -31,6 +31,7 @@ type benchFlags struct {
 	faults        string
 	offload       string
 	queues        string
+	api           bool
 	jsonFile      string
 	htmlFile      string
 	cpuProfile    string
@@ -82,6 +83,7 @@ a usage error.`,
 	fs.IntVar(&f.reusePorts, "reuse-ports", bench.DefaultReusePorts, fmt.Sprintf("client ports of the connect-reuse test, a range ending at 60999 (--quick: %d)", bench.QuickReusePorts))
 	fs.StringVar(&f.offload, "offload", "", "every gateway's tun.offload, `auto` or off (default: the gateway's own, auto)")
 	fs.StringVar(&f.queues, "queues", "", "every gateway's tun.queues, `auto` or a count (default: the gateway's own, auto)")
+	fs.BoolVar(&f.api, "api", false, "run every gateway with its HTTP API on (api.listen on a unix socket, every connection's ladder recorded), to measure what that costs")
 	fs.StringVar(&f.faults, "faults", "", "make each gateway inject seeded faults between its TUN and its stack, as gateway run --faults does; `SPEC` keys: "+faulty.SpecKeys)
 	fs.StringVar(&f.jsonFile, "json", "", "also write the results as JSON to this `file`")
 	fs.StringVar(&f.cpuProfile, "cpuprofile", "", "make each gateway write a CPU profile to `PREFIX`-<stack>-round<N>.prof")
@@ -108,6 +110,7 @@ func (a *app) runBench(cmd *cobra.Command, f benchFlags) error {
 		Faults:     f.faults,
 		Offload:    f.offload,
 		Queues:     f.queues,
+		API:        f.api,
 	}
 	// Flags left alone take the defaults of the mode (full or quick).
 	fl := cmd.Flags()

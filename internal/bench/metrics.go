@@ -242,6 +242,7 @@ func settingsOf(o Options) Settings {
 		Faults:          o.Faults,
 		Offload:         o.Offload,
 		Queues:          o.Queues,
+		API:             o.API,
 		LatencyPayload:  Quantity{float64(o.LatencyPayload), "bytes"},
 	}
 }

@@ -120,6 +120,10 @@ type Options struct {
 	Offload string
 	// Queues, when set, is every gateway's tun.queues (auto or a count).
 	Queues string
+	// API runs every gateway with its HTTP API on (api.listen on a unix
+	// socket), which records every connection's ladder: what operating
+	// with the API costs.
+	API bool
 	// CPUProfile, when set, makes every gateway process write a CPU
 	// profile to CPUProfile-<stack>-round<N>.prof.
 	CPUProfile string

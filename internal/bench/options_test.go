@@ -118,3 +118,19 @@ func TestOptions_FaultsAreCheckedAndGivenToEveryGateway(t *testing.T) {
 		t.Fatalf("with MemProfile: heap profile at %q, want /tmp/m-custom-round3.heap", extra[1])
 	}
 }
+
+func TestOptions_APIRunsEveryGatewayWithItsAPIOn(t *testing.T) {
+	o := Options{Gateway: gwproc.Command{Path: "/gw"}, API: true}.withDefaults()
+	extra := gatewaySpecFor(o, StackCustom, 1).Extra
+	sock := filepath.Join(os.TempDir(), fmt.Sprintf("tungate-bench-%d-custom.sock", os.Getpid()))
+	if i := slices.Index(extra, "--api-listen"); i < 0 || i+1 >= len(extra) || extra[i+1] != sock {
+		t.Fatalf("gateway flags %q, want --api-listen %s", extra, sock)
+	}
+	var b strings.Builder
+	if err := WriteTable(&b, &Report{Settings: settingsOf(o)}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "API on") {
+		t.Errorf("the table does not say the API was on:\n%s", b.String())
+	}
+}

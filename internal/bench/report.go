@@ -61,6 +61,8 @@ type Settings struct {
 	Offload string `json:"offload,omitempty"`
 	// Queues is the gateways' tun.queues when the run set it.
 	Queues string `json:"queues,omitempty"`
+	// API reports that the gateways ran with their HTTP API on.
+	API bool `json:"api,omitempty"`
 }
 
 // Result is one figure of one workload, for every stack.

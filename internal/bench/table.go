@@ -19,6 +19,9 @@ func WriteTable(w io.Writer, r *Report) error {
 	if r.Settings.Queues != "" {
 		fmt.Fprintf(&b, "gateways run with tun.queues %s\n", r.Settings.Queues)
 	}
+	if r.Settings.API {
+		b.WriteString("gateways run with the API on (api.listen on a unix socket; every connection's ladder recorded)\n")
+	}
 	if r.Settings.Offload != "" {
 		fmt.Fprintf(&b, "gateways run with tun.offload %s\n", r.Settings.Offload)
 	}

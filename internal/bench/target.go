@@ -85,6 +85,10 @@ func gatewaySpecFor(o Options, stack string, round int) gwproc.Spec {
 	if o.Queues != "" {
 		spec.Extra = append(spec.Extra, "--queues", o.Queues)
 	}
+	if o.API {
+		sock := filepath.Join(os.TempDir(), fmt.Sprintf("tungate-bench-%d-%s.sock", os.Getpid(), stack))
+		spec.Extra = append(spec.Extra, "--api-listen", sock)
+	}
 	return spec
 }
 

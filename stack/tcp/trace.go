@@ -26,7 +26,7 @@ type Tracer struct {
 	// then selects only what is written to w (nil: nothing).
 	rec *Recorder
 
-	mu    sync.Mutex // guards clk, w and flows
+	mu    sync.Mutex // guards w and flows, and clk against useClock (set before any traffic, read without it)
 	clk   clock.Clock
 	w     io.Writer
 	flows map[stack.FlowID]*traceFlow
@@ -72,7 +72,7 @@ func NewRecordingTracer(rec *Recorder) *Tracer {
 // filtered ones; call it before the Tracer is given to an engine.
 func (t *Tracer) Record(rec *Recorder) { t.rec = rec }
 
-// Match reports whether the flow is traced.
+// Match reports whether the flow is traced: written, or recorded.
 func (t *Tracer) Match(id stack.FlowID) bool {
 	if t == nil {
 		return false
@@ -80,39 +80,34 @@ func (t *Tracer) Match(id stack.FlowID) bool {
 	return t.rec != nil || t.writes(id)
 }
 
-// active reports whether lines about the flow are kept now: it is
-// written, or recorded and its ladder started (see start). A segment
-// that never becomes a flow (a SYN answered with a cookie, a stray ACK)
-// leaves nothing in a Recorder.
-func (t *Tracer) active(id stack.FlowID) bool {
-	if t == nil {
-		return false
+// now is the time on the engine's clock. useClock sets the clock before
+// the Tracer sees any traffic, so reading it needs no lock.
+func (t *Tracer) now() clock.Time { return t.clk.Now() }
+
+// recorded is the live recorded ladder of id, nil when none: no
+// Recorder, or the flow never entered the table (a SYN answered with a
+// cookie, a stray ACK), which so leaves nothing behind.
+func (t *Tracer) recorded(id stack.FlowID) *ladder {
+	if t == nil || t.rec == nil {
+		return nil
 	}
-	return t.writes(id) || t.rec != nil && t.rec.has(id)
+	return t.rec.ladderOf(id)
 }
 
 // start begins the recorded ladder of a flow entering the table with
-// seg (its SYN, or the ACK that carried a valid cookie). Written traces
-// have printed seg already.
+// seg (its SYN, or the ACK that carried a valid cookie).
 func (t *Tracer) start(id stack.FlowID, seg *Segment, why string) {
 	if t == nil || t.rec == nil {
 		return
 	}
-	t.rec.open(id)
-	what := t.describe(id, seg, false) + "  (" + why + ")"
-	if t.writes(id) {
-		// Printed already, before the ladder opened: record it only.
-		t.mu.Lock()
-		t.rec.add(id, t.formatLocked(id, "app ──► gw", what))
-		t.mu.Unlock()
-		return
+	if l := t.rec.open(id); l != nil {
+		l.add(segEntry(entrySegIn, seg, why, t.now()))
 	}
-	t.line(id, "app ──► gw", what)
 }
 
 // writes reports whether the flow's lines go to w.
 func (t *Tracer) writes(id stack.FlowID) bool {
-	if t.w == nil {
+	if t == nil || t.w == nil {
 		return false
 	}
 	if t.addr.IsValid() && id.Src.Addr().Unmap() != t.addr && id.Dst.Addr().Unmap() != t.addr {
@@ -121,60 +116,87 @@ func (t *Tracer) writes(id stack.FlowID) bool {
 	return t.port == 0 || id.Src.Port() == t.port || id.Dst.Port() == t.port
 }
 
-// attach installs the trace hook on a new flow's TCB and prints how it
+// attach installs the trace hook on a new flow's TCB and records how it
 // got to its first state.
 func (t *Tracer) attach(f *flow) {
-	if !t.Match(f.id) {
+	id := f.id
+	w, l := t.writes(id), t.recorded(id)
+	if !w && l == nil {
 		return
 	}
-	id := f.id
-	if t.rec == nil || t.writes(id) {
-		f.tcb.SetTrace(func(ev TraceEvent) { t.tcbEvent(id, ev) })
-	} else {
-		// A recorded ladder is the handshake and the teardown: the data
-		// segments in between are counted, not formatted. The hook runs
-		// under the flow's lock, so skipped needs none.
-		skipped := 0
-		f.tcb.SetTrace(func(ev TraceEvent) {
-			if (ev.Kind == TraceSegIn || ev.Kind == TraceSegOut) && quietState(ev.From) &&
-				ev.Seg.Flags&(packet.SYN|packet.FIN|packet.RST) == 0 {
-				skipped++
-				return
-			}
-			if skipped > 0 {
-				t.line(id, "", fmt.Sprintf("… %d data and ACK segments", skipped))
-				skipped = 0
-			}
+	// A recorded ladder is the handshake and the teardown: the data
+	// segments in between are counted, not kept. The hook runs under the
+	// flow's lock, so skipped needs none.
+	skipped := uint32(0)
+	f.tcb.SetTrace(func(ev TraceEvent) {
+		if w {
 			t.tcbEvent(id, ev)
-		})
+		}
+		if l == nil {
+			return
+		}
+		seg := ev.Kind == TraceSegIn || ev.Kind == TraceSegOut
+		if seg && quietState(ev.From) && ev.Seg.Flags&(packet.SYN|packet.FIN|packet.RST) == 0 {
+			skipped++
+			return
+		}
+		now := t.now()
+		if skipped > 0 {
+			l.add(ladderEntry{at: now, kind: entrySkipped, n: skipped})
+			skipped = 0
+		}
+		switch ev.Kind {
+		case TraceSegIn:
+			l.add(segEntry(entrySegIn, ev.Seg, "", now))
+		case TraceSegOut:
+			l.add(segEntry(entrySegOut, ev.Seg, "", now))
+		case TraceState:
+			l.add(ladderEntry{at: now, kind: entryState, from: ev.From, to: ev.To, text: ev.Reason})
+		case TraceDrop:
+			l.add(ladderEntry{at: now, kind: entryDrop, text: ev.Reason})
+		}
+	})
+	if w {
+		t.line(id, "", fmt.Sprintf("state LISTEN → %s (%s)", f.tcb.State(), f.tcb.Reason()))
 	}
-	t.line(id, "", fmt.Sprintf("state LISTEN → %s (%s)", f.tcb.State(), f.tcb.Reason()))
+	if l != nil {
+		l.add(ladderEntry{at: t.now(), kind: entryState, from: Listen, to: f.tcb.State(), text: f.tcb.Reason()})
+	}
 }
 
 // Upstream records an event on the upstream side of a traced flow.
 func (t *Tracer) Upstream(id stack.FlowID, what string) {
-	if t.active(id) {
-		t.line(id, "gw ──► up", what)
-	}
+	t.text(id, entryUpstream, "gw ──► up", what)
 }
 
 // UpstreamIn records something the upstream did (connected, FIN, RST).
 func (t *Tracer) UpstreamIn(id stack.FlowID, what string) {
-	if t.active(id) {
-		t.line(id, "gw ◄── up", what)
-	}
+	t.text(id, entryUpstreamIn, "gw ◄── up", what)
 }
 
 // note records an engine-level decision about a traced flow.
-func (t *Tracer) note(id stack.FlowID, what string) {
-	if t.active(id) {
-		t.line(id, "gw", what)
+func (t *Tracer) note(id stack.FlowID, what string) { t.text(id, entryNote, "gw", what) }
+
+// text writes and records a line of words about the flow.
+func (t *Tracer) text(id stack.FlowID, kind entryKind, arrow, what string) {
+	if t.writes(id) {
+		t.line(id, arrow, what)
+	}
+	if l := t.recorded(id); l != nil {
+		l.add(ladderEntry{at: t.now(), kind: kind, text: what})
 	}
 }
 
 // segment records a segment the engine sent or got outside a TCB.
 func (t *Tracer) segment(id stack.FlowID, dir string, seg *Segment, why string) {
-	if !t.active(id) {
+	if l := t.recorded(id); l != nil {
+		kind := entrySegIn
+		if dir == "out" {
+			kind = entrySegOut
+		}
+		l.add(segEntry(kind, seg, why, t.now()))
+	}
+	if !t.writes(id) {
 		return
 	}
 	arrow := "app ──► gw"
@@ -287,21 +309,9 @@ func (t *Tracer) flowLocked(id stack.FlowID) *traceFlow {
 func (t *Tracer) line(id stack.FlowID, arrow, what string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	l := t.formatLocked(id, arrow, what)
-	if t.writes(id) {
-		fmt.Fprintln(t.w, l)
-	}
-	if t.rec != nil {
-		t.rec.add(id, l)
-	}
-}
-
-// formatLocked is one ladder line: the time since the flow's first line,
-// the arrow and what happened.
-func (t *Tracer) formatLocked(id stack.FlowID, arrow, what string) string {
 	tf := t.flowLocked(id)
 	ms := float64(t.clk.Now().Sub(tf.start).Microseconds()) / 1000
-	return fmt.Sprintf("%10.3fms  %-10s  %s", ms, arrow, what)
+	fmt.Fprintf(t.w, "%10.3fms  %-10s  %s\n", ms, arrow, what)
 }
 
 // Bind names the ladder of flow id by conn, the ID the connections API
@@ -320,19 +330,22 @@ func (t *Tracer) Open(id stack.FlowID) {
 	}
 }
 
-// Done ends the ladder of flow id where no engine does (the gVisor
-// stack's flows): it is kept as a finished one.
+// Done ends the ladder of flow id where no engine does: it is kept as a
+// finished one.
 func (t *Tracer) Done(id stack.FlowID) { t.forget(id) }
 
 // forget drops a finished flow's trace state; its recorded ladder is
 // kept as a finished one.
 func (t *Tracer) forget(id stack.FlowID) {
-	if t.Match(id) {
+	if t == nil {
+		return
+	}
+	if t.writes(id) {
 		t.mu.Lock()
 		delete(t.flows, id)
 		t.mu.Unlock()
-		if t.rec != nil {
-			t.rec.retire(id)
-		}
+	}
+	if t.rec != nil {
+		t.rec.retire(id)
 	}
 }
