@@ -370,3 +370,32 @@ func artifactDir(t *testing.T) string {
 	}
 	return abs
 }
+
+func TestOps_BusyAPIPortFailsTheStartBeforeTheTUN(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces and a TUN device")
+	}
+	lab, err := netlab.New(netlab.Options{})
+	if err != nil {
+		t.Fatalf("netlab: %v", err)
+	}
+	t.Cleanup(func() { lab.Close() })
+	busy, err := lab.Client().Listen("tcp", apiAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	p := runGateway(t, lab, nil, "--tun-name", tunName, "--config", opsConfig(t, ""))
+	if err := p.wait(15 * time.Second); err == nil || p.exitCode() != 1 {
+		t.Fatalf("gateway with its API port taken: exit %d (%v), want 1", p.exitCode(), err)
+	}
+	if out := p.out.String(); !strings.Contains(out, "api.listen") || !strings.Contains(out, "address already in use") {
+		t.Errorf("the error does not say which key and why:\n%s", out)
+	}
+	if strings.Contains(p.out.String(), `msg="gateway up"`) {
+		t.Error("the TUN came up before the API's port was found taken")
+	}
+	if _, err := lab.Client().Netlink().LinkByName(tunName); err == nil {
+		t.Error("the TUN is left behind")
+	}
+}

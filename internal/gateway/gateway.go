@@ -54,6 +54,11 @@ type Options struct {
 	// Ready, when set, is called once the gateway serves: the TUN, its
 	// routes, the stack and the API are up (systemd's READY=1).
 	Ready func()
+	// APIListener, when set, is where Serve serves the API instead of
+	// opening api.listen itself; Serve closes it. Run opens it before the
+	// TUN, so that a port in use fails the start before anything on the
+	// host changed.
+	APIListener net.Listener
 }
 
 // Run brings the gateway up from cfg on a new TUN device and serves until
@@ -63,6 +68,14 @@ type Options struct {
 func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 	log := logger(opts.Logger)
 	cfg = prepare(cfg)
+	if cfg.API.Listen != "" && opts.APIListener == nil {
+		ln, err := api.Listen(cfg.API.Listen)
+		if err != nil {
+			return fmt.Errorf("gateway: api.listen: %w", err)
+		}
+		opts.APIListener = ln
+		defer ln.Close() // when the start fails before Serve takes it
+	}
 	if opts.Trace != "" && cfg.Stack.Kind != config.StackCustom {
 		return fmt.Errorf("gateway: --trace needs stack.kind custom (the gVisor stack has no trace hooks)")
 	}
@@ -158,13 +171,15 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) (err error) {
 // closes dev before returning.
 func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options) error {
 	log := logger(opts.Logger)
-	var apiLn net.Listener
-	if cfg.API.Listen != "" {
+	apiLn := opts.APIListener
+	if apiLn == nil && cfg.API.Listen != "" {
 		var err error
 		if apiLn, err = api.Listen(cfg.API.Listen); err != nil {
 			dev.Close()
 			return fmt.Errorf("gateway: api.listen: %w", err)
 		}
+	}
+	if apiLn != nil {
 		defer apiLn.Close() // when serving failed before the server took it
 	}
 	ds, err := newDNS(cfg, log)
