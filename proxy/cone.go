@@ -226,17 +226,21 @@ func (s *coneSession) end(reason error) {
 	if wd != nil {
 		wd.stop()
 	}
-	if up != nil {
-		up.Close()
-		s.p.stats.udpActive.Add(-1)
-	}
 	if reason == errUDPIdleTimeout {
 		s.p.stats.udpIdleTimeouts.Add(1)
+	}
+	// Everything but the closes first: closing up ends the reader and
+	// closing the flows ends their handler calls, after which Close may
+	// return while this goroutine (an AfterFunc of the proxy's context)
+	// still runs.
+	s.p.log.Debug("udp session ended", "app", s.key.app, "outbound", s.key.outbound, "reason", reason)
+	if up != nil {
+		s.p.stats.udpActive.Add(-1)
+		up.Close()
 	}
 	for _, f := range flows {
 		f.conn.Close()
 	}
-	s.p.log.Debug("udp session ended", "app", s.key.app, "outbound", s.key.outbound, "reason", reason)
 }
 
 func (s *coneSession) touch() {
