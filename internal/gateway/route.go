@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -165,7 +166,9 @@ func (r *routing) pick(f *rule.Flow, address string, log *slog.Logger) proxy.Rou
 	if f.Network == rule.NetworkUDP {
 		rt.Dialer = ob.udp
 	}
-	log.Debug("flow routed", "flow", fmt.Sprintf("%v->%v", f.Src, f.Dst), "network", f.Network.String(), "domain", f.Domain,
-		"rule", res.Rule, "outbound", res.Outbound)
+	if log.Enabled(context.Background(), slog.LevelDebug) { // the arguments cost a few µs a flow
+		log.Debug("flow routed", "flow", fmt.Sprintf("%v->%v", f.Src, f.Dst), "network", f.Network.String(), "domain", f.Domain,
+			"rule", res.Rule, "outbound", res.Outbound)
+	}
 	return rt
 }
