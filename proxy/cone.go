@@ -102,7 +102,7 @@ func (p *Proxy) evict(victim *udpEntry) {
 // on the creator's goroutine.
 func (s *coneSession) open(ctx context.Context, pd PacketDialer, rt Route) {
 	limit := s.p.connectTimeoutOf(rt)
-	dctx, release := s.p.withTimeout(ctx, limit, &timeoutError{msg: fmt.Sprintf("udp dial timeout after %v", limit)})
+	dctx, release := s.p.withTimeout(ctx, limit, timeoutAfter("udp dial timeout", limit))
 	up, err := pd.ListenPacket(dctx, s.unreachable)
 	release()
 	if err == nil {
@@ -367,7 +367,7 @@ func (p *Proxy) serveCone(ctx context.Context, conn stack.PacketConn, dw stack.D
 		}
 		if f.dst.Port == 0 {
 			limit := p.connectTimeoutOf(rt)
-			rctx, release := p.withTimeout(ctx, limit, &timeoutError{msg: fmt.Sprintf("udp resolve timeout after %v", limit)})
+			rctx, release := p.withTimeout(ctx, limit, timeoutAfter("udp resolve timeout", limit))
 			d, err := s.up.Resolve(rctx, rt.target(id))
 			release()
 			if err != nil {

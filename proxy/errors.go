@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"syscall"
+	"time"
 )
 
 // timeoutError reports a deadline that passed: a connect timeout, an idle or
@@ -12,9 +13,24 @@ import (
 // satisfies errors.Is against both os.ErrDeadlineExceeded (what net.Conn
 // deadlines return) and context.DeadlineExceeded (what a context with a
 // deadline returns), so callers need not know which mechanism fired.
-type timeoutError struct{ msg string }
+type timeoutError struct {
+	msg   string
+	after time.Duration // when set, Error appends " after <after>"
+}
 
-func (e *timeoutError) Error() string   { return e.msg }
+// timeoutAfter is the timeout error "<what> after <d>", formatted only
+// when asked: one is made for every dial and handshake, and most never
+// fire.
+func timeoutAfter(what string, d time.Duration) *timeoutError {
+	return &timeoutError{msg: what, after: d}
+}
+
+func (e *timeoutError) Error() string {
+	if e.after != 0 {
+		return e.msg + " after " + e.after.String()
+	}
+	return e.msg
+}
 func (e *timeoutError) Timeout() bool   { return true }
 func (e *timeoutError) Temporary() bool { return true }
 

@@ -88,7 +88,7 @@ func (p *Proxy) HandleTCP(ctx context.Context, req stack.Request) {
 // timeout.
 func (p *Proxy) dialTCP(ctx context.Context, id stack.FlowID, rt Route) (net.Conn, error) {
 	limit := p.connectTimeoutOf(rt)
-	timeout := &timeoutError{msg: fmt.Sprintf("connect timeout after %v", limit)}
+	timeout := timeoutAfter("connect timeout", limit)
 	dctx, release := p.withTimeout(ctx, limit, timeout)
 	defer release()
 	p.emit(Event{Flow: id, Kind: EventDialStart})
@@ -125,7 +125,7 @@ func (p *Proxy) countDialFailure(err error) {
 // accept completes the app's handshake within the connect timeout.
 func (p *Proxy) accept(ctx context.Context, req stack.Request, id stack.FlowID) (stack.Conn, error) {
 	limit := p.limits().connectTimeout
-	timeout := &timeoutError{msg: fmt.Sprintf("app handshake timeout after %v", limit)}
+	timeout := timeoutAfter("app handshake timeout", limit)
 	actx, release := p.withTimeout(ctx, limit, timeout)
 	defer release()
 	conn, err := req.Accept(actx)

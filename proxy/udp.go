@@ -100,7 +100,7 @@ func (p *Proxy) routeUDP(id stack.FlowID) (Route, error) {
 // dialUDP dials the symmetric session's upstream socket for id.
 func (p *Proxy) dialUDP(ctx context.Context, id stack.FlowID, rt Route) (net.Conn, error) {
 	limit := p.connectTimeoutOf(rt)
-	timeout := &timeoutError{msg: fmt.Sprintf("udp dial timeout after %v", limit)}
+	timeout := timeoutAfter("udp dial timeout", limit)
 	dctx, release := p.withTimeout(ctx, limit, timeout)
 	defer release()
 	up, err := rt.Dialer.DialContext(dctx, "udp", rt.target(id))
