@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -126,12 +127,36 @@ func (h *Handler) SetSecret(s string) {
 
 // ServeHTTP checks the token, then serves the request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !h.key.Load().set && !literalHost(r) {
+		// Without a secret only this machine reaches the API, but a web
+		// page it opens could, by a name rebound to 127.0.0.1; such a
+		// request names the host by that name.
+		writeError(w, http.StatusForbidden, "without api.secret the API answers only requests to an IP address or localhost")
+		return
+	}
 	if !h.authorized(r) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tungate"`)
 		writeError(w, http.StatusUnauthorized, "a bearer token is required (Authorization: Bearer <api.secret>)")
 		return
 	}
 	h.mux.ServeHTTP(w, r)
+}
+
+// literalHost reports whether r addresses the API by an IP address or
+// localhost, or came over a unix socket (no TCP peer).
+func literalHost(r *http.Request) bool {
+	if _, err := netip.ParseAddrPort(r.RemoteAddr); err != nil {
+		return true // a unix socket
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	return host == "localhost"
 }
 
 // authorized compares the request's token with the secret in constant

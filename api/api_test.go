@@ -130,6 +130,40 @@ func TestAuth_SecretIsRequiredEverywhere(t *testing.T) {
 	}
 }
 
+func TestNoSecret_OnlyRequestsByAddressOrLocalhost(t *testing.T) {
+	srv := newServer(t, api.Options{})
+	for host, want := range map[string]int{
+		"": http.StatusOK, "localhost:9090": http.StatusOK, "[::1]:9090": http.StatusOK,
+		"rebound.example.test": http.StatusForbidden, "rebound.example.test:9090": http.StatusForbidden,
+	} {
+		req, _ := http.NewRequest("GET", srv.URL+"/version", nil)
+		if host != "" {
+			req.Host = host
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("Host %q: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+	// With a secret the token decides, whatever the name.
+	sec := newServer(t, api.Options{Secret: "s"})
+	req, _ := http.NewRequest("GET", sec.URL+"/version", nil)
+	req.Host = "gateway.example.test"
+	req.Header.Set("Authorization", "Bearer s")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("by name with the token: %d, want 200", resp.StatusCode)
+	}
+}
+
 func TestSetSecret_TakesEffectAtOnce(t *testing.T) {
 	h := api.New(api.Options{Secret: "old", Conns: sample()})
 	srv := httptest.NewServer(h)
