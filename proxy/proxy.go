@@ -204,7 +204,8 @@ type limits struct {
 }
 
 // SetLimits applies l to the flows that start from now on (a config
-// reload): flows already running keep the timeouts they started with. A
+// reload): a running flow keeps the idle timeout it started with, and
+// takes the half-close timeout in force when its first FIN passes. A
 // lower MaxUDPSessions ends the least recently used sessions past it at
 // once; a lower MaxConnections only refuses new flows.
 func (p *Proxy) SetLimits(l Limits) {
