@@ -16,24 +16,36 @@ import (
 // many connections can be measured without stopping it. The returned
 // function ends the signal handling.
 func memProfileOnSignal(path string, log *slog.Logger) (stop func()) {
+	return onEachSignal(
+		func(c chan<- os.Signal) { signal.Notify(c, syscall.SIGUSR1) },
+		func(c chan<- os.Signal) { signal.Stop(c) },
+		func() {
+			if err := writeMemProfile(path, log); err != nil {
+				log.Warn("memprofile", "err", err)
+			}
+		})
+}
+
+// onEachSignal runs f on its own goroutine for every signal notify
+// starts delivering, until the returned function is called: it stops
+// the delivery with stopNotify and waits for f to return.
+func onEachSignal(notify, stopNotify func(chan<- os.Signal), f func()) (stop func()) {
 	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGUSR1)
+	notify(sigs)
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
 			select {
 			case <-sigs:
-				if err := writeMemProfile(path, log); err != nil {
-					log.Warn("memprofile", "err", err)
-				}
+				f()
 			case <-done:
 				return
 			}
 		}
 	})
 	return func() {
-		signal.Stop(sigs)
+		stopNotify(sigs)
 		close(done)
 		wg.Wait()
 	}

@@ -157,29 +157,13 @@ func (a *app) reloadOnSignal(logger *slog.Logger) (<-chan struct{}, func()) {
 	if a.notifyReload == nil {
 		return reload, func() {}
 	}
-	sigs := make(chan os.Signal, 1)
-	a.notifyReload(sigs)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			select {
-			case <-sigs:
-				logger.Info("reloading the configuration", "signal", "hangup")
-				select {
-				case reload <- struct{}{}:
-				default: // one is pending already
-				}
-			case <-done:
-				return
-			}
+	return reload, onEachSignal(a.notifyReload, a.stopNotify, func() {
+		logger.Info("reloading the configuration", "signal", "hangup")
+		select {
+		case reload <- struct{}{}:
+		default: // one is pending already
 		}
 	})
-	return reload, func() {
-		a.stopNotify(sigs)
-		close(done)
-		wg.Wait()
-	}
 }
 
 // notifyState tells the service manager state, logging a failure.
