@@ -96,16 +96,9 @@ func (m *metrics) observe(ev proxy.Event) {
 	m.dial.WithLabelValues(ev.Route.Outbound, result).Observe(ev.Elapsed.Seconds())
 }
 
-// Describe implements prometheus.Collector.
-func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBuild, descTCPConns, descTCPOpened, descTCPRejected, descTCPResets,
-		descTCPTimeouts, descTCPClosedAPI, descTCPRelays, descCookiesSent, descCookiesValid, descChallenge,
-		descRetrans, descRTOs, descRSTsSent, descBytes, descRuleHits, descDNSQueries, descDNSAnswers, descFakeIPUsed, descFakeIPCap,
-		descTUNPackets, descTUNBytes, descTUNErrors, descUDPSessions, descUDPOpened, descUDPEnded, descUDPFlows,
-		descUDPDropped, descUDPPackets} {
-		ch <- d
-	}
-}
+// Describe implements prometheus.Collector with what Collect reports: the
+// stack kind and the DNS side, which decide that, are fixed for a run.
+func (m *metrics) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(m, ch) }
 
 // Collect implements prometheus.Collector.
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
