@@ -301,6 +301,16 @@ func TestServe_ReloadAppliesRulesToNewFlowsAndKeepsRestartKeys(t *testing.T) {
 	if code, body := a.do("PUT", "/configs/reload"); code != http.StatusBadRequest || !strings.Contains(string(body), "log.level") {
 		t.Fatalf("invalid reload: %d %s, want 400 naming log.level", code, body)
 	}
+	fams := scrape(t, a)
+	if v := counterOf(fams, "tungate_config_reloads_total", "result", "rejected"); v != 1 {
+		t.Errorf("tungate_config_reloads_total{rejected} = %v, want 1", v)
+	}
+	if v := counterOf(fams, "tungate_config_reloads_total", "result", "applied"); v != 1 {
+		t.Errorf("tungate_config_reloads_total{applied} = %v, want 1", v)
+	}
+	if f := fams["tungate_config_last_reload_successful"]; f == nil || f.Metric[0].GetGauge().GetValue() != 0 {
+		t.Errorf("tungate_config_last_reload_successful = %v, want 0 after a rejected reload", f)
+	}
 	dev.Inject(syn(t, netip.MustParseAddrPort("198.18.0.1:40022"), dst))
 	if seg := nextTCP(t, dev); !seg.Flags().Has(packet.RST) {
 		t.Fatalf("after a rejected reload a new flow got %v, want the rule's RST still", seg.Flags())

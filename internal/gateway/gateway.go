@@ -245,6 +245,7 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 	m.stackKind, m.version, m.px, m.st, m.ts, m.ds, m.routing = cfg.Stack.Kind, opts.Version, px, st, &ts, ds, &routes
 	rl := &reloader{load: opts.Load, upstream: opts.Dialer, routes: &routes, px: px, ds: ds, level: opts.LogLevel,
 		log: log, cur: cfg}
+	m.reloads = rl
 	var apiSrv *api.Server
 	if apiLn != nil {
 		rl.api = newAPI(cfg, opts, px, newRegistry(m), rec, rl)

@@ -26,6 +26,7 @@ type metrics struct {
 	ts        *tun.Stats
 	ds        *dnsSide
 	routing   *atomic.Pointer[routing]
+	reloads   *reloader
 
 	dial *prometheus.HistogramVec // by outbound and result
 }
@@ -60,6 +61,8 @@ var (
 	descUDPFlows     = desc("udp_flows_total", "UDP flows (app socket and destination) relayed.")
 	descUDPDropped   = desc("udp_flows_dropped_total", "UDP flows not relayed (no UDP, refused, dial failed).")
 	descUDPPackets   = desc("udp_datagrams_total", "UDP datagrams relayed.", "direction")
+	descReloads      = desc("config_reloads_total", "Configuration reloads (SIGHUP, PUT /configs/reload): applied, or rejected as a whole.", "result")
+	descReloadOK     = desc("config_last_reload_successful", "Whether the last reload was applied (1) or rejected (0); 1 before any.")
 )
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -107,6 +110,15 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	m.collectProxy(ch)
 	m.collectRules(ch)
 	m.collectDNS(ch)
+	if r := m.reloads; r != nil {
+		counter(ch, descReloads, r.applied.Load(), "applied")
+		counter(ch, descReloads, r.rejected.Load(), "rejected")
+		ok := 1.0
+		if r.lastFailed.Load() {
+			ok = 0
+		}
+		gauge(ch, descReloadOK, ok)
+	}
 	if ts := m.ts; ts != nil {
 		counter(ch, descTUNPackets, ts.ReadPackets.Load(), "read")
 		counter(ch, descTUNPackets, ts.WritePackets.Load(), "write")

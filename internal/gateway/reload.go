@@ -27,6 +27,11 @@ type reloader struct {
 
 	mu  sync.Mutex     // serialises reloads; guards cur
 	cur *config.Config // the configuration in force, prepared
+
+	// applied and rejected count the reloads; lastFailed is whether the
+	// last one was rejected (for alerts on a broken file).
+	applied, rejected atomic.Uint64
+	lastFailed        atomic.Bool
 }
 
 // reload reads the configuration and applies it, or applies nothing and
@@ -76,6 +81,8 @@ func (r *reloader) reload() (api.ReloadReport, error) {
 		r.api.SetSecret(keep.API.Secret)
 	}
 	r.cur = keep
+	r.applied.Add(1)
+	r.lastFailed.Store(false)
 	for _, key := range rep.RestartRequired {
 		r.log.Warn("config reload: this key changed but applies only after a restart; the old value stays", "key", key)
 	}
@@ -85,6 +92,8 @@ func (r *reloader) reload() (api.ReloadReport, error) {
 }
 
 func (r *reloader) logRejected(err error) {
+	r.rejected.Add(1)
+	r.lastFailed.Store(true)
 	var ce *config.Error
 	if errors.As(err, &ce) {
 		for _, p := range ce.Problems {
