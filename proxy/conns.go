@@ -72,7 +72,7 @@ type connTable struct {
 func (t *connTable) newID() uint64 { return t.last.Add(1) }
 
 // newEntry returns the record of flow cid (0: a new ID), routed by rt;
-// it is not listed until add.
+// it is not listed until add, and abort may be set until then.
 func (p *Proxy) newEntry(cid uint64, network string, id stack.FlowID, rt Route, app any, abort func()) *connEntry {
 	if cid == 0 {
 		cid = p.conns.newID()

@@ -95,7 +95,8 @@ type endpoint interface {
 // startEvented relays app and up by events when both can be, and reports
 // whether it did; the relay then owns both connections, the flow's place
 // under MaxConnections and a count in p.flows, and ends on its own.
-func (p *Proxy) startEvented(cid uint64, id stack.FlowID, rt Route, app, up net.Conn) bool {
+func (p *Proxy) startEvented(e *connEntry, app, up net.Conn) bool {
+	id := e.flow
 	if !p.evented {
 		return false
 	}
@@ -116,7 +117,8 @@ func (p *Proxy) startEvented(cid uint64, id stack.FlowID, rt Route, app, up net.
 	}
 	r := &evRelay{p: p, id: id, ends: [2]endpoint{SideApp: ae, SideUpstream: ue}}
 	r.sched.Store(schedRunning) // nothing runs before setup ends
-	r.e = p.newEntry(cid, "tcp", id, rt, app, func() { r.interrupt(intrAbort) })
+	r.e = e
+	e.abort = func() { r.interrupt(intrAbort) }
 	r.wd = newWatchdog(p.clock, p.limits().idleTimeout, errIdleTimeout, r.timeout)
 	p.mu.Lock()
 	if p.closed {

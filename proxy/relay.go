@@ -57,14 +57,17 @@ const smallBufSize = 512
 // connections (those not aborted are closed gracefully). When both can be
 // served by events it hands the flow to an evRelay instead and returns
 // detached at once.
-func (p *Proxy) relay(ctx context.Context, cid uint64, id stack.FlowID, rt Route, app stack.Conn, up net.Conn) (detached bool) {
-	if p.startEvented(cid, id, rt, app, up) {
+// e is the flow's record, listed while the relay runs.
+func (p *Proxy) relay(ctx context.Context, e *connEntry, app stack.Conn, up net.Conn) (detached bool) {
+	id := e.flow
+	if p.startEvented(e, app, up) {
 		return true
 	}
 	p.stats.tcpActive.Add(1)
 	defer p.stats.tcpActive.Add(-1)
 	r := &tcpRelay{p: p, id: id, conns: [2]net.Conn{SideApp: app, SideUpstream: up}}
-	r.e = p.newEntry(cid, "tcp", id, rt, app, func() { r.interrupt(func() { r.abortBoth() }) })
+	r.e = e
+	e.abort = func() { r.interrupt(func() { r.abortBoth() }) }
 	p.conns.add(r.e)
 	defer p.conns.remove(r.e)
 	r.wd = newWatchdog(p.clock, p.limits().idleTimeout, errIdleTimeout, r.timeout)

@@ -255,7 +255,9 @@ func (p *Proxy) handleSniffed(ctx context.Context, req stack.Request, id stack.F
 		p.stats.bytesUp.Add(uint64(len(first)))
 	}
 	p.stats.tcpAccepted.Add(1)
-	return p.relay(ctx, cid, id, rt, conn, up)
+	e := p.newEntry(cid, "tcp", id, rt, conn, nil)
+	e.up.Add(uint64(len(first))) // sent upstream above
+	return p.relay(ctx, e, conn, up)
 }
 
 // refuseSniffed ends a sniffed flow that is not relayed: its handshake

@@ -114,6 +114,8 @@ func TestSniff_RoutesByTheHostAndSendsTheBytesUpstream(t *testing.T) {
 	if s := h.p.Stats(); s.TCPSniffed != 1 || s.TCPSniffedName != 1 {
 		t.Errorf("stats %+v", s)
 	}
+	// The sniffed bytes count as the connection's upload.
+	waitConnections(t, h.p, 1, func(c proxy.ConnInfo) bool { return c.Up == uint64(len(head)) && c.Down == 5 })
 }
 
 func TestSniff_ServerFirstProtocolWaitsTheTimeoutOnce(t *testing.T) {

@@ -81,7 +81,7 @@ func (p *Proxy) HandleTCP(ctx context.Context, req stack.Request) {
 		return
 	}
 	p.stats.tcpAccepted.Add(1)
-	detached = p.relay(ctx, cid, id, rt, conn, up)
+	detached = p.relay(ctx, p.newEntry(cid, "tcp", id, rt, conn, nil), conn, up)
 }
 
 // dialTCP connects upstream to id.Dst through rt within the connect
