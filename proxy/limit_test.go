@@ -27,6 +27,12 @@ func TestMaxConnections_ResetsSYNsPastTheLimitUntilAFlowEnds(t *testing.T) {
 	if d := req.Decision(); !d.Rejected || !d.Reset || d.Calls != 1 {
 		t.Fatalf("decision past the limit = %+v, want one Reject(true)", d)
 	}
+	// TCPAccepted rises just after the app's handshake, which establish
+	// already saw.
+	giveUp := time.Now().Add(waitLimit)
+	for h.p.Stats().TCPAccepted != 2 && time.Now().Before(giveUp) {
+		time.Sleep(time.Millisecond)
+	}
 	if s := h.p.Stats(); s.TCPLimitRejected != 1 || s.TCPOpen != 2 || s.TCPAccepted != 2 {
 		t.Fatalf("stats = %+v, want 1 limit rejection with 2 flows open", s)
 	}
