@@ -56,8 +56,7 @@ const smallBufSize = 512
 // relay runs the flow until both directions have ended, then closes both
 // connections (those not aborted are closed gracefully). When both can be
 // served by events it hands the flow to an evRelay instead and returns
-// detached at once.
-// e is the flow's record, listed while the relay runs.
+// detached at once. The flow's record e is listed while the relay runs.
 func (p *Proxy) relay(ctx context.Context, e *connEntry, app stack.Conn, up net.Conn) (detached bool) {
 	id := e.flow
 	if p.startEvented(e, app, up) {
