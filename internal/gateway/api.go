@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"net"
-	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -39,14 +38,14 @@ func (p proxyConns) Totals() (up, down uint64) {
 	return s.BytesUp + s.UDPBytesUp, s.BytesDown + s.UDPBytesDown
 }
 
-// apiURL is how a person on this machine reaches the API at listen.
-func apiURL(listen string) string {
-	if strings.Contains(listen, "/") {
-		return "unix:" + listen
+// apiURL is how a person on this machine reaches the API a serves.
+func apiURL(a config.API) string {
+	if a.IsUnix() {
+		return "unix:" + a.Listen
 	}
-	host, port, err := net.SplitHostPort(listen)
+	host, port, err := net.SplitHostPort(a.Listen)
 	if err != nil {
-		return listen
+		return a.Listen
 	}
 	if host == "" || host == "0.0.0.0" || host == "::" {
 		host = "127.0.0.1"

@@ -331,3 +331,17 @@ func TestServe_ReloadAppliesRulesToNewFlowsAndKeepsRestartKeys(t *testing.T) {
 		t.Fatalf("after the rule was removed a new flow got %v, want SYN-ACK", seg.Flags())
 	}
 }
+
+func TestAPIURL_IsWhereAPersonHereOpensIt(t *testing.T) {
+	for listen, want := range map[string]string{
+		"127.0.0.1:9090":        "http://127.0.0.1:9090",
+		":9090":                 "http://127.0.0.1:9090",
+		"[::]:9090":             "http://127.0.0.1:9090",
+		"[::1]:9090":            "http://[::1]:9090",
+		"/run/tungate/api.sock": "unix:/run/tungate/api.sock",
+	} {
+		if got := apiURL(config.API{Listen: listen}); got != want {
+			t.Errorf("apiURL(%q) = %q, want %q", listen, got, want)
+		}
+	}
+}

@@ -250,7 +250,7 @@ func Serve(ctx context.Context, cfg *config.Config, dev tun.Device, opts Options
 	if apiLn != nil {
 		rl.api = newAPI(cfg, opts, px, newRegistry(m), rec, rl)
 		apiSrv = api.Serve(apiLn, rl.api, log)
-		log.Info("api listening", "listen", cfg.API.Listen, "ui", apiURL(cfg.API.Listen)+"/ui/")
+		log.Info("api listening", "listen", cfg.API.Listen, "ui", apiURL(cfg.API)+"/ui/")
 	}
 
 	// One reader per queue; the first to end ends the run.
