@@ -37,3 +37,17 @@ func NeedsRestart(key string) bool {
 	}
 	return false
 }
+
+// WithRestartOnly is next with every key that needs a restart as it is in
+// cur: what a running gateway applies of next.
+func WithRestartOnly(cur, next *Config) *Config {
+	k := *next
+	s := newSchema()
+	from, to := reflect.ValueOf(cur).Elem(), reflect.ValueOf(&k).Elem()
+	for _, l := range s.leaves {
+		if NeedsRestart(l.key) {
+			fieldByKey(to, l.key).Set(fieldByKey(from, l.key))
+		}
+	}
+	return &k
+}

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"reflect"
 	"testing"
 	"time"
@@ -31,5 +32,31 @@ func TestNeedsRestart(t *testing.T) {
 		if got := NeedsRestart(key); got != want {
 			t.Errorf("NeedsRestart(%q) = %v, want %v", key, got, want)
 		}
+	}
+}
+
+func TestWithRestartOnly_KeepsEveryRestartKeyAndTakesTheRest(t *testing.T) {
+	cur, next := Default(), Default()
+	next.TUN.MTU = 9000
+	next.TUN.Addresses = prefixes("198.18.0.1/16")
+	next.Stack.Custom.SACK = false
+	next.Upstream.Fwmark = 7
+	next.API.Listen = "127.0.0.1:9999"
+	next.DNS.FakeIPRange = netip.MustParsePrefix("198.18.64.0/18")
+	next.Log.Format = LogJSON
+	next.Log.Level = "debug"
+	next.Proxy.IdleTimeout = time.Minute
+	next.API.Secret = "new"
+	k := WithRestartOnly(cur, next)
+	for _, key := range Changed(cur, k) {
+		if NeedsRestart(key) {
+			t.Errorf("%s changed although it needs a restart", key)
+		}
+	}
+	if got, want := Changed(cur, k), []string{"proxy.idle_timeout", "api.secret", "log.level"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("applied %v, want %v", got, want)
+	}
+	if next.TUN.MTU != 9000 {
+		t.Error("next was modified")
 	}
 }

@@ -48,7 +48,7 @@ func (r *reloader) reload() (api.ReloadReport, error) {
 		return api.ReloadReport{}, err
 	}
 	next = prepare(next)
-	keep := keepRestartOnly(r.cur, next)
+	keep := config.WithRestartOnly(r.cur, next)
 	rep := api.ReloadReport{Applied: []string{}, RestartRequired: []string{}}
 	for _, key := range config.Changed(r.cur, next) {
 		if config.NeedsRestart(key) {
@@ -103,20 +103,6 @@ func (r *reloader) logRejected(err error) {
 		r.log.Error("config reload rejected", "err", err)
 	}
 	r.log.Warn("config reload: nothing applied; the configuration in force keeps serving")
-}
-
-// keepRestartOnly is next with the keys that need a restart as they are
-// in cur.
-func keepRestartOnly(cur, next *config.Config) *config.Config {
-	k := *next
-	k.TUN, k.Stack = cur.TUN, cur.Stack
-	k.API.Listen, k.API.TraceBuffer = cur.API.Listen, cur.API.TraceBuffer
-	k.DNS.Hijack, k.DNS.Mode, k.DNS.CacheFile = cur.DNS.Hijack, cur.DNS.Mode, cur.DNS.CacheFile
-	k.DNS.FakeIPRange, k.DNS.FakeIP6Range = cur.DNS.FakeIPRange, cur.DNS.FakeIP6Range
-	k.Log.Format = cur.Log.Format
-	// What auto_route derived from the TUN block stays too.
-	k.Upstream.Fwmark = cur.Upstream.Fwmark
-	return &k
 }
 
 // prepare is cfg as the gateway runs it: under auto_route its own
