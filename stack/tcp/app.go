@@ -87,12 +87,23 @@ func (t *TCB) Peek(p []byte) int {
 
 // afterRead sends a window update at once when reading opened the window
 // a lot: the new window is at least twice the one announced and passes
-// receiver SWS avoidance (RFC 9293 §3.8.6.2.2; Linux's rule too).
+// receiver SWS avoidance (RFC 9293 §3.8.6.2.2; Linux's rule too) — and
+// the peer may be waiting for it: it has used more than half of the
+// window last offered, or what is left is less than the two full-sized
+// segments that would make us acknowledge (scaled, a window of a few
+// bytes reads as 0 to the peer). A peer with most of its window left is
+// not held up, and the next ACK, with data or by the delayed-ACK rule,
+// carries the larger window: without this, the first read after a
+// handshake (a SYN-ACK offers at most 64 KiB, unscaled, RFC 7323 §2.2)
+// would cost a pure ACK in front of every response.
 func (t *TCB) afterRead() {
 	if !t.state.synchronized() || t.finRcvd {
 		return
 	}
 	cur := t.rcvWnd()
+	if offered := uint32(t.rcvAdv - t.lastAckSent); cur > offered/2 && cur >= 2*t.rcvMSS {
+		return
+	}
 	space := t.rcvSpace()
 	if space <= cur || space < 2*cur {
 		return

@@ -795,3 +795,55 @@ func TestEstablished_TraceReportsTransitions(t *testing.T) {
 		t.Fatalf("transitions %+v", got)
 	}
 }
+
+// A small request read right after the handshake leaves the peer most of
+// the window the SYN-ACK offered (64 KiB, unscaled): no pure ACK just to
+// announce the larger buffer; the response carries the ACK and the window.
+func TestEstablished_FirstSmallReadSendsNoWindowUpdate(t *testing.T) {
+	h := established(t, func(c *Config) { c.RecvBufSize = 256 << 10 })
+	h.in(h.data(pattern(0, 23)))
+	h.output()
+	h.none()
+	if n, err := h.tcb.Read(make([]byte, 100)); n != 23 || err != nil {
+		t.Fatalf("Read = %d, %v", n, err)
+	}
+	h.output()
+	h.none()
+	h.tcb.Write(pattern(0, 27))
+	h.output()
+	s := h.one()
+	if s.Ack != testIRS.Add(1+23) || len(s.Payload) != 27 {
+		t.Fatalf("response %v, want 27 bytes", s.String())
+	}
+	if wnd := uint32(s.Wnd) << h.tcb.rcvShift; wnd <= 65535 {
+		t.Fatalf("response announces %d bytes of window, want the larger buffer", wnd)
+	}
+}
+
+// A window closed to less than one scale unit reads as 0 to the peer,
+// however much of it is left in bytes: the read that opens it sends the
+// update at once, or the peer waits for its persist timer.
+func TestEstablished_ReadOpeningANearlyClosedScaledWindowSendsUpdate(t *testing.T) {
+	h := established(t, func(c *Config) { c.RecvBufSize, c.RecvBufMax = 64<<10, 4<<20 })
+	shift := h.tcb.rcvShift
+	if shift < 7 {
+		t.Fatalf("window scale %d, want at least 7", shift)
+	}
+	left := 100 // less than one unit of the scaled field
+	total := int(h.tcb.rcvWnd()) - left
+	for off := 0; off < total; off += 1448 {
+		h.in(h.data(pattern(off, min(1448, total-off))))
+	}
+	h.advance(time.Second)
+	h.take()
+	if w := h.tcb.rcvWnd(); int(w) != left {
+		t.Fatalf("window left %d, want %d", w, left)
+	}
+	if n, err := h.tcb.Read(make([]byte, total)); n != total || err != nil {
+		t.Fatalf("Read = %d, %v", n, err)
+	}
+	h.output()
+	if a := h.one(); uint32(a.Wnd)<<shift < 32<<10 {
+		t.Fatalf("window update announces %d bytes", uint32(a.Wnd)<<shift)
+	}
+}
