@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/tungate/tungate/stack"
@@ -27,4 +29,25 @@ func (p *Proxy) WaitRelayEnd(id stack.FlowID, limit time.Duration) {
 	for giveUp := time.Now().Add(limit); p.RelayRunning(id) && time.Now().Before(giveUp); {
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// CountSocketReads counts the read system calls of the evented relays'
+// kernel sockets until the test ends.
+func CountSocketReads(t *testing.T) *atomic.Int64 {
+	var n atomic.Int64
+	testHookSocketRead = func() { n.Add(1) }
+	t.Cleanup(func() { testHookSocketRead = nil })
+	return &n
+}
+
+// RelaysIdle reports whether no evented relay is running a pass.
+func (p *Proxy) RelaysIdle() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for r := range p.relays {
+		if r.sched.Load() != schedIdle {
+			return false
+		}
+	}
+	return true
 }

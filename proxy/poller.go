@@ -13,7 +13,8 @@ import (
 // edge-triggered, whose own readiness the Go runtime's poller waits for.
 // So however many connections sit idle, one goroutine is parked, in the
 // runtime's poller, and none per connection. An event calls the
-// subscriber's relay to be scheduled.
+// subscriber's relay to be scheduled, and one that says there is
+// something to read marks the socket readable (sockEnd.readable).
 //
 // A socket leaves the epoll set when it is closed (the kernel removes a
 // closed file from every epoll set), so unsubscribing is only forgetting
@@ -23,7 +24,7 @@ type poller struct {
 	rc syscall.RawConn
 
 	mu   sync.Mutex
-	subs map[int32]*evRelay // by descriptor
+	subs map[int32]*sockEnd // by descriptor
 	done chan struct{}      // closed when run returns
 }
 
@@ -52,20 +53,22 @@ func newPoller() (*poller, error) {
 		f.Close()
 		return nil, err
 	}
-	pl := &poller{f: f, rc: rc, subs: make(map[int32]*evRelay), done: make(chan struct{})}
+	pl := &poller{f: f, rc: rc, subs: make(map[int32]*sockEnd), done: make(chan struct{})}
 	go pl.run()
 	return pl, nil
 }
 
-// subscribe watches fd and schedules r on each of its events. The epoll
-// set reports the socket's present readiness at once (edge-triggered
-// sets do on ADD), so r may be scheduled before subscribe returns.
-func (pl *poller) subscribe(fd int, r *evRelay) error {
+// subscribe watches s's descriptor and schedules s.r on each of its
+// events. The epoll set reports the socket's present readiness at once
+// (edge-triggered sets do on ADD: ep_insert polls the file), so s.r may
+// be scheduled before subscribe returns, and a socket that had data
+// before it is reported readable.
+func (pl *poller) subscribe(s *sockEnd) error {
 	pl.mu.Lock()
-	pl.subs[int32(fd)] = r
+	pl.subs[int32(s.fd)] = s
 	pl.mu.Unlock()
-	if err := pl.ctl(unix.EPOLL_CTL_ADD, fd, pollEvents); err != nil {
-		pl.forget(fd, r)
+	if err := pl.ctl(unix.EPOLL_CTL_ADD, s.fd, pollEvents); err != nil {
+		pl.forget(s)
 		return err
 	}
 	return nil
@@ -94,15 +97,20 @@ func (pl *poller) watchOut(fd int) error {
 	return pl.ctl(unix.EPOLL_CTL_MOD, fd, pollEventsOut)
 }
 
-// forget drops fd's subscriber if it is still r: once fd is closed, its
-// number may already belong to another relay's socket.
-func (pl *poller) forget(fd int, r *evRelay) {
+// forget drops s's subscription if it is still there: once its
+// descriptor is closed, the number may already belong to another
+// relay's socket.
+func (pl *poller) forget(s *sockEnd) {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	if pl.subs[int32(fd)] == r {
-		delete(pl.subs, int32(fd))
+	if pl.subs[int32(s.fd)] == s {
+		delete(pl.subs, int32(s.fd))
 	}
 }
+
+// pollReadable are the events after which a read finds something: data,
+// the FIN, an error or a hang-up.
+const pollReadable = unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLERR | unix.EPOLLHUP
 
 // run dispatches events until close. It drains the epoll set without
 // waiting and then parks in the runtime's poller until the set is ready
@@ -128,8 +136,11 @@ func (pl *poller) run() {
 			ready = ready[:0]
 			pl.mu.Lock()
 			for _, ev := range events[:n] {
-				if r := pl.subs[ev.Fd]; r != nil {
-					ready = append(ready, r)
+				if s := pl.subs[ev.Fd]; s != nil {
+					if ev.Events&pollReadable != 0 {
+						s.readable.Store(true)
+					}
+					ready = append(ready, s.r)
 				}
 			}
 			pl.mu.Unlock()

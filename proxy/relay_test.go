@@ -453,3 +453,33 @@ func testRelay_ResumesWhenAFullUpstreamDrains(t *testing.T) {
 		t.Fatal("data changed on the way")
 	}
 }
+
+// An evented relay reads a socket again only once the poller says there
+// is something new, right after data (for a FIN queued behind it) and
+// right after writing to it (for the reply): a request/response exchange
+// costs each message about three reads, not a read per pass over both
+// directions.
+func TestRelay_EventedReadsAnEmptySocketOnce(t *testing.T) {
+	const exchanges = 50
+	h := newHarness(t, proxy.Options{})
+	reads := proxy.CountSocketReads(t)
+	app, up, _ := h.establish()
+	transfer(t, app, up, "warm")
+	transfer(t, up, app, "warm")
+	stacktest.Eventually(t, "the relay to go idle", h.p.RelaysIdle)
+	before := reads.Load()
+	for range exchanges {
+		transfer(t, app, up, "ping")
+		transfer(t, up, app, "pong")
+	}
+	stacktest.Eventually(t, "the relay to go idle", h.p.RelaysIdle)
+	// Each message: a read that gets it, one that finds its socket
+	// empty, and one of the other socket after writing the message
+	// there; one more each for timing's sake (a relay on goroutines, or
+	// one reading every socket on every pass, takes six).
+	if got, most := reads.Load()-before, int64(exchanges*2*4); got > most {
+		t.Errorf("%d socket reads for %d exchanges, want at most %d", got, exchanges, most)
+	} else {
+		t.Logf("%d socket reads for %d exchanges", got, exchanges)
+	}
+}
