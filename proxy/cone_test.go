@@ -273,8 +273,18 @@ type gatedDialer struct {
 }
 
 func (d *gatedDialer) ListenPacket(ctx context.Context, _ func(netip.AddrPort)) (proxy.PacketUpstream, error) {
-	d.entered <- struct{}{}
-	<-d.gate
+	// An open the test does not expect (a flow reopening its evicted
+	// session) must not hold Proxy.Close in the cleanup forever.
+	select {
+	case d.entered <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case <-d.gate:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	u := &namedUpstream{sent: make(chan proxy.Destination, 4), replies: make(chan namedReply), closed: make(chan struct{})}
 	d.ups <- u
 	return u, nil

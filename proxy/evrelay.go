@@ -715,11 +715,11 @@ func (s *sockEnd) wrote() { s.readable.Store(true) }
 
 // testHookSocketRead, when set (by tests), is called for every read
 // system call of a sockEnd.
-var testHookSocketRead func()
+var testHookSocketRead atomic.Pointer[func()]
 
 func (s *sockEnd) doRead(fd uintptr) bool {
-	if testHookSocketRead != nil {
-		testHookSocketRead()
+	if hook := testHookSocketRead.Load(); hook != nil {
+		(*hook)()
 	}
 	for {
 		n, err := unix.Read(int(fd), s.p)

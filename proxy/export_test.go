@@ -34,10 +34,11 @@ func (p *Proxy) WaitRelayEnd(id stack.FlowID, limit time.Duration) {
 // CountSocketReads counts the read system calls of the evented relays'
 // kernel sockets until the test ends.
 func CountSocketReads(t *testing.T) *atomic.Int64 {
-	var n atomic.Int64
-	testHookSocketRead = func() { n.Add(1) }
-	t.Cleanup(func() { testHookSocketRead = nil })
-	return &n
+	n := new(atomic.Int64)
+	count := func() { n.Add(1) }
+	testHookSocketRead.Store(&count)
+	t.Cleanup(func() { testHookSocketRead.Store(nil) })
+	return n
 }
 
 // RelaysIdle reports whether no evented relay is running a pass.
