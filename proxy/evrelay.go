@@ -64,7 +64,19 @@ type evRelay struct {
 	reset    [2]bool
 	finished int        // directions ended by EOF
 	e        *connEntry // listed in p.conns; counts the bytes
+	// budget is what a pass run inline (notifyInline) may still move
+	// before it hands the rest to a goroutine; negative on a goroutine
+	// of the relay's own, which has no limit.
+	budget int
 }
+
+// inlineBudget is how much a relay run inline on a goroutine that is not
+// its own (the TUN reader's, see SetNotifyAfter) moves before handing
+// off: a request or a reply passes whole, while a burst the pass finds
+// (a download the upstream streams as the app sends a request) goes on
+// on the relay's goroutine instead of holding up the TUN's other flows
+// for a whole send buffer.
+const inlineBudget = 64 << 10
 
 // pending is what a direction read and its destination did not take yet,
 // and how the read ended: term is nil (more may come), io.EOF (the FIN,
@@ -115,7 +127,7 @@ func (p *Proxy) startEvented(e *connEntry, app, up net.Conn) bool {
 	if !ok {
 		return false
 	}
-	r := &evRelay{p: p, id: id, ends: [2]endpoint{SideApp: ae, SideUpstream: ue}}
+	r := &evRelay{p: p, id: id, ends: [2]endpoint{SideApp: ae, SideUpstream: ue}, budget: -1}
 	r.sched.Store(schedRunning) // nothing runs before setup ends
 	r.e = e
 	e.abort = func() { r.interrupt(intrAbort) }
@@ -228,14 +240,16 @@ func (r *evRelay) notify() {
 
 // notifyInline is notify for a caller that holds no lock the relay
 // needs: an idle relay runs here, on the caller's goroutine, saving the
-// start of one (and the thread woken for it); a running one is told to
-// look again.
+// start of one (and the thread woken for it), until it has moved
+// inlineBudget bytes; what is left then goes on on a goroutine. A
+// running relay is told to look again.
 func (r *evRelay) notifyInline() {
-	if r.sched.CompareAndSwap(schedIdle, schedRunning) {
-		r.run()
+	if !r.sched.CompareAndSwap(schedIdle, schedRunning) {
+		r.notify()
 		return
 	}
-	r.notify()
+	r.budget = inlineBudget
+	r.run()
 }
 
 // interrupt asks the relay to abort both sides for reason (the first
@@ -263,9 +277,21 @@ func (r *evRelay) run() {
 			r.finish()
 			return
 		}
+		if r.budget == 0 {
+			// Inline, and the budget is spent: the relay's own goroutine
+			// takes over, the state staying running.
+			r.budget = -1
+			go r.run()
+			return
+		}
+		// An idle relay's next run is on a goroutine of its own unless
+		// notifyInline says otherwise; set before it may start.
+		b := r.budget
+		r.budget = -1
 		if r.sched.CompareAndSwap(schedRunning, schedIdle) {
 			return
 		}
+		r.budget = b
 	}
 }
 
@@ -288,7 +314,7 @@ func (r *evRelay) work() (ended bool) {
 		if r.done[SideApp] && r.done[SideUpstream] {
 			return true
 		}
-		if !moved {
+		if !moved || r.budget == 0 {
 			return false
 		}
 	}
@@ -304,6 +330,9 @@ func (r *evRelay) move(from Side) (moved, end bool) {
 	src, dst := r.ends[from], r.ends[to]
 	pd := &r.pend[from]
 	for {
+		if r.budget == 0 {
+			return moved, false // the relay's goroutine goes on
+		}
 		if pd.off < pd.end || pd.term != nil {
 			n, err := dst.tryWrite((*pd.buf)[pd.off:pd.end], pd.term == io.EOF)
 			if n > 0 {
@@ -332,6 +361,10 @@ func (r *evRelay) move(from Side) (moved, end bool) {
 				}
 				r.readEnded(from, term)
 				return true, true
+			}
+			if r.budget == 0 {
+				r.release(pd)
+				return true, false // read no more here: the relay's goroutine goes on
 			}
 		}
 		if pd.buf == nil {
@@ -383,6 +416,8 @@ func (r *evRelay) moveDirect(from Side, src *sockEnd, dst *connEnd, moved bool) 
 			moved = true
 		}
 		switch {
+		case err == nil && r.budget == 0:
+			return moved, false // the relay's goroutine goes on
 		case err == nil:
 			continue
 		case err == syscall.EAGAIN:
@@ -415,6 +450,8 @@ func (r *evRelay) moveDirectOut(from Side, src *connEnd, dst *sockEnd, moved boo
 			dst.wrote()
 		}
 		switch {
+		case err == nil && r.budget == 0:
+			return moved, false // the relay's goroutine goes on
 		case err == nil:
 			continue
 		case err == syscall.EAGAIN:
@@ -461,6 +498,9 @@ func (r *evRelay) release(pd *pending) {
 }
 
 func (r *evRelay) count(from Side, n int) {
+	if r.budget > 0 {
+		r.budget = max(0, r.budget-n)
+	}
 	r.e.count(from, n)
 	if from == SideApp {
 		r.p.stats.bytesUp.Add(uint64(n))
